@@ -1,0 +1,38 @@
+"""pymm's exceptions: one root, each subclass says who raises it and why."""
+import errno as _errno
+
+
+class PymmError(Exception):
+    """Root of every error pymm raises on purpose."""
+
+
+class LockUsageError(PymmError, RuntimeError):
+    """Raised by a lock when it is misused in a way that would corrupt it:
+    releasing a lock this thread does not hold, downgrading a lock not held for
+    write, a subclass out of range, an unknown lock kind.  The lock itself is
+    left untouched."""
+
+
+class LockdepError(PymmError):
+    """Raised by the validator for a report, only when it was configured with
+    ``lockdep.configure(raise_on_report=True)``.  Carries the report."""
+
+    def __init__(self, report):
+        super().__init__(report.title)
+        self.report = report
+
+
+class SegmentationFault(OSError, PymmError):
+    """A user access outside any mapping or against its protection (SIGSEGV)."""
+
+    def __init__(self, addr, why="bad access"):
+        super().__init__(_errno.EFAULT, f"segmentation fault at {addr:#x}: {why}")
+        self.addr = addr
+
+
+class BusError(OSError, PymmError):
+    """A user access to a file mapping beyond the end of the file (SIGBUS)."""
+
+    def __init__(self, addr, why="access beyond end of file"):
+        super().__init__(_errno.EFAULT, f"bus error at {addr:#x}: {why}")
+        self.addr = addr
