@@ -1,0 +1,13 @@
+"""The benchmark command's sections.  Each module here defines
+``run(quick: bool) -> dict`` returning {"title": str, "rows": [dict, ...],
+"notes": [str, ...]}; rows are printed as a table and written to JSON.
+Register a section by adding its module name to SECTIONS."""
+import importlib
+
+SECTIONS = ["locking"]   # order of the report
+
+
+def load(name):
+    if name not in SECTIONS:
+        raise ValueError(f"unknown benchmark section {name!r}; expected one of {', '.join(SECTIONS)}")
+    return importlib.import_module(f"{__name__}.{name}")
