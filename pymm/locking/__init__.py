@@ -12,6 +12,7 @@ from .mutex import Mutex
 from .rwlock import RwLock
 from .rwsem import RwSemaphore
 from .spinlock import SpinLock
+from . import lockdep   # noqa: E402  registers the validator first on the choke point
 
 LOCK_KINDS = {"spinlock": SpinLock, "mutex": Mutex, "rwsem": RwSemaphore, "rwlock": RwLock}
 
@@ -28,4 +29,4 @@ def new_lock(kind, name):
 
 __all__ = ["SpinLock", "Mutex", "RwSemaphore", "RwLock", "new_lock", "LOCK_KINDS",
            "SINGLE_DEPTH_NESTING", "MAX_LOCKDEP_SUBCLASSES", "EXCLUSIVE", "SHARED",
-           "SHARED_RECURSIVE", "LockUsageError"]
+           "SHARED_RECURSIVE", "LockUsageError", "lockdep"]

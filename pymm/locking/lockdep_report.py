@@ -1,0 +1,176 @@
+"""Lockdep's reports: the ``Report`` object and the kernel-shaped texts.
+
+Every detector that hangs off the lock choke point (the validator, the
+hung-task watchdog) describes a problem the same way: a ``Report`` with a
+``kind``, the kernel's headline as ``title``, the full splat as ``text``, a
+JSON-serialisable ``data`` dict and a ``signature`` used to report each
+distinct problem once.  The texts follow kernel/locking/lockdep.c's
+``print_*`` functions line for line, with Python stacks ("file:line
+function", innermost first, like ``dump_stack()``) where the kernel prints
+kernel stacks.
+
+Nothing here takes a lock or touches the validator's state: the builders get
+plain values (held entries are ``HeldLock`` snapshots) so they can run
+outside the validator's graph lock.
+"""
+import os
+import sys
+import threading
+
+__all__ = ["Report", "HeldLock", "capture_stack", "caller_site", "lock_desc",
+           "format_held", "thread_label", "thread_name"]
+
+_LOCKING_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+_STACK_LIMIT = 24
+_short_names = {}
+
+
+def _short(filename):
+    """A path relative to the working directory when it is inside it
+    (``pymm/mm/gup.py``), else as Python reports it; cached per file."""
+    s = _short_names.get(filename)
+    if s is None:
+        cwd = os.getcwd() + os.sep
+        s = filename[len(cwd):] if filename.startswith(cwd) else filename
+        _short_names[filename] = s
+    return s
+
+
+def _outside_locking(f):
+    """The first frame at or above ``f`` that is not pymm's locking code."""
+    while f is not None and f.f_code.co_filename.startswith(_LOCKING_DIR):
+        f = f.f_back
+    return f
+
+
+def capture_stack(limit=_STACK_LIMIT):
+    """The calling thread's Python stack as "file:line function" strings,
+    innermost first, without the frames of pymm/locking itself (the lock
+    methods, the event dispatch and the validator), like the kernel's
+    ``save_trace()`` skipping lockdep's own frames."""
+    f = _outside_locking(sys._getframe(1))
+    out = []
+    while f is not None and len(out) < limit:
+        co = f.f_code
+        out.append(f"{_short(co.co_filename)}:{f.f_lineno} {co.co_name}")
+        f = f.f_back
+    return out
+
+
+def caller_site():
+    """The innermost frame outside pymm/locking, as "file:line function"."""
+    f = _outside_locking(sys._getframe(1))
+    if f is None:
+        return "?"
+    co = f.f_code
+    return f"{_short(co.co_filename)}:{f.f_lineno} {co.co_name}"
+
+
+def thread_name(tid, default=None):
+    """The name of the live thread ``tid`` (``default`` once it is gone)."""
+    t = threading._active.get(tid)     # a dict read: no lock, unlike threading.enumerate()
+    if t is not None:
+        return t.name
+    return default if default is not None else f"thread-{tid}"
+
+
+def thread_label(name, tid):
+    """``comm/pid`` as lockdep prints a task."""
+    return f"{name}/{tid}"
+
+
+class HeldLock:
+    """One entry of a thread's held-lock stack, as ``lockdep.held_locks()``
+    returns it: a snapshot, not a live view.
+
+    ``read`` is the lockdep read kind (0 exclusive, 1 shared, 2 shared
+    recursive), ``name`` the printed class name ("name" or "name/subclass"),
+    ``site`` where the chain ending in this lock was first validated
+    ("file:line function"; None when stacks are off)."""
+
+    __slots__ = ("lock", "read", "trylock", "subclass", "name", "site", "nest_lock")
+
+    def __init__(self, lock, read, trylock, subclass, name, site, nest_lock=None):
+        self.lock = lock
+        self.read = read
+        self.trylock = trylock
+        self.subclass = subclass
+        self.name = name
+        self.site = site
+        self.nest_lock = nest_lock
+
+    def mode(self):
+        return lock_mode(self.lock, self.read)
+
+    def describe(self):
+        return lock_desc(self.lock, self.name, self.read, self.site)
+
+    def as_dict(self):
+        return {"class": self.name, "lock": f"{id(self.lock):#x}", "kind": self.lock.KIND,
+                "mode": self.mode(), "trylock": self.trylock, "site": self.site}
+
+    def __repr__(self):
+        t = " trylock" if self.trylock else ""
+        return f"<HeldLock {self.name} {self.mode()}{t} at {self.site}>"
+
+
+def lock_mode(lock, read):
+    """"read"/"write" for reader-writer locks, "" for exclusive-only locks."""
+    if lock.readers is None:    # SpinLock, Mutex: no read side
+        return ""
+    return "read" if read else "write"
+
+
+def lock_desc(lock, name, read, site):
+    """``print_lock()``: ``<addr> (<class>){<kind>}, at: <site>``."""
+    mode = lock_mode(lock, read)
+    kind = f"{lock.KIND}:{mode}" if mode else lock.KIND
+    return f"{id(lock):#x} ({name}){{{kind}}}, at: {site or '?'}"
+
+
+def format_held(name, tid, held):
+    """``lockdep_print_held_locks()`` for one thread."""
+    label = thread_label(name, tid)
+    if not held:
+        return [f"no locks held by {label}."]
+    n = len(held)
+    lines = [f"{n} lock{'s' if n > 1 else ''} held by {label}:"]
+    lines += [f" #{i}: {h.describe()}" for i, h in enumerate(held)]
+    return lines
+
+
+def format_stack(stack, indent=" "):
+    if stack is None:
+        return [f"{indent}<stack not recorded: lockdep.configure(stacks=False)>"]
+    return [indent + s for s in stack] or [f"{indent}<empty>"]
+
+
+class Report:
+    """One problem found by a detector.
+
+    ``kind``: "circular", "recursive", "bad-unlock", "user-return",
+    "invalid-context", "assertion", "thread-exit", "bad-downgrade",
+    "hung-task" or "deadlock".  ``title`` is the headline (the kernel's),
+    ``text`` the full splat, ``data`` a JSON-serialisable dict (kind, title,
+    thread, classes, edges with their saved stacks, held locks...), and
+    ``signature`` the de-duplication key: a report whose signature was seen
+    since the last ``lockdep.reset()`` is not recorded again."""
+
+    __slots__ = ("kind", "title", "text", "data", "signature")
+
+    def __init__(self, kind, title, body, data, signature, framed=True):
+        self.kind = kind
+        self.title = title
+        if framed:     # WARNING splats are framed by ==== and ---- of the title's width
+            head = ["=" * len(title), title, "-" * len(title)]
+        else:          # BUG:/INFO: lines are printed bare, as the kernel does
+            head = [title]
+        self.text = "\n".join(head + list(body)) + "\n"
+        self.data = dict(data, kind=kind, title=title)
+        self.signature = signature
+
+    def __str__(self):
+        return self.text
+
+    def __repr__(self):
+        return f"<Report {self.kind}: {self.title}>"
