@@ -197,8 +197,11 @@ def test_oracle_agrees_with_the_kernel_selftest():
 
 @st.composite
 def programs(draw):
-    world = draw(st.sampled_from(sorted(WORLDS)))
-    kinds = tuple(draw(st.lists(st.sampled_from(WORLDS[world]), min_size=2, max_size=5)))
+    """Few classes and many short blocks, so that cycles are common; most
+    blocks nest distinct classes (a repeated class ends the program with a
+    "recursive" report unless it is a read joining reads)."""
+    world = draw(st.sampled_from(("sleeping", "sleeping", "spinning", "spinning", "mixed")))
+    kinds = tuple(draw(st.lists(st.sampled_from(WORLDS[world]), min_size=2, max_size=4)))
 
     def op_for(c):
         return st.builds(Op, st.just(c), st.sampled_from(sorted(OPS[kinds[c]])),
@@ -206,9 +209,17 @@ def programs(draw):
                          st.integers(0, INSTANCES - 1))
 
     op = st.integers(0, len(kinds) - 1).flatmap(op_for)
-    blocks = draw(st.lists(st.lists(op, min_size=1, max_size=MAX_DEPTH).map(tuple),
-                           min_size=1, max_size=10))
-    return Program(kinds, tuple(blocks))
+
+    @st.composite
+    def block(draw):
+        # mostly pairs: each pair is one edge, and a dozen edges over a few
+        # classes close cycles often; deeper blocks bring trylock walks
+        depth = min(len(kinds), draw(st.sampled_from((1, 2, 2, 2, 2, 3, 3, 4))))
+        repeats = draw(st.sampled_from((False, False, False, True)))
+        return tuple(draw(st.lists(op, min_size=depth, max_size=depth,
+                                   unique_by=None if repeats else (lambda o: o.cls))))
+
+    return Program(kinds, tuple(draw(st.lists(block(), min_size=1, max_size=12))))
 
 
 def pick_instance(instances, op, read, held):

@@ -155,11 +155,12 @@ def do_testcase_6(name, script, kind):
 PERMS = ("123", "132", "213", "231", "312", "321")
 
 
-def permutations_3(name, locktype, e1, e2, e3, expect):
-    """GENERATE_PERMUTATIONS_3_EVENTS: the three events in all six orders."""
+def permutations_3(name, label, e1, e2, e3, expect):
+    """GENERATE_PERMUTATIONS_3_EVENTS: the three events in all six orders
+    (the events name their macros explicitly; ``label`` is for the id)."""
     events = {"1": e1, "2": e2, "3": e3}
     for p in PERMS:
-        case(f"{name}/{locktype}/{p}", " ".join(events[c] for c in p), expect, locktype)
+        case(f"{name}/{label}/{p}", " ".join(events[c] for c in p), expect)
 
 
 # -- "A-A deadlock" ... "A-B-C-D-B-C-D-A deadlock" -------------------------------
