@@ -1,0 +1,117 @@
+"""Invariant checks that can run any time the system is quiescent (no system
+call in flight): page accounting per node, mapcounts and refcounts, mlock
+accounting, rss counters, the VMA tree, page-table entry counts.  Every
+violation becomes a finding."""
+from ..mm.mm_types import PG_anon, PG_mlocked, VM_LOCKED, Folio, RSS_NAMES
+from ..mm.memory import mm_counter
+from ..mm.pgtable import PmdTable, PteTable
+from .report import report
+
+
+def _walk_ptes(mm):
+    """Yield (addr, table, index, entry) for every non-none PTE of ``mm``."""
+    for key, pmd in list(mm.pgd.items()):
+        for i, pt in enumerate(pmd.entries):
+            if isinstance(pt, PteTable):
+                base = (key << 30) + (i << 21)
+                for j, e in enumerate(pt.ptes):
+                    if e is not None:
+                        yield base + (j << 12), pt, j, e
+
+
+def run_checks(k):
+    before = len(k.findings())
+    problems = []       # (kind, title, line)
+    zero = k.zero_page
+    maps = {}           # id(folio) -> [folio, mappings, locked mappings]
+    live = [p for p in k.processes() if p.mm is not None and not p.mm.dead]
+    for p in live:
+        mm = p.mm
+        errs = mm.mm_mt.check()
+        problems += [("assertion", "BUG: VMA tree corrupted", f"{p!r}: {e}") for e in errs]
+        rss = [0] * len(RSS_NAMES)
+        locked_vm = sum(v.vma_pages() for v in mm.mm_mt._vmas if v.vm_flags & VM_LOCKED)
+        if locked_vm != mm.locked_vm:
+            problems.append(("bad-page-state", "BUG: locked_vm accounting",
+                             f"{p!r}: locked_vm {mm.locked_vm} != {locked_vm} pages in VM_LOCKED VMAs"))
+        for key, pmd in list(mm.pgd.items()):
+            for pt in pmd.entries:
+                if isinstance(pt, PteTable):
+                    n = sum(e is not None for e in pt.ptes)
+                    if n != pt.nr:
+                        problems.append(("assertion", "BUG: page table entry count",
+                                         f"{p!r}: PTE table at {pt.addr:#x} has {n} entries, nr={pt.nr}"))
+        for addr, pt, j, e in _walk_ptes(mm):
+            v = _vma_at(mm, addr)
+            if v is None:
+                problems.append(("bad-page-state", "BUG: PTE outside any VMA",
+                                 f"{p!r}: PTE at {addr:#x} maps {e!r} but no VMA covers it"))
+            if not isinstance(e, Folio) or e is zero:
+                continue
+            rss[mm_counter(e)] += 1
+            ent = maps.setdefault(id(e), [e, 0, 0])
+            ent[1] += 1
+            if v is not None and v.vm_flags & VM_LOCKED:
+                ent[2] += 1
+        for i, name in enumerate(RSS_NAMES):
+            if rss[i] != mm.get_mm_counter(i):
+                problems.append(("rss-counter", "BUG: Bad rss-counter state",
+                                 f"{p!r}: {name} counter {mm.get_mm_counter(i)} but {rss[i]} PTEs"))
+    cached = {}
+    for f in list(k.files.values()):
+        for idx, folio in list(f.mapping.i_pages.items()):
+            cached[id(folio)] = folio
+    mlocked_pages = [0] * len(k.nodes)
+    in_use = [0] * len(k.nodes)
+    for fid, (folio, nmap, nlocked) in maps.items():
+        cached_ref = 1 if fid in cached else 0
+        if folio._mapcount != nmap:
+            problems.append(("bad-page-state", "BUG: Bad page map count",
+                             f"{folio!r}: _mapcount {folio._mapcount} but {nmap} PTEs map it"))
+        if folio._refcount != nmap + cached_ref:
+            problems.append(("bad-page-state", "BUG: Bad page refcount",
+                             f"{folio!r}: _refcount {folio._refcount}, expected {nmap} mappings "
+                             f"+ {cached_ref} page-cache reference"))
+        if nlocked and not folio.flags & PG_mlocked:
+            problems.append(("bad-page-state", "BUG: mapped in VM_LOCKED VMA but not mlocked",
+                             f"{folio!r}: {nlocked} VM_LOCKED mappings, PG_mlocked clear"))
+        if folio.flags & PG_mlocked and not nlocked:
+            problems.append(("bad-page-state", "BUG: mlocked page in no VM_LOCKED VMA",
+                             f"{folio!r}: PG_mlocked set but no VM_LOCKED VMA maps it"))
+    for fid, folio in cached.items():
+        if fid not in maps and folio._refcount != 1:
+            problems.append(("bad-page-state", "BUG: Bad page refcount",
+                             f"{folio!r}: unmapped page-cache folio with _refcount {folio._refcount}"))
+        if fid not in maps and folio.flags & PG_mlocked:
+            problems.append(("bad-page-state", "BUG: mlocked page in no VM_LOCKED VMA",
+                             f"{folio!r}: unmapped page-cache folio still PG_mlocked"))
+    seen = dict(maps)
+    seen.update({fid: (f, 0, 0) for fid, f in cached.items() if fid not in maps})
+    for fid, v in seen.items():
+        folio = v[0]
+        in_use[folio.node] += folio.nr_pages()
+        if folio.flags & PG_mlocked:
+            mlocked_pages[folio.node] += folio.nr_pages()
+    for n, pg in enumerate(k.nodes):
+        used = pg.present_pages - pg.nr_free
+        if used != in_use[n]:
+            problems.append(("bad-page-state", "BUG: page accounting",
+                             f"node {n}: {pg.present_pages} pages, {pg.nr_free} free, so {used} in use, "
+                             f"but {in_use[n]} pages are reachable (mapped or cached)"
+                             + (" -- leaked pages" if used > in_use[n] else " -- pages in use twice")))
+        nr_mlock = pg.vm_stat["NR_MLOCK"].sum()
+        if nr_mlock != mlocked_pages[n]:
+            problems.append(("bad-page-state", "BUG: NR_MLOCK accounting",
+                             f"node {n}: NR_MLOCK {nr_mlock} but {mlocked_pages[n]} mlocked pages"))
+    for kind, title, line in problems:
+        report(kind, title, f"{title}\n{line}", kernel=k, data={"signature": line})
+    return k.findings()[before:]
+
+
+def _vma_at(mm, addr):
+    t = mm.mm_mt
+    from bisect import bisect_right
+    i = bisect_right(t._ends, addr)
+    if i < len(t._vmas) and t._starts[i] <= addr:
+        return t._vmas[i]
+    return None

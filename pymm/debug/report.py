@@ -1,0 +1,68 @@
+"""Findings: what every detector produces, and where they go.
+
+A finding has a kind (``use-after-free``, ``lockdep``, ``bad-page-state``,
+``data-corruption``, ``deadlock``, ``hung-task``, ``assertion``, ``rcu``,
+``rss-counter``), a kernel-style headline (``title``) and the full report
+(``text``).  ``report()`` records it on the kernel of the calling task (or the
+kernel passed), logs it, and hands it to the controlled scheduler when one is
+running, which ends the schedule with that finding.
+"""
+import threading
+import weakref
+
+from loguru import logger
+
+KINDS = ("use-after-free", "lockdep", "bad-page-state", "data-corruption", "deadlock",
+         "hung-task", "assertion", "rcu", "rss-counter")
+
+
+class Finding:
+    __slots__ = ("kind", "title", "text", "data")
+
+    def __init__(self, kind, title, text, data=None):
+        self.kind, self.title, self.text, self.data = kind, title, text, data or {}
+
+    def to_dict(self):
+        return {"kind": self.kind, "title": self.title, "text": self.text}
+
+    def __repr__(self):
+        return f"<Finding {self.kind}: {self.title}>"
+
+
+_last_kernel = None
+_tls = threading.local()
+
+
+def set_default_kernel(k):
+    global _last_kernel
+    _last_kernel = weakref.ref(k)
+
+
+def current_kernel():
+    from ..task import current
+    t = current()
+    if t is not None:
+        return t.kernel
+    return _last_kernel() if _last_kernel is not None else None
+
+
+def report(kind, title, text, kernel=None, data=None):
+    """Record a finding.  Context: any; never takes a pymm lock (it may be
+    called with any lock held, from inside a poisoned-object access)."""
+    f = Finding(kind, title, text, data)
+    k = kernel or current_kernel()
+    new = k.add_finding(f) if k is not None else True
+    if new:
+        logger.opt(lazy=True).warning("{}", lambda: text)
+        _to_scheduler(f)
+    return f
+
+
+def _to_scheduler(f):
+    try:
+        from .. import sched
+    except ImportError:      # pragma: no cover - the scheduler is part of pymm
+        return
+    hook = getattr(sched, "report_finding", None)
+    if hook is not None:
+        hook(f.kind, f.title, f.text)

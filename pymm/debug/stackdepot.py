@@ -1,0 +1,60 @@
+"""A stack depot, as lib/stackdepot.c: identical stacks are stored once and
+objects keep a small handle.  Saving walks frames (no formatting); the text is
+rendered only when a report prints it."""
+import sys
+import threading
+
+_depot = {}          # key (tuple of (code, lineno)) -> handle
+_stacks = [()]       # handle -> key; handle 0 is "no stack"
+_lock = threading.Lock()   # the depot's own lock (like the kernel's pool lock), never a pymm lock
+
+_SKIP = ("/pymm/debug/", "/pymm/locking/", "/pymm/sched/")
+
+
+def save(skip=1, limit=16):
+    """Save the caller's stack; return its handle (an int)."""
+    f = sys._getframe(skip)
+    key = []
+    while f is not None and len(key) < limit:
+        key.append((f.f_code, f.f_lineno))
+        f = f.f_back
+    key = tuple(key)
+    h = _depot.get(key)
+    if h is None:
+        with _lock:
+            h = _depot.get(key)
+            if h is None:
+                h = _depot[key] = len(_stacks)
+                _stacks.append(key)
+    return h
+
+
+def frames(handle):
+    """The saved stack as ["file:line function", ...], innermost first, without
+    the detectors' own frames."""
+    out = []
+    for code, line in _stacks[handle]:
+        fn = code.co_filename
+        if any(s in fn for s in _SKIP):
+            continue
+        out.append(f"{_short(fn)}:{line} {code.co_name}")
+    return out
+
+
+def current(skip=1, limit=16):
+    return frames(save(skip + 1, limit))
+
+
+def format(handle, indent=" "):
+    fr = frames(handle)
+    return "\n".join(indent + f for f in fr) if fr else indent + "(no stack saved)"
+
+
+def _short(path):
+    i = path.rfind("/pymm/")
+    if i >= 0:
+        return path[i + 1:]
+    i = path.rfind("/tests/")
+    if i < 0:
+        i = path.rfind("/stress/")
+    return path[i + 1:] if i >= 0 else path

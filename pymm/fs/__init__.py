@@ -1,0 +1,1 @@
+"""Filesystems: tmpfs (shmem.py) and hugetlbfs (part 2)."""

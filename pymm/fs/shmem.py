@@ -1,0 +1,168 @@
+"""tmpfs (mm/shmem.c): files whose pages live only in the page cache."""
+import errno
+
+from ..constants import FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE
+from ..mm import filemap
+from ..mm.filemap import filemap_add_folio, filemap_get_folio, folio_lock, folio_trylock, folio_unlock
+from ..mm.memory import (FAULT_FLAG_ALLOW_RETRY, FAULT_FLAG_RETRY_NOWAIT, VM_FAULT_LOCKED,
+                         VM_FAULT_NOPAGE, VM_FAULT_OOM, VM_FAULT_RETRY, VM_FAULT_SIGBUS)
+from ..mm.mm_types import PG_swapbacked, PG_uptodate
+from ..mm.mmap_lock import mmap_read_unlock
+from ..mm.page_alloc import folio_put
+from ..mm.swap import folio_add_lru
+from ..mm.truncate import ULONG_MAX, truncate_inode_pages_range, truncate_pagecache, unmap_mapping_range
+from .inode import AddressSpace, Inode
+
+MAX_LFS_FILESIZE = (1 << 63) - 1
+
+
+class File:
+    """An open tmpfs (or, part 2, hugetlbfs) file: what ``fd=`` refers to."""
+
+    def __init__(self, kernel, name, size, hugetlb=False):
+        self.kernel = kernel
+        self.name = name
+        self.hugetlb = hugetlb
+        self.inode = Inode(size)
+        self.mapping = AddressSpace(self.inode, hugetlb)
+        self.inode.i_mapping = self.mapping
+
+    @property
+    def size(self):
+        return self.inode.i_size
+
+    def __repr__(self):
+        return f"<File {self.name!r} size {self.inode.i_size}{' hugetlb' if self.hugetlb else ''}>"
+
+    # -- user API (system calls) -------------------------------------------------
+    def ftruncate(self, size):
+        if type(size) is not int or size < 0 or size > MAX_LFS_FILESIZE:
+            raise OSError(errno.EINVAL, f"ftruncate: invalid size {size!r}")
+        return self.kernel.run_syscall(self.shmem_setattr, size)
+
+    def fallocate(self, mode, offset, length):
+        if type(mode) is not int or type(offset) is not int or type(length) is not int:
+            raise OSError(errno.EINVAL, "fallocate: mode, offset and length must be ints")
+        if offset < 0 or length <= 0 or offset + length > MAX_LFS_FILESIZE:
+            raise OSError(errno.EINVAL, f"fallocate: invalid range offset={offset} len={length}")
+        if mode & ~(FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE):
+            raise OSError(errno.EOPNOTSUPP, f"fallocate: unsupported mode {mode:#x}")
+        if mode & FALLOC_FL_PUNCH_HOLE and not mode & FALLOC_FL_KEEP_SIZE:
+            raise OSError(errno.EOPNOTSUPP, "fallocate: FALLOC_FL_PUNCH_HOLE needs FALLOC_FL_KEEP_SIZE")
+        err = self.kernel.run_syscall(self.vfs_fallocate, mode, offset, length)
+        if err:
+            raise OSError(-err, f"fallocate: {errno.errorcode.get(-err, err)}")
+        return 0
+
+    # -- inside the kernel ----------------------------------------------------------
+    def shmem_setattr(self, size):
+        inode, k = self.inode, self.kernel
+        inode.i_rwsem.down_write()
+        try:
+            old = inode.i_size
+            inode.i_size = size
+            if size < old:
+                truncate_pagecache(k, inode, size)
+        finally:
+            inode.i_rwsem.up_write()
+        return 0
+
+    def vfs_fallocate(self, mode, offset, length):
+        """Returns 0 or -errno.  Context: takes i_rwsem (write)."""
+        inode, k, mapping = self.inode, self.kernel, self.mapping
+        end = offset + length
+        inode.i_rwsem.down_write()
+        try:
+            if mode & FALLOC_FL_PUNCH_HOLE:
+                ustart = (offset + 4095) & ~4095
+                uend = end & ~4095
+                if uend > ustart:
+                    unmap_mapping_range(mapping, ustart, uend - ustart, False)
+                truncate_inode_pages_range(k, mapping, offset, end - 1)
+                return 0
+            added = []
+            for index in range(offset >> 12, (end + 4095) >> 12):
+                folio = filemap_get_folio(mapping, index)
+                if folio is not None:
+                    folio_put(folio, k)
+                    continue
+                folio = self._new_folio(index)
+                if folio is None:          # ENOSPC: undo what this call added
+                    truncate_pages(k, mapping, added)
+                    return -errno.ENOSPC
+                other = filemap_add_folio(k, mapping, folio, index)
+                folio_unlock(folio)
+                if other is not None:
+                    folio_put(folio, k)
+                    folio_put(other, k)
+                    continue
+                folio_add_lru(k, folio)
+                folio_put(folio, k)
+                added.append(index)
+            if not mode & FALLOC_FL_KEEP_SIZE and end > inode.i_size:
+                inode.i_size = end
+            return 0
+        finally:
+            inode.i_rwsem.up_write()
+
+    def _new_folio(self, index):
+        folio = self.kernel.alloc_file_folio(self, index)
+        if folio is not None:
+            folio.flags |= PG_swapbacked | PG_uptodate   # not yet visible to anyone
+            folio_lock(folio)
+        return folio
+
+    def fault(self, vmf):
+        """shmem_fault: find or create the page-cache folio and return it locked
+        and referenced in vmf.folio (VM_FAULT_LOCKED).  If the folio is locked
+        by someone else and the fault may retry, drop mmap_lock, wait, and return
+        VM_FAULT_RETRY (lock_folio_maybe_drop_mmap)."""
+        k, mapping, inode = self.kernel, self.mapping, self.inode
+        index = vmf.pgoff
+        if index >= (inode.i_size + 4095) >> 12:
+            return VM_FAULT_SIGBUS
+        folio = filemap_get_folio(mapping, index)
+        if folio is None:
+            new = self._new_folio(index)
+            if new is None:
+                return VM_FAULT_OOM
+            other = filemap_add_folio(k, mapping, new, index)
+            if other is None:
+                folio_add_lru(k, new)
+                vmf.folio = new           # locked; our alloc reference is the caller's
+                return self._recheck(vmf, new)
+            folio_unlock(new)
+            folio_put(new, k)
+            folio = other
+        if not folio_trylock(folio):
+            if vmf.flags & FAULT_FLAG_ALLOW_RETRY:
+                if vmf.flags & FAULT_FLAG_RETRY_NOWAIT:
+                    folio_put(folio, k)
+                    return VM_FAULT_RETRY
+                mmap_read_unlock(vmf.vma.vm_mm)       # release_fault_lock
+                filemap.folio_wait_locked(folio)
+                folio_put(folio, k)
+                return VM_FAULT_RETRY
+            folio_lock(folio)
+        vmf.folio = folio
+        return self._recheck(vmf, folio)
+
+    def _recheck(self, vmf, folio):
+        """With the folio locked: was it truncated while we waited?"""
+        if folio.mapping is not self.mapping:
+            folio_unlock(folio)
+            folio_put(folio, self.kernel)
+            return VM_FAULT_NOPAGE
+        if vmf.pgoff >= (self.inode.i_size + 4095) >> 12:
+            folio_unlock(folio)
+            folio_put(folio, self.kernel)
+            return VM_FAULT_SIGBUS
+        return VM_FAULT_LOCKED
+
+
+def truncate_pages(kernel, mapping, indices):
+    for i in indices:
+        truncate_inode_pages_range(kernel, mapping, i << 12, (i << 12) + 4095)
+
+
+__all__ = ["File", "ULONG_MAX"]

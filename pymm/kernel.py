@@ -1,0 +1,171 @@
+"""The Kernel: nodes and their page pools, variants, tasks, files, findings."""
+import errno
+import random
+import threading
+
+from . import variants as _variants
+from .debug import report as _report
+from .locking import lockdep
+from .mm.mm_types import PG_reserved, Folio
+from .mm.page_alloc import PgData
+from .mm.page_alloc import __alloc_pages as alloc_pages  # (a dunder name would be mangled in the class)
+from .task import Process, Task, _KernelContext
+
+HPAGE_PAGES = 512
+
+
+class Kernel:
+    """One emulated machine.
+
+    ``nodes`` NUMA nodes with ``pages_per_node`` base pages and
+    ``hugepages_per_node`` PMD-sized huge pages each; ``variants`` selects
+    locking designs (see pymm.variants); ``seed`` seeds whatever in the kernel
+    is random (address-space layout stays fixed so runs compare).
+    """
+
+    def __init__(self, nodes=2, pages_per_node=4096, hugepages_per_node=16, variants=None, seed=None):
+        for name, v, lo in (("nodes", nodes, 1), ("pages_per_node", pages_per_node, 1),
+                            ("hugepages_per_node", hugepages_per_node, 0)):
+            if type(v) is not int or v < lo:
+                raise ValueError(f"Kernel: {name} must be an int >= {lo}, got {v!r}")
+        self.variants = _variants.resolve(variants)
+        self.seed = seed
+        self.random = random.Random(seed)
+        self.nodes = [PgData(n, pages_per_node) for n in range(nodes)]
+        self.hugepages_per_node = hugepages_per_node
+        self.hugepages_free = [hugepages_per_node] * nodes
+        self.zero_page = Folio(0)
+        self.zero_page.flags = PG_reserved
+        self._findings = []
+        self._finding_keys = set()
+        self._tasks = {}
+        self.files = {}
+        self.init_task = Task(self, "swapper")
+        _report.set_default_kernel(self)
+
+    def __repr__(self):
+        v = ", ".join(f"{k}={val}" for k, val in self.variants.items())
+        return f"<Kernel {len(self.nodes)} nodes, {v}>"
+
+    # -- variants -------------------------------------------------------------------
+    def variant(self, key):
+        return self.variants[key]
+
+    # -- tasks and files --------------------------------------------------------------
+    def spawn(self, name="proc"):
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"spawn: name must be a non-empty string, got {name!r}")
+        p = Process(self, name)
+        self._register(p)
+        return p
+
+    def _register(self, p):
+        self._tasks[p.pid] = p
+
+    def _unregister(self, p):
+        self._tasks.pop(p.pid, None)
+
+    def processes(self):
+        return list(self._tasks.values())
+
+    def create_file(self, name, size, hugetlb=False):
+        from .fs.shmem import MAX_LFS_FILESIZE, File
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"create_file: name must be a non-empty string, got {name!r}")
+        if type(size) is not int or size < 0 or size > MAX_LFS_FILESIZE:
+            raise OSError(errno.EINVAL, f"create_file: invalid size {size!r}")
+        if hugetlb and size % (HPAGE_PAGES * 4096):
+            raise OSError(errno.EINVAL, "create_file: a hugetlbfs file size must be a multiple of 2 MiB")
+        if hugetlb:
+            raise OSError(errno.ENOSYS, "create_file: hugetlbfs arrives with mm part 2 (issue 6)")
+        f = File(self, name, size, hugetlb)
+        self.files[name] = f
+        return f
+
+    def run_syscall(self, fn, *args):
+        """Run kernel code for a caller that is not a process (file operations):
+        as the calling process if there is one, else as the init task."""
+        from .task import current
+        with _KernelContext(current() or self.init_task):
+            return fn(*args)
+
+    # -- allocation -------------------------------------------------------------------
+    def local_node(self):
+        from .task import current
+        t = current()
+        return (t.pid % len(self.nodes)) if t is not None else 0
+
+    def vma_alloc_folio(self, vma, addr):
+        """Allocate the folio for an anonymous fault (vma_alloc_folio; mempolicy
+        arrives with part 2 -- until then the task's local node)."""
+        return alloc_pages(self, 0, self.local_node())
+
+    def alloc_file_folio(self, file, index):
+        return alloc_pages(self, 0, self.local_node())
+
+    # -- findings ---------------------------------------------------------------------
+    def add_finding(self, f):
+        key = (f.kind, f.title, f.data.get("signature"))
+        if key in self._finding_keys:
+            return False
+        self._finding_keys.add(key)
+        self._findings.append(f)
+        return True
+
+    def findings(self):
+        """Every detector report so far: objects with .kind, .title, .text."""
+        return list(self._findings)
+
+    def clear_findings(self):
+        self._findings.clear()
+        self._finding_keys.clear()
+
+    # -- /proc/meminfo and the invariant checks ---------------------------------------------
+    def meminfo(self):
+        def stat(item):
+            return sum(n.vm_stat[item].sum() for n in self.nodes)
+        kb = 4
+        pagetables = 0
+        for p in list(self._tasks.values()):
+            if p.mm is not None:
+                pagetables += p.mm.pgtables_bytes.sum()
+        total_huge = self.hugepages_per_node * len(self.nodes)
+        return {
+            "MemTotal": sum(n.present_pages for n in self.nodes) * kb,
+            "MemFree": sum(n.nr_free for n in self.nodes) * kb,
+            "Cached": stat("NR_FILE_PAGES") * kb,
+            "AnonPages": stat("NR_ANON_MAPPED") * kb,
+            "Shmem": stat("NR_SHMEM") * kb,
+            "Mlocked": stat("NR_MLOCK") * kb,
+            "Unevictable": stat("NR_UNEVICTABLE") * kb,
+            "PageTables": pagetables // 1024,
+            "HugePages_Total": total_huge,
+            "HugePages_Free": sum(self.hugepages_free),
+            "HugePages_Rsvd": 0,
+            "HugePages_Surp": 0,
+            "Hugepagesize": HPAGE_PAGES * kb,
+            "Hugetlb": total_huge * HPAGE_PAGES * kb,
+        }
+
+    def check(self):
+        """Run the invariant checks now (call it when no system call is in
+        flight); each violation becomes a finding.  Returns the new findings."""
+        from .debug.checks import run_checks
+        return run_checks(self)
+
+
+def _on_lockdep_report(rep):
+    """Lockdep reports become findings of the kernel whose task raised them.
+    (The controlled scheduler hears about them from lockdep directly.)"""
+    k = _report.current_kernel()
+    if k is None:
+        return
+    kind = {"hung-task": "hung-task", "deadlock": "deadlock", "assertion": "assertion"}.get(
+        rep.kind, "lockdep")
+    f = _report.Finding(kind, rep.title, rep.text, {"signature": rep.signature, "lockdep": rep.kind})
+    if k.add_finding(f):
+        from loguru import logger
+        logger.opt(lazy=True).warning("{}", lambda: rep.text)
+
+
+lockdep.subscribe(_on_lockdep_report)

@@ -1,0 +1,1 @@
+"""The emulated memory manager; modules mirror linux/mm."""

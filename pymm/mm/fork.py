@@ -1,0 +1,28 @@
+"""fork's address-space copy (kernel/fork.c dup_mmap)."""
+from ..locking import SINGLE_DEPTH_NESTING
+from .memory import copy_page_range
+from .mm_types import VM_DONTCOPY, VM_LOCKED_MASK, MmStruct
+from .mmap_lock import mmap_write_lock, mmap_write_lock_nested, mmap_write_unlock
+from .rmap import anon_vma_fork, vma_link_file
+from .vma import vm_area_dup
+
+
+def dup_mm(kernel, oldmm, child_pid):
+    """Context: takes the parent's mmap_lock for write, then the child's nested."""
+    mm = MmStruct(kernel, child_pid)
+    mmap_write_lock(oldmm)
+    mmap_write_lock_nested(mm, SINGLE_DEPTH_NESTING)
+    mm.start_brk, mm.brk, mm.mmap_base = oldmm.start_brk, oldmm.brk, oldmm.mmap_base
+    mm.def_flags = oldmm.def_flags & ~VM_LOCKED_MASK   # mlockall(MCL_FUTURE) is not inherited
+    for mpnt in oldmm.mm_mt.all():
+        if mpnt.vm_flags & VM_DONTCOPY:
+            continue
+        tmp = vm_area_dup(mpnt, mm)
+        tmp.vm_flags &= ~VM_LOCKED_MASK                  # nor are memory locks
+        anon_vma_fork(tmp, mpnt)
+        mm.mm_mt.insert(tmp)
+        vma_link_file(tmp)
+        copy_page_range(tmp, mpnt)
+    mmap_write_unlock(mm)
+    mmap_write_unlock(oldmm)
+    return mm

@@ -1,0 +1,240 @@
+"""get_user_pages and populate (mm/gup.c), with the ``locked`` protocol.
+
+``locked`` is the kernel's ``int *locked``: a one-element list.  Callers that
+pass it hold mmap_lock *for read* with locked[0] == 1; any fault on the way
+may drop the lock, set locked[0] = 0 and return early.  From then on every
+VMA pointer the caller holds is stale.
+"""
+import errno
+
+from ..debug.report import report
+from ..locking import lockdep
+from ..sched import point
+from .memory import (FAULT_FLAG_ALLOW_RETRY, FAULT_FLAG_KILLABLE, FAULT_FLAG_RETRY_NOWAIT,
+                     FAULT_FLAG_TRIED, FAULT_FLAG_WRITE, VM_FAULT_COMPLETED, VM_FAULT_ERROR,
+                     VM_FAULT_OOM, VM_FAULT_RETRY, VM_FAULT_SIGBUS, VM_FAULT_SIGSEGV,
+                     handle_mm_fault)
+from .mm_types import VM_IO, VM_LOCKONFAULT, VM_PFNMAP, VM_READ, VM_SHARED, VM_WRITE, Folio
+from .mmap_lock import mmap_assert_locked, mmap_read_lock, mmap_read_unlock
+from .pgtable import _PAGE_RW, pte_index, pte_offset
+
+FOLL_WRITE = 0x01
+FOLL_GET = 0x02
+FOLL_FORCE = 0x10
+FOLL_NOWAIT = 0x20
+FOLL_TOUCH = 0x1000
+FOLL_TRIED = 0x2000
+FOLL_UNLOCKABLE = 0x4000
+FOLL_MADV_POPULATE = 0x8000
+
+PAGE_SIZE = 4096
+
+
+def check_vma_flags(vma, gup_flags):
+    if vma.vm_flags & (VM_IO | VM_PFNMAP):
+        return -errno.EFAULT
+    if gup_flags & FOLL_WRITE:
+        if not vma.vm_flags & VM_WRITE:
+            return -errno.EFAULT
+    elif not vma.vm_flags & VM_READ:
+        return -errno.EFAULT
+    return 0
+
+
+def follow_page_pte(vma, address, gup_flags):
+    """Is the page present with the access gup wants?  Context: mmap_lock held."""
+    pt = pte_offset(vma.vm_mm, address)
+    if pt is None:
+        return False
+    i = pte_index(address)
+    pt.ptl.lock()
+    entry = pt.ptes[i]
+    ok = isinstance(entry, Folio) and \
+        (not gup_flags & FOLL_WRITE or pt.bits[i] & _PAGE_RW)
+    pt.ptl.unlock()
+    return ok
+
+
+def vm_fault_to_errno(ret, foll_flags):
+    if ret & VM_FAULT_OOM:
+        return -errno.ENOMEM
+    if ret & (VM_FAULT_SIGBUS | VM_FAULT_SIGSEGV):
+        return -errno.EFAULT
+    return 0
+
+
+def faultin_page(vma, address, gup_flags, locked):
+    """Fault one page in for gup.  Returns 0, -EBUSY when the fault dropped
+    mmap_lock (locked[0] is then 0), -EAGAIN when it completed with the lock
+    dropped, or -errno."""
+    fault_flags = 0
+    if gup_flags & FOLL_WRITE:
+        fault_flags |= FAULT_FLAG_WRITE
+    if locked is not None:
+        fault_flags |= FAULT_FLAG_ALLOW_RETRY | FAULT_FLAG_KILLABLE
+    if gup_flags & FOLL_NOWAIT:
+        fault_flags |= FAULT_FLAG_ALLOW_RETRY | FAULT_FLAG_RETRY_NOWAIT
+    if gup_flags & FOLL_TRIED:
+        fault_flags |= FAULT_FLAG_TRIED
+    ret = handle_mm_fault(vma, address, fault_flags)
+    if ret & VM_FAULT_COMPLETED:
+        locked[0] = 0
+        return -errno.EAGAIN
+    if ret & VM_FAULT_ERROR:
+        return vm_fault_to_errno(ret, gup_flags)
+    if ret & VM_FAULT_RETRY:
+        if not fault_flags & FAULT_FLAG_RETRY_NOWAIT:
+            locked[0] = 0
+        return -errno.EBUSY
+    return 0
+
+
+def __get_user_pages(mm, start, nr_pages, gup_flags, locked):
+    """Fault in ``nr_pages`` from ``start``.  Returns the number of pages done,
+    or -errno if none.  Context: mmap_lock held; if ``locked`` is given it may
+    be dropped (then locked[0] == 0 on return)."""
+    mmap_assert_locked(mm)
+    i = 0
+    ret = 0
+    vma = None
+    while nr_pages:
+        if vma is None or start >= vma.vm_end:
+            vma = mm.mm_mt.vma_lookup(start)
+            if vma is None:
+                ret = -errno.EFAULT
+                break
+            ret = check_vma_flags(vma, gup_flags)
+            if ret:
+                break
+        point("__get_user_pages")
+        if not follow_page_pte(vma, start, gup_flags):
+            ret = faultin_page(vma, start, gup_flags, locked)
+            if ret == 0:
+                continue
+            if ret in (-errno.EBUSY, -errno.EAGAIN):
+                ret = 0
+            break
+        i += 1
+        start += PAGE_SIZE
+        nr_pages -= 1
+    return i if i else ret
+
+
+def populate_vma_page_range(vma, start, end, locked):
+    """Fault in [start, end) of ``vma``.
+
+    Context: caller holds mmap_lock; with ``locked`` it must be held *for read*
+    (a fault may drop it, setting locked[0] = 0).  Returns pages populated or -errno.
+    """
+    mm = vma.vm_mm
+    nr_pages = (end - start) >> 12
+    if start & 0xFFF or end & 0xFFF or start < vma.vm_start or end > vma.vm_end:
+        report("assertion", "kernel BUG at mm/gup.c: VM_BUG_ON_VMA(start < vma->vm_start || end > vma->vm_end)",
+               f"populate_vma_page_range({start:#x}, {end:#x}) outside {vma!r}")
+        return -errno.EINVAL
+    mmap_assert_locked(mm)
+    if locked is not None and lockdep.is_enabled() and mm.mmap_lock.held_by_current(0):
+        # faultin_page may mmap_read_unlock(): with the lock held for write that
+        # is an unbalanced up_read -- the caller should have downgraded.
+        report("assertion", "WARNING: populate_vma_page_range with &locked under mmap_write_lock",
+               "populate_vma_page_range() called with locked != NULL while mmap_lock is held "
+               "for write; a fault that drops the lock would up_read() a write-held rwsem.\n"
+               "Likely cause: a caller that should mmap_write_downgrade() first.")
+    if vma.vm_flags & VM_LOCKONFAULT:
+        return nr_pages
+    gup_flags = FOLL_TOUCH
+    if (vma.vm_flags & (VM_WRITE | VM_SHARED)) == VM_WRITE:
+        gup_flags |= FOLL_WRITE
+    if locked is not None:
+        gup_flags |= FOLL_UNLOCKABLE
+    return __get_user_pages(mm, start, nr_pages, gup_flags, locked)
+
+
+def __mm_populate(mm, start, length, ignore_errors):
+    """Populate [start, start+len), re-finding the VMA by address after every
+    (re)lock -- the mainline way: a VMA pointer never outlives a lock drop."""
+    end = start + length
+    locked = [0]
+    ret = 0
+    vma = None
+    nstart = start
+    while nstart < end:
+        if not locked[0]:
+            locked[0] = 1
+            mmap_read_lock(mm)
+            vma = mm.mm_mt.find_vma_intersection(nstart, end)
+        elif nstart >= vma.vm_end:
+            vma = mm.mm_mt.find_vma_intersection(vma.vm_end, end)
+        if vma is None:
+            break
+        nend = min(end, vma.vm_end)
+        if vma.vm_flags & (VM_IO | VM_PFNMAP):
+            nstart = nend
+            continue
+        if nstart < vma.vm_start:
+            nstart = vma.vm_start
+        ret = populate_vma_page_range(vma, nstart, nend, locked)
+        if ret < 0:
+            if ignore_errors:
+                ret = 0
+                nstart = nend
+                continue
+            break
+        nstart = nstart + ret * PAGE_SIZE
+        ret = 0
+    if locked[0]:
+        mmap_read_unlock(mm)
+    return ret
+
+
+def mm_populate(mm, addr, length):
+    """Context: mmap_lock not held."""
+    return __mm_populate(mm, addr, length, True)
+
+
+def mm_populate_vma(mm, vma, start, end):
+    """Populate a VMA the caller found *before* it dropped mmap_write_lock (the
+    2021 maple-tree series, patch 38/94).  Nothing revalidates ``vma`` after
+    mmap_read_lock: a racer that unmapped it in between leaves a freed VMA."""
+    locked = [1]
+    mmap_read_lock(mm)
+    populate_vma_page_range(vma, start, end, locked)
+    if locked[0]:
+        mmap_read_unlock(mm)
+
+
+def mm_populate_after_write(mm, vma, start, end):
+    """Populate what a caller just mapped under mmap_write_lock, and release
+    the lock -- in the way the ``populate`` variant selects:
+
+    - ``drop-retake`` (buggy): mmap_write_unlock, then mm_populate_vma(vma)
+      with the pointer found under the write lock;
+    - ``downgrade``: mmap_write_downgrade, then populate the same VMA under the
+      read lock it now holds, so no writer can free it in between;
+    - ``revalidate`` (mainline): mmap_write_unlock, then mm_populate(start, len),
+      which looks the VMAs up again.
+
+    Context: mmap_lock held for write on entry, not held on return."""
+    from ..mm.mmap_lock import mmap_write_downgrade, mmap_write_unlock
+    variant = mm.kernel.variant("populate")
+    if variant == "downgrade":
+        mmap_write_downgrade(mm)
+        locked = [1]
+        populate_vma_page_range(vma, start, end, locked)
+        if locked[0]:
+            mmap_read_unlock(mm)
+        return
+    mmap_write_unlock(mm)
+    if variant == "drop-retake":
+        mm_populate_vma(mm, vma, start, end)
+    else:
+        mm_populate(mm, start, end - start)
+
+
+def faultin_page_range(mm, start, end, write, locked):
+    """MADV_POPULATE_(READ|WRITE): fault in [start, end) like a user access
+    would.  Returns pages done or -errno.  Context: mmap_lock held for read."""
+    gup_flags = FOLL_MADV_POPULATE | FOLL_TOUCH | FOLL_UNLOCKABLE
+    if write:
+        gup_flags |= FOLL_WRITE
+    return __get_user_pages(mm, start, (end - start) >> 12, gup_flags, locked)

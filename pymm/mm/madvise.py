@@ -1,0 +1,122 @@
+"""madvise(2) (mm/madvise.c): DONTNEED, REMOVE, POPULATE_(READ|WRITE), and the
+advice that needs no work."""
+import errno
+
+from ..constants import (FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, MADV_DOFORK, MADV_DONTFORK,
+                         MADV_DONTNEED, MADV_FREE, MADV_NORMAL, MADV_POPULATE_READ,
+                         MADV_POPULATE_WRITE, MADV_RANDOM, MADV_REMOVE, MADV_SEQUENTIAL,
+                         MADV_WILLNEED)
+from .gup import faultin_page_range
+from .memory import zap_page_range_single
+from .mm_types import VM_DONTCOPY, VM_IO, VM_LOCKED, VM_PFNMAP, VM_READ, VM_SHARED, VM_WRITE
+from .mmap_lock import mmap_read_lock, mmap_read_unlock, mmap_write_lock, mmap_write_unlock
+
+NOOP_ADVICE = (MADV_NORMAL, MADV_RANDOM, MADV_SEQUENTIAL, MADV_WILLNEED)
+VALID_ADVICE = NOOP_ADVICE + (MADV_DONTNEED, MADV_FREE, MADV_REMOVE, MADV_DONTFORK, MADV_DOFORK,
+                              MADV_POPULATE_READ, MADV_POPULATE_WRITE)
+
+
+def _vmas_covering(mm, start, end):
+    vmas = mm.mm_mt.range(start, end)
+    pos = start
+    for v in vmas:
+        if v.vm_start > pos:
+            return None
+        pos = v.vm_end
+    return vmas if vmas and pos >= end else None
+
+
+def do_madvise(mm, start, end, advice):
+    """Context: mmap_lock not held.  Returns 0 or -errno."""
+    if advice in NOOP_ADVICE:
+        mmap_read_lock(mm)
+        ok = _vmas_covering(mm, start, end) is not None
+        mmap_read_unlock(mm)
+        return 0 if ok else -errno.ENOMEM
+    if advice in (MADV_POPULATE_READ, MADV_POPULATE_WRITE):
+        return madvise_populate(mm, start, end, advice == MADV_POPULATE_WRITE)
+    if advice in (MADV_DONTFORK, MADV_DOFORK):
+        mmap_write_lock(mm)
+        try:
+            vmas = _vmas_covering(mm, start, end)
+            if vmas is None:
+                return -errno.ENOMEM
+            from .mmap import vma_modify_flags
+            pos = start
+            while pos < end:
+                cur = mm.mm_mt.vma_lookup(pos)
+                e = min(end, cur.vm_end)
+                nf = cur.vm_flags | VM_DONTCOPY if advice == MADV_DONTFORK else cur.vm_flags & ~VM_DONTCOPY
+                if nf != cur.vm_flags:
+                    vma_modify_flags(cur, pos, e, nf)
+                pos = e
+            return 0
+        finally:
+            mmap_write_unlock(mm)
+    if advice == MADV_REMOVE:
+        return madvise_remove(mm, start, end)
+    # MADV_DONTNEED / MADV_FREE (pymm has no swap: FREE behaves as DONTNEED)
+    mmap_read_lock(mm)
+    try:
+        vmas = _vmas_covering(mm, start, end)
+        if vmas is None:
+            return -errno.ENOMEM
+        if any(v.vm_flags & (VM_LOCKED | VM_PFNMAP) for v in vmas):
+            return -errno.EINVAL
+        for v in vmas:
+            s, e = max(start, v.vm_start), min(end, v.vm_end)
+            zap_page_range_single(v, s, e - s)
+        return 0
+    finally:
+        mmap_read_unlock(mm)
+
+
+def madvise_remove(mm, start, end):
+    """Punch a hole in the file behind a shared mapping; the fallocate runs
+    after mmap_lock is dropped (it takes i_rwsem, which orders before mmap_lock)."""
+    mmap_read_lock(mm)
+    vma = mm.mm_mt.vma_lookup(start)
+    if vma is None or _vmas_covering(mm, start, end) is None:
+        mmap_read_unlock(mm)
+        return -errno.ENOMEM
+    if vma.vm_flags & VM_LOCKED or vma.vm_file is None or not vma.vm_flags & VM_SHARED \
+            or not vma.vm_flags & VM_WRITE or end > vma.vm_end:
+        mmap_read_unlock(mm)
+        return -errno.EINVAL
+    f = vma.vm_file
+    offset = ((start - vma.vm_start) >> 12) + vma.vm_pgoff
+    mmap_read_unlock(mm)
+    return f.vfs_fallocate(FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset << 12, end - start)
+
+
+def madvise_populate(mm, start, end, write):
+    """Fault the range in as loads or stores would; -ENOMEM for holes, -EINVAL
+    for incompatible mappings or permissions, -EFAULT where an access would
+    get SIGBUS/SIGSEGV."""
+    mmap_read_lock(mm)
+    vmas = _vmas_covering(mm, start, end)
+    if vmas is None:
+        mmap_read_unlock(mm)
+        return -errno.ENOMEM
+    for v in vmas:
+        if v.vm_flags & (VM_IO | VM_PFNMAP) or (write and not v.vm_flags & VM_WRITE) or \
+                not v.vm_flags & (VM_WRITE | VM_READ):
+            mmap_read_unlock(mm)
+            return -errno.EINVAL
+    locked = [1]
+    while start < end:
+        if not locked[0]:
+            mmap_read_lock(mm)
+            locked[0] = 1
+            if _vmas_covering(mm, start, end) is None:
+                mmap_read_unlock(mm)
+                return -errno.ENOMEM
+        pages = faultin_page_range(mm, start, end, write, locked)
+        if pages < 0:
+            if locked[0]:
+                mmap_read_unlock(mm)
+            return -errno.EFAULT if pages == -errno.EFAULT else pages
+        start += pages << 12
+    if locked[0]:
+        mmap_read_unlock(mm)
+    return 0

@@ -1,0 +1,392 @@
+"""Page faults, zapping and fork's page-table copy (mm/memory.c)."""
+from .atomic import set_bits
+from ..locking import SINGLE_DEPTH_NESTING
+from ..sched import point
+from . import filemap
+from .mm_types import (MM_ANONPAGES, MM_FILEPAGES, MM_SHMEMPAGES, PG_anon, PG_dirty, PG_swapbacked,
+                       VM_HUGETLB, VM_MAYWRITE, VM_PFNMAP, VM_SHARED, Folio)
+from .mmap_lock import mmap_assert_locked
+from .page_alloc import folio_alloc, folio_get, folio_put
+from .pgtable import (_PAGE_DIRTY, _PAGE_RW, _PAGE_SPECIAL, PMD_SIZE, pte_alloc, pte_index,
+                      pte_offset)
+from .rmap import (anon_vma_prepare, folio_add_anon_rmap_pte, folio_add_file_rmap_pte,
+                   folio_add_new_anon_rmap, folio_remove_rmap_pte)
+from .swap import folio_add_lru
+
+# vm_fault_t (include/linux/mm_types.h)
+VM_FAULT_OOM = 0x000001
+VM_FAULT_SIGBUS = 0x000002
+VM_FAULT_MAJOR = 0x000004
+VM_FAULT_HWPOISON = 0x000010
+VM_FAULT_SIGSEGV = 0x000040
+VM_FAULT_NOPAGE = 0x000100
+VM_FAULT_LOCKED = 0x000200
+VM_FAULT_RETRY = 0x000400
+VM_FAULT_FALLBACK = 0x000800
+VM_FAULT_DONE_COW = 0x001000
+VM_FAULT_COMPLETED = 0x004000
+VM_FAULT_ERROR = VM_FAULT_OOM | VM_FAULT_SIGBUS | VM_FAULT_SIGSEGV | VM_FAULT_HWPOISON
+
+# enum fault_flag
+FAULT_FLAG_WRITE = 1 << 0
+FAULT_FLAG_MKWRITE = 1 << 1
+FAULT_FLAG_ALLOW_RETRY = 1 << 2
+FAULT_FLAG_RETRY_NOWAIT = 1 << 3
+FAULT_FLAG_KILLABLE = 1 << 4
+FAULT_FLAG_TRIED = 1 << 5
+FAULT_FLAG_USER = 1 << 6
+FAULT_FLAG_REMOTE = 1 << 7
+FAULT_FLAG_UNSHARE = 1 << 10
+
+
+class VmFault:
+    """``struct vm_fault``."""
+
+    __slots__ = ("vma", "address", "flags", "pgoff", "pt", "idx", "folio", "cow_folio", "kernel")
+
+    def __init__(self, vma, address, flags):
+        self.vma = vma
+        self.address = address & ~0xFFF
+        self.flags = flags
+        self.pgoff = vma.linear_page_index(address)
+        self.pt = None
+        self.idx = pte_index(address)
+        self.folio = None
+        self.cow_folio = None
+        self.kernel = vma.vm_mm.kernel
+
+
+def is_cow_mapping(flags):
+    return (flags & (VM_SHARED | VM_MAYWRITE)) == VM_MAYWRITE
+
+
+def mm_counter(folio):
+    if folio.flags & PG_anon:
+        return MM_ANONPAGES
+    return MM_SHMEMPAGES if folio.flags & PG_swapbacked else MM_FILEPAGES
+
+
+def handle_mm_fault(vma, address, flags):
+    """Resolve a fault at ``address`` in ``vma``.
+
+    Context: mmap_lock held (read or write).  With FAULT_FLAG_ALLOW_RETRY the
+    fault may drop mmap_lock and return VM_FAULT_RETRY; the caller must then
+    consider ``vma`` stale and not touch it again.
+    """
+    mm = vma.vm_mm
+    mmap_assert_locked(mm)
+    point("handle_mm_fault")
+    if vma.vm_flags & VM_HUGETLB:
+        from . import hugetlb
+        return hugetlb.hugetlb_fault(mm, vma, address, flags)
+    vmf = VmFault(vma, address, flags)
+    vmf.pt = pte_alloc(mm, vmf.address)
+    return handle_pte_fault(vmf)
+
+
+def handle_pte_fault(vmf):
+    pt, i = vmf.pt, vmf.idx
+    entry = pt.ptes[i]                   # vmf->orig_pte: an unlocked peek, rechecked under ptl
+    if entry is None:
+        if vmf.vma.vm_file is None:
+            return do_anonymous_page(vmf)
+        return do_fault(vmf)
+    if not isinstance(entry, Folio):   # a swap-type entry (migration)
+        from . import migrate
+        migrate.migration_entry_wait(vmf.vma.vm_mm, pt, i)
+        return 0
+    pt.ptl.lock()
+    if pt.ptes[i] is not entry:
+        pt.ptl.unlock()
+        return 0
+    if vmf.flags & FAULT_FLAG_WRITE and not pt.bits[i] & _PAGE_RW:
+        return do_wp_page(vmf, entry)     # releases ptl
+    pt.ptl.unlock()
+    return 0
+
+
+def set_pte(vmf, folio, bits):
+    """Install a present PTE.  Context: ptl held, the entry none."""
+    pt, i = vmf.pt, vmf.idx
+    pt.ptes[i] = folio
+    pt.bits[i] = bits
+    pt.nr += 1
+
+
+def do_anonymous_page(vmf):
+    vma, pt, i, k = vmf.vma, vmf.pt, vmf.idx, vmf.kernel
+    mm = vma.vm_mm
+    if not vmf.flags & FAULT_FLAG_WRITE:
+        pt.ptl.lock()
+        if pt.ptes[i] is None:
+            set_pte(vmf, k.zero_page, _PAGE_SPECIAL)
+        pt.ptl.unlock()
+        return 0
+    anon_vma_prepare(vma)
+    folio = k.vma_alloc_folio(vma, vmf.address)
+    if folio is None:
+        return VM_FAULT_OOM
+    point("do_anonymous_page")
+    pt.ptl.lock()
+    if pt.ptes[i] is not None:
+        pt.ptl.unlock()
+        folio_put(folio, k)
+        return 0
+    folio_add_new_anon_rmap(k, folio, vma, vmf.address)
+    folio_add_lru(k, folio)
+    set_pte(vmf, folio, _PAGE_RW | _PAGE_DIRTY)
+    mm.rss_stat[MM_ANONPAGES].add(1)
+    pt.ptl.unlock()
+    return 0
+
+
+def do_fault(vmf):
+    if not vmf.flags & FAULT_FLAG_WRITE:
+        return do_read_fault(vmf)
+    if not vmf.vma.vm_flags & VM_SHARED:
+        return do_cow_fault(vmf)
+    return do_shared_fault(vmf)
+
+
+def __do_fault(vmf):
+    """Get the page-cache folio, locked and referenced, into vmf.folio."""
+    return vmf.vma.vm_file.fault(vmf)
+
+
+def finish_fault(vmf, folio, bits, new_anon=False):
+    """Map ``folio`` at the fault address: a page-cache folio, or (COW) a new
+    anon folio.  Returns 0, or VM_FAULT_NOPAGE when a racing fault got there
+    first.  Context: the page-cache folio is locked."""
+    vma, pt, i, k = vmf.vma, vmf.pt, vmf.idx, vmf.kernel
+    pt.ptl.lock()
+    if pt.ptes[i] is not None:
+        pt.ptl.unlock()
+        return VM_FAULT_NOPAGE
+    if new_anon:
+        folio_add_new_anon_rmap(k, folio, vma, vmf.address)
+        folio_add_lru(k, folio)
+    else:
+        folio_get(folio)
+        folio_add_file_rmap_pte(k, folio, vma)
+    set_pte(vmf, folio, bits)
+    vma.vm_mm.rss_stat[mm_counter(folio)].add(1)
+    pt.ptl.unlock()
+    return 0
+
+
+def do_read_fault(vmf):
+    ret = __do_fault(vmf)
+    if ret & (VM_FAULT_ERROR | VM_FAULT_NOPAGE | VM_FAULT_RETRY):
+        return ret
+    folio = vmf.folio
+    ret |= finish_fault(vmf, folio, 0)
+    filemap.folio_unlock(folio)
+    folio_put(folio, vmf.kernel)
+    return ret & ~(VM_FAULT_LOCKED | VM_FAULT_NOPAGE)
+
+
+def do_cow_fault(vmf):
+    vma, k = vmf.vma, vmf.kernel
+    anon_vma_prepare(vma)
+    new = k.vma_alloc_folio(vma, vmf.address)
+    if new is None:
+        return VM_FAULT_OOM
+    ret = __do_fault(vmf)
+    if ret & (VM_FAULT_ERROR | VM_FAULT_NOPAGE | VM_FAULT_RETRY):
+        folio_put(new, k)
+        return ret
+    folio = vmf.folio
+    if folio.data is not None:
+        new.write_bytes(0, folio.data)
+    r = finish_fault(vmf, new, _PAGE_RW | _PAGE_DIRTY, new_anon=True)
+    filemap.folio_unlock(folio)
+    folio_put(folio, k)
+    if r:
+        folio_put(new, k)
+    return 0
+
+
+def do_shared_fault(vmf):
+    ret = __do_fault(vmf)
+    if ret & (VM_FAULT_ERROR | VM_FAULT_NOPAGE | VM_FAULT_RETRY):
+        return ret
+    folio = vmf.folio
+    set_bits(folio, 'flags', PG_dirty)
+    finish_fault(vmf, folio, _PAGE_RW | _PAGE_DIRTY)
+    filemap.folio_unlock(folio)
+    folio_put(folio, vmf.kernel)
+    return 0
+
+
+def do_wp_page(vmf, old):
+    """Write fault on a present read-only PTE.  Context: ptl held; released here."""
+    vma, pt, i, k = vmf.vma, vmf.pt, vmf.idx, vmf.kernel
+    special = pt.bits[i] & _PAGE_SPECIAL
+    if not special and vma.vm_flags & VM_SHARED:
+        set_bits(old, 'flags', PG_dirty)                       # wp_page_shared
+        pt.bits[i] |= _PAGE_RW | _PAGE_DIRTY
+        pt.ptl.unlock()
+        return 0
+    if not special and old.flags & PG_anon and old._mapcount == 1 and old._refcount == 1:
+        pt.bits[i] |= _PAGE_RW | _PAGE_DIRTY          # wp_page_reuse: we are the only user
+        pt.ptl.unlock()
+        return 0
+    if not special:
+        folio_get(old)
+    pt.ptl.unlock()
+    return wp_page_copy(vmf, old, special)
+
+
+def wp_page_copy(vmf, old, special):
+    """Break COW: copy into a new anon folio and replace the PTE if it did not change."""
+    vma, pt, i, k = vmf.vma, vmf.pt, vmf.idx, vmf.kernel
+    mm = vma.vm_mm
+    anon_vma_prepare(vma)
+    new = k.vma_alloc_folio(vma, vmf.address)
+    if new is None:
+        if not special:
+            folio_put(old, k)
+        return VM_FAULT_OOM
+    if not special and old.data is not None:
+        new.write_bytes(0, old.data)
+    point("wp_page_copy")
+    pt.ptl.lock()
+    if pt.ptes[i] is old:
+        if not special:
+            mm.rss_stat[mm_counter(old)].add(-1)
+            folio_remove_rmap_pte(k, old, vma)
+        pt.ptes[i] = None
+        pt.nr -= 1
+        folio_add_new_anon_rmap(k, new, vma, vmf.address)
+        folio_add_lru(k, new)
+        set_pte(vmf, new, _PAGE_RW | _PAGE_DIRTY)
+        mm.rss_stat[MM_ANONPAGES].add(1)
+        pt.ptl.unlock()
+        if not special:
+            folio_put(old, k)          # the reference the PTE held
+    else:
+        pt.ptl.unlock()
+        folio_put(new, k)
+    if not special:
+        folio_put(old, k)              # our own reference
+    return 0
+
+
+# -- zapping -------------------------------------------------------------------------
+
+class ZapDetails:
+    """``struct zap_details``: even_cows=False spares anon COW copies (hole punch)."""
+    __slots__ = ("even_cows", "single_folio")
+
+    def __init__(self, even_cows=True, single_folio=None):
+        self.even_cows = even_cows
+        self.single_folio = single_folio
+
+
+def zap_pte_range(vma, pt, start, end, details=None):
+    """Clear the PTEs of one table in [start, end).  The folios' references are
+    dropped after the ptl is released (the mmu_gather batch).  Context: mmap_lock
+    or the rmap lock keeps the table alive."""
+    mm = vma.vm_mm
+    k = mm.kernel
+    zero = k.zero_page
+    to_put = []
+    pt.ptl.lock()
+    for i in range(pte_index(start), pte_index(end - 1) + 1):
+        entry = pt.ptes[i]
+        if entry is None:
+            continue
+        if entry is zero:
+            pt.ptes[i] = None
+            pt.nr -= 1
+            continue
+        if not isinstance(entry, Folio):          # migration entry (part 2)
+            from . import migrate
+            if not migrate.zap_migration_entry(vma, pt, i, details):
+                continue
+            continue
+        if details is not None:
+            if details.single_folio is not None and entry is not details.single_folio:
+                continue
+            if not details.even_cows and entry.flags & PG_anon:
+                continue
+        if pt.bits[i] & _PAGE_DIRTY:
+            set_bits(entry, 'flags', PG_dirty)
+        pt.ptes[i] = None
+        pt.bits[i] = 0
+        pt.nr -= 1
+        mm.rss_stat[mm_counter(entry)].add(-1)
+        folio_remove_rmap_pte(k, entry, vma)
+        to_put.append(entry)
+    pt.ptl.unlock()
+    for f in to_put:
+        folio_put(f, k)
+
+
+def unmap_page_range(vma, start, end, details=None):
+    mm = vma.vm_mm
+    addr = start
+    while addr < end:
+        nxt = min((addr & ~(PMD_SIZE - 1)) + PMD_SIZE, end)
+        pt = pte_offset(mm, addr)
+        if pt is not None:
+            zap_pte_range(vma, pt, addr, nxt, details)
+        addr = nxt
+
+
+def unmap_vmas(vmas, start, end):
+    for vma in vmas:
+        s, e = max(start, vma.vm_start), min(end, vma.vm_end)
+        if s < e:
+            unmap_page_range(vma, s, e)
+
+
+def zap_page_range_single(vma, start, size, details=None):
+    unmap_page_range(vma, start, min(start + size, vma.vm_end), details)
+
+
+# -- fork ------------------------------------------------------------------------------
+
+def copy_page_range(dst_vma, src_vma):
+    """Copy the parent's PTEs into the child (copy_pte_range): COW mappings get
+    both PTEs write-protected and share the folio.  Context: both mmap_locks
+    held for write; takes the child's ptl, then the parent's nested."""
+    src_mm, dst_mm = src_vma.vm_mm, dst_vma.vm_mm
+    if not src_vma.anon_vma and not src_vma.vm_flags & VM_PFNMAP:   # vma_needs_copy: file pages refault
+        return 0
+    k = src_mm.kernel
+    cow = is_cow_mapping(src_vma.vm_flags)
+    addr = src_vma.vm_start
+    while addr < src_vma.vm_end:
+        nxt = min((addr & ~(PMD_SIZE - 1)) + PMD_SIZE, src_vma.vm_end)
+        spt = pte_offset(src_mm, addr)
+        if spt is not None and spt.nr:
+            dpt = pte_alloc(dst_mm, addr)
+            dpt.ptl.lock()
+            spt.ptl.lock_nested(SINGLE_DEPTH_NESTING)
+            for i in range(pte_index(addr), pte_index(nxt - 1) + 1):
+                entry = spt.ptes[i]
+                if entry is None:
+                    continue
+                bits = spt.bits[i]
+                if not isinstance(entry, Folio):
+                    from . import migrate
+                    migrate.copy_migration_entry(dst_vma, dpt, i, entry, bits)
+                    continue
+                if entry is not k.zero_page:
+                    folio_get(entry)
+                    if entry.flags & PG_anon:
+                        folio_add_anon_rmap_pte(k, entry, dst_vma, addr)
+                    else:
+                        folio_add_file_rmap_pte(k, entry, dst_vma)
+                    dst_mm.rss_stat[mm_counter(entry)].add(1)
+                    if cow:
+                        bits &= ~_PAGE_RW
+                        spt.bits[i] &= ~_PAGE_RW
+                dpt.ptes[i] = entry
+                dpt.bits[i] = bits
+                dpt.nr += 1
+            spt.ptl.unlock()
+            dpt.ptl.unlock()
+        addr = nxt
+    return 0

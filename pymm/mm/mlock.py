@@ -1,0 +1,160 @@
+"""mlock (mm/mlock.c, the 5.18+ design): folio->mlock_count counts the PTE
+mappings of a folio in VM_LOCKED VMAs; PG_mlocked is set while it is nonzero
+and the folio then lives on the unevictable LRU.  As in the kernel the count
+is a heuristic clamped at zero; PG_mlocked and NR_MLOCK are exact.
+Everything here runs under the node's lru_lock."""
+import errno
+
+from ..constants import MCL_CURRENT, MCL_FUTURE, MCL_ONFAULT, MLOCK_ONFAULT, TASK_SIZE
+from .atomic import clear_bits, set_bits
+from .mm_types import PG_lru, PG_mlocked, VM_LOCKED, VM_LOCKED_MASK, VM_LOCKONFAULT, Folio
+from .mmap_lock import mmap_write_lock, mmap_write_unlock
+from .pgtable import PMD_SIZE, pte_index, pte_offset
+from .swap import folio_move_lru_locked
+
+
+def mlock_folio(kernel, folio):
+    """One more VM_LOCKED mapping.  Context: any; takes lru_lock."""
+    lruvec = kernel.nodes[folio.node].lruvec
+    lruvec.lru_lock.lock()
+    folio.mlock_count += 1
+    if not folio.flags & PG_mlocked:
+        set_bits(folio, "flags", PG_mlocked)
+        lruvec.pgdat.vm_stat["NR_MLOCK"].add(folio.nr_pages())
+        if folio.flags & PG_lru:
+            folio_move_lru_locked(lruvec, folio)
+    lruvec.lru_lock.unlock()
+
+
+def munlock_folio(kernel, folio):
+    """One VM_LOCKED mapping fewer; at zero the folio becomes evictable again."""
+    lruvec = kernel.nodes[folio.node].lruvec
+    lruvec.lru_lock.lock()
+    if folio.mlock_count:
+        folio.mlock_count -= 1
+    if not folio.mlock_count and folio.flags & PG_mlocked:
+        clear_bits(folio, "flags", PG_mlocked)
+        lruvec.pgdat.vm_stat["NR_MLOCK"].add(-folio.nr_pages())
+        if folio.flags & PG_lru:
+            folio_move_lru_locked(lruvec, folio)
+    lruvec.lru_lock.unlock()
+
+
+def mlock_vma_folio(kernel, folio, vma):
+    """Called when a PTE mapping ``folio`` is installed in a VM_LOCKED VMA."""
+    if vma.vm_flags & VM_LOCKED:
+        mlock_folio(kernel, folio)
+
+
+def munlock_vma_folio(kernel, folio, vma):
+    """Called when a PTE mapping ``folio`` in a VM_LOCKED VMA is removed."""
+    if vma.vm_flags & VM_LOCKED:
+        munlock_folio(kernel, folio)
+
+
+def mlock_vma_pages_range(vma, start, end, newflags):
+    """Set the new flags, then (un)mlock every mapped folio in range under its
+    ptl (mlock_pte_range).  Context: mmap_lock held for write."""
+    mm = vma.vm_mm
+    k = mm.kernel
+    lock = newflags & VM_LOCKED
+    old = vma.vm_flags & VM_LOCKED
+    vma.vm_flags = newflags
+    if bool(lock) == bool(old):
+        return
+    addr = start
+    while addr < end:
+        nxt = min((addr & ~(PMD_SIZE - 1)) + PMD_SIZE, end)
+        pt = pte_offset(mm, addr)
+        if pt is not None:
+            pt.ptl.lock()
+            for i in range(pte_index(addr), pte_index(nxt - 1) + 1):
+                f = pt.ptes[i]
+                if isinstance(f, Folio) and f is not k.zero_page:
+                    (mlock_folio if lock else munlock_folio)(k, f)
+            pt.ptl.unlock()
+        addr = nxt
+
+
+def mlock_fixup(vma, start, end, newflags):
+    """Give [start, end) the lock flags ``newflags``; account locked_vm."""
+    from .mmap import vma_split_range, vma_try_merge
+    mm = vma.vm_mm
+    oldflags = vma.vm_flags
+    if newflags == oldflags:
+        return vma
+    vma = vma_split_range(vma, start, end)
+    nr = (end - start) >> 12
+    if (newflags & VM_LOCKED) and not (oldflags & VM_LOCKED):
+        mm.locked_vm += nr
+    elif not (newflags & VM_LOCKED) and (oldflags & VM_LOCKED):
+        mm.locked_vm -= nr
+    mlock_vma_pages_range(vma, start, end, newflags)
+    return vma_try_merge(vma)
+
+
+def apply_vma_lock_flags(mm, start, length, flags):
+    """Context: mmap_lock held for write.  The whole range must be mapped
+    (checked first, so a failure changes nothing)."""
+    end = start + length
+    vmas = mm.mm_mt.range(start, end)
+    pos = start
+    for v in vmas:
+        if v.vm_start > pos:
+            return -errno.ENOMEM
+        pos = v.vm_end
+    if not vmas or pos < end:
+        return -errno.ENOMEM
+    pos = start
+    while pos < end:          # by address: fixups split and merge VMAs
+        cur = mm.mm_mt.vma_lookup(pos)
+        e = min(end, cur.vm_end)
+        mlock_fixup(cur, pos, e, (cur.vm_flags & ~VM_LOCKED_MASK) | flags)
+        pos = e
+    return 0
+
+
+def do_mlock(mm, start, length, flags):
+    """mlock(2)/mlock2(2) after argument checks.  Context: mmap_lock not held."""
+    from .gup import mm_populate
+    mmap_write_lock(mm)
+    err = apply_vma_lock_flags(mm, start, length, VM_LOCKED | (flags & VM_LOCKONFAULT))
+    mmap_write_unlock(mm)
+    if err:
+        return err
+    if not flags & VM_LOCKONFAULT:
+        mm_populate(mm, start, length)
+    return 0
+
+
+def do_munlock(mm, start, length):
+    mmap_write_lock(mm)
+    err = apply_vma_lock_flags(mm, start, length, 0)
+    mmap_write_unlock(mm)
+    return err
+
+
+def do_mlockall(mm, flags):
+    from .gup import mm_populate
+    mmap_write_lock(mm)
+    mm.def_flags &= ~VM_LOCKED_MASK
+    if flags & MCL_FUTURE:
+        mm.def_flags |= VM_LOCKED | (VM_LOCKONFAULT if flags & MCL_ONFAULT else 0)
+    to = 0
+    if flags & MCL_CURRENT:
+        to = VM_LOCKED | (VM_LOCKONFAULT if flags & MCL_ONFAULT else 0)
+    pos = 0
+    while True:
+        cur = mm.mm_mt.find_vma(pos)
+        if cur is None:
+            break
+        pos = cur.vm_end
+        mlock_fixup(cur, cur.vm_start, cur.vm_end, (cur.vm_flags & ~VM_LOCKED_MASK) | to)
+    mmap_write_unlock(mm)
+    if flags & MCL_CURRENT and not flags & MCL_ONFAULT:
+        mm_populate(mm, 0, TASK_SIZE)
+    return 0
+
+
+def mlock2_flags_to_vm(flags):
+    return VM_LOCKONFAULT if flags & MLOCK_ONFAULT else 0

@@ -1,0 +1,267 @@
+"""The mm's data structures (include/linux/mm_types.h).  Field comments say
+which lock protects each field, as the kernel's headers do.
+
+Every structure that the kernel frees with kfree/kmem_cache_free derives from
+``KasanObject``: freeing it poisons it, and a later access reports a
+use-after-free.
+"""
+import itertools
+
+from ..debug.kasan import KasanObject
+from ..locking import RwSemaphore, SpinLock
+from .atomic import PerCpuCounter
+
+# -- vm_flags (include/linux/mm.h) ---------------------------------------------
+VM_NONE = 0x0
+VM_READ = 0x1
+VM_WRITE = 0x2
+VM_EXEC = 0x4
+VM_SHARED = 0x8
+VM_MAYREAD = 0x10
+VM_MAYWRITE = 0x20
+VM_MAYEXEC = 0x40
+VM_MAYSHARE = 0x80
+VM_GROWSDOWN = 0x100
+VM_PFNMAP = 0x400
+VM_LOCKED = 0x2000
+VM_IO = 0x4000
+VM_DONTCOPY = 0x20000
+VM_DONTEXPAND = 0x40000
+VM_LOCKONFAULT = 0x80000
+VM_ACCOUNT = 0x100000
+VM_NORESERVE = 0x200000
+VM_HUGETLB = 0x400000
+VM_LOCKED_MASK = VM_LOCKED | VM_LOCKONFAULT
+VM_ACCESS_FLAGS = VM_READ | VM_WRITE | VM_EXEC
+
+VM_FLAG_NAMES = {VM_READ: "read", VM_WRITE: "write", VM_EXEC: "exec", VM_SHARED: "shared",
+                 VM_MAYSHARE: "mayshare", VM_GROWSDOWN: "growsdown", VM_PFNMAP: "pfnmap",
+                 VM_LOCKED: "locked", VM_IO: "io", VM_DONTCOPY: "dontcopy",
+                 VM_LOCKONFAULT: "lockonfault", VM_HUGETLB: "hugetlb", VM_NORESERVE: "noreserve"}
+
+# rss counter types
+MM_FILEPAGES, MM_ANONPAGES, MM_SWAPENTS, MM_SHMEMPAGES = range(4)
+RSS_NAMES = ("MM_FILEPAGES", "MM_ANONPAGES", "MM_SWAPENTS", "MM_SHMEMPAGES")
+
+# -- folio flags (include/linux/page-flags.h) -------------------------------------
+PG_locked = 1 << 0
+PG_referenced = 1 << 1
+PG_uptodate = 1 << 2
+PG_dirty = 1 << 3
+PG_lru = 1 << 4
+PG_active = 1 << 5
+PG_unevictable = 1 << 6
+PG_mlocked = 1 << 7
+PG_anon = 1 << 8          # the kernel keeps this in folio->mapping's low bit
+PG_hugetlb = 1 << 9
+PG_isolated = 1 << 10
+PG_reserved = 1 << 11     # the zero page
+PG_swapbacked = 1 << 12
+
+PAGE_FLAG_NAMES = {PG_locked: "locked", PG_referenced: "referenced", PG_uptodate: "uptodate",
+                   PG_dirty: "dirty", PG_lru: "lru", PG_active: "active",
+                   PG_unevictable: "unevictable", PG_mlocked: "mlocked", PG_anon: "anon",
+                   PG_hugetlb: "hugetlb", PG_isolated: "isolated", PG_reserved: "reserved",
+                   PG_swapbacked: "swapbacked"}
+# flags that must be clear when a page is freed (PAGE_FLAGS_CHECK_AT_FREE)
+PAGE_FLAGS_CHECK_AT_FREE = PG_locked | PG_lru | PG_mlocked | PG_unevictable | PG_active
+
+
+def flag_names(flags, names):
+    return "|".join(n for b, n in names.items() if flags & b) or "none"
+
+
+_ids = itertools.count(1)
+
+
+class MmStruct(KasanObject):
+    """``struct mm_struct``."""
+
+    KASAN_CACHE = "mm_struct"
+    __slots__ = (
+        "kernel", "id", "owner_pid",
+        "mmap_lock",        # RwSemaphore "&mm->mmap_lock": protects the VMA tree, def_flags, brk
+        "mm_mt",            # VmaTree; lookups need mmap_lock or an RCU read section
+        "page_table_lock",  # SpinLock "&mm->page_table_lock": installing page-table pages
+        "pgd",              # dict pud index -> PmdTable; entries installed under page_table_lock
+        "def_flags",        # VM_LOCKED etc. for new VMAs; mmap_lock (write)
+        "start_brk", "brk",  # mmap_lock (write)
+        "mmap_base",
+        "locked_vm",        # pages in VM_LOCKED VMAs; mmap_lock (write)
+        "map_count",        # number of VMAs; mmap_lock (write)
+        "rss_stat",         # list of PerCpuCounter, one per MM_* type
+        "pgtables_bytes",   # PerCpuCounter
+        "mm_users",         # atomic
+        "dead",
+    )
+
+    def __init__(self, kernel, owner_pid):
+        from .vma import VmaTree
+        self.kasan_alloc()
+        self.kernel = kernel
+        self.id = next(_ids)
+        self.owner_pid = owner_pid
+        self.mmap_lock = RwSemaphore("&mm->mmap_lock")
+        self.mm_mt = VmaTree(self)
+        self.page_table_lock = SpinLock("&mm->page_table_lock")
+        self.pgd = {}
+        self.def_flags = 0
+        self.start_brk = self.brk = 0
+        self.mmap_base = 0x7F00_0000_0000
+        self.locked_vm = 0
+        self.map_count = 0
+        self.rss_stat = [PerCpuCounter() for _ in RSS_NAMES]
+        self.pgtables_bytes = PerCpuCounter()
+        self.mm_users = 1
+        self.dead = False
+
+    def get_mm_counter(self, member):
+        return self.rss_stat[member].sum()
+
+    def __repr__(self):
+        return f"<mm {self.id} pid {self.owner_pid}>"
+
+
+class VmAreaStruct(KasanObject):
+    """``struct vm_area_struct``.  vm_start/vm_end/vm_pgoff change only under
+    mmap_lock (write) *and* the rmap locks (i_mmap_rwsem for file VMAs,
+    anon_vma->rwsem for anon), because rmap walkers read them under those."""
+
+    KASAN_CACHE = "vm_area_struct"
+    __slots__ = (
+        "vm_start", "vm_end", "vm_pgoff",
+        "vm_flags",         # mmap_lock (write)
+        "vm_mm",
+        "vm_file",          # a File (inode + address_space) or None
+        "anon_vma",         # set once under mm->page_table_lock (anon_vma_prepare)
+        "anon_vma_chain",   # list of AnonVmaChain; mmap_lock + anon_vma lock
+        "vm_policy",        # Mempolicy or None (part 2); mmap_lock (write)
+        "vm_private_data",  # hugetlb vma_lock (part 2)
+        "detached",
+    )
+
+    def __init__(self, mm, start, end, flags, pgoff, file=None):
+        self.kasan_alloc(3)
+        self.vm_mm = mm
+        self.vm_start = start
+        self.vm_end = end
+        self.vm_flags = flags
+        self.vm_pgoff = pgoff
+        self.vm_file = file
+        self.anon_vma = None
+        self.anon_vma_chain = []
+        self.vm_policy = None
+        self.vm_private_data = None
+        self.detached = True
+
+    def vma_pages(self):
+        return (self.vm_end - self.vm_start) >> 12
+
+    def linear_page_index(self, address):
+        return ((address - self.vm_start) >> 12) + self.vm_pgoff
+
+    def is_anonymous(self):
+        return self.vm_file is None
+
+    def __repr__(self):
+        from .mm_types import VM_FLAG_NAMES, flag_names
+        return (f"<vma {self.vm_start:#x}-{self.vm_end:#x} "
+                f"{flag_names(self.vm_flags, VM_FLAG_NAMES)} pgoff {self.vm_pgoff:#x}"
+                f"{' file ' + self.vm_file.name if self.vm_file else ''}>")
+
+
+class AnonVma(KasanObject):
+    """``struct anon_vma``.  The rwsem lives in the root; ``rb_root`` is the
+    interval tree of AnonVmaChain nodes, modified under the root's rwsem (write)
+    and walked under it (read)."""
+
+    KASAN_CACHE = "anon_vma"
+    __slots__ = ("root", "rwsem", "refcount", "degree", "rb_root", "parent", "num_children",
+                 "num_active_vmas")
+
+    def __init__(self, root=None):
+        from .interval_tree import IntervalTree
+        self.kasan_alloc(3)
+        self.root = root if root is not None else self
+        self.rwsem = RwSemaphore("&anon_vma->rwsem") if root is None else None
+        self.refcount = 1
+        self.degree = 1
+        self.rb_root = IntervalTree()
+        self.parent = self
+        self.num_children = 0
+        self.num_active_vmas = 0
+
+
+class AnonVmaChain(KasanObject):
+    """``struct anon_vma_chain``: links a VMA and an anon_vma; a node of the
+    anon_vma's interval tree keyed by the VMA's page offsets."""
+
+    KASAN_CACHE = "anon_vma_chain"
+    __slots__ = ("vma", "anon_vma")
+
+    def __init__(self, vma, anon_vma):
+        self.kasan_alloc(3)
+        self.vma = vma
+        self.anon_vma = anon_vma
+
+    def interval(self):
+        v = self.vma
+        return v.vm_pgoff, v.vm_pgoff + v.vma_pages() - 1
+
+
+class Folio(KasanObject):
+    """``struct folio``.  Kept small (pymm models a million of them): contents
+    are allocated at the first store; the page lock object is created at the
+    first folio_lock (see filemap.folio_lock)."""
+
+    KASAN_CACHE = "page"
+    __slots__ = (
+        "flags",        # PG_* bits; PG_locked is set only while the lock is held
+        "_refcount",    # atomic
+        "_mapcount",    # atomic; number of PTEs mapping it
+        "mlock_count",  # PTE mappings in VM_LOCKED VMAs; lruvec lru_lock
+        "mapping",      # AddressSpace (file) or AnonVma (anon), or None
+        "index",        # page index in the file, or linear index for anon
+        "node",
+        "order",
+        "data",         # bytearray or None (reads as zeros)
+        "lru_prev", "lru_next",   # intrusive LRU list; lruvec lru_lock
+        "lock",         # the page lock (FolioLock), created lazily
+    )
+
+    def __init__(self, node, order=0):
+        self.kasan_alloc(4)
+        self.flags = 0
+        self._refcount = 1
+        self._mapcount = 0
+        self.mlock_count = 0
+        self.mapping = None
+        self.index = 0
+        self.node = node
+        self.order = order
+        self.data = None
+        self.lru_prev = self.lru_next = None
+        self.lock = None
+
+    def nr_pages(self):
+        return 1 << self.order
+
+    def folio_test_anon(self):
+        return bool(self.flags & PG_anon)
+
+    def folio_mapped(self):
+        return self._mapcount > 0
+
+    def read_bytes(self, off, n):
+        d = self.data
+        return bytes(n) if d is None else bytes(d[off:off + n])
+
+    def write_bytes(self, off, b):
+        if self.data is None:
+            self.data = bytearray(4096 << self.order)
+        self.data[off:off + len(b)] = b
+
+    def __repr__(self):
+        return (f"<folio node {self.node} order {self.order} idx {self.index:#x} "
+                f"ref {self._refcount} map {self._mapcount} "
+                f"{flag_names(self.flags, PAGE_FLAG_NAMES)}>")

@@ -1,0 +1,295 @@
+"""mmap, munmap, brk, VMA split/merge and exit_mmap (mm/mmap.c, mm/vma.c)."""
+import errno
+
+from ..constants import MMAP_MIN_ADDR, TASK_SIZE
+from ..debug.report import report
+from ..sched import point
+from .memory import unmap_vmas
+from .mm_types import (RSS_NAMES, VM_ACCOUNT, VM_LOCKED, VM_MAYEXEC, VM_MAYREAD, VM_MAYWRITE,
+                       VM_READ, VM_WRITE)
+from .mmap_lock import (mmap_assert_write_locked, mmap_write_lock, mmap_write_lock_killable,
+                        mmap_write_unlock)
+from .pgtable import free_pgd_range
+from .rmap import (anon_vma_clone, anon_vma_lock_write, anon_vma_unlock_write, i_mmap_lock_write,
+                   i_mmap_unlock_write, unlink_anon_vmas, unlink_file_vma,
+                   vma_interval_tree_insert, vma_interval_tree_remove, vma_link_file)
+from .vma import vm_area_alloc, vm_area_dup, vm_area_free
+
+PAGE_SIZE = 4096
+VM_DATA_DEFAULT_FLAGS = VM_READ | VM_WRITE | VM_MAYREAD | VM_MAYWRITE | VM_MAYEXEC
+
+
+def page_align(x):
+    return (x + PAGE_SIZE - 1) & ~(PAGE_SIZE - 1)
+
+
+# -- changing a VMA's range under the rmap locks ---------------------------------
+
+def vma_set_range(vma, start, end, pgoff):
+    """Move/resize ``vma`` (vma_prepare ... vma_complete): rmap walkers read
+    vm_start/vm_end/vm_pgoff under i_mmap_rwsem or anon_vma->rwsem, so the VMA
+    leaves the interval trees, changes, and goes back, under both locks
+    (write).  Context: mmap_lock held for write."""
+    mmap_assert_write_locked(vma.vm_mm)
+    mapping = vma.vm_file.mapping if vma.vm_file is not None else None
+    anon_vma = vma.anon_vma
+    if mapping is not None:
+        i_mmap_lock_write(mapping)
+        vma_interval_tree_remove(vma, mapping)
+    if anon_vma is not None:
+        anon_vma_lock_write(anon_vma)
+        for avc in vma.anon_vma_chain:
+            avc.anon_vma.rb_root.remove(avc)
+    vma.vm_start, vma.vm_end, vma.vm_pgoff = start, end, pgoff
+    point("vma_set_range")
+    if anon_vma is not None:
+        for avc in vma.anon_vma_chain:
+            s, last = avc.interval()
+            avc.anon_vma.rb_root.insert(avc, s, last)
+        anon_vma_unlock_write(anon_vma)
+    if mapping is not None:
+        vma_interval_tree_insert(vma, mapping)
+        i_mmap_unlock_write(mapping)
+    if not vma.detached:
+        vma.vm_mm.mm_mt.update(vma)
+
+
+def split_vma(vma, addr):
+    """Split at ``addr``; ``vma`` keeps the lower part, the new VMA (returned)
+    is the upper part.  Context: mmap_lock held for write."""
+    mm = vma.vm_mm
+    new = vm_area_dup(vma)
+    new.vm_start = addr
+    new.vm_pgoff = vma.vm_pgoff + ((addr - vma.vm_start) >> 12)
+    anon_vma_clone(new, vma)
+    vma_set_range(vma, vma.vm_start, addr, vma.vm_pgoff)
+    mm.mm_mt.insert(new)
+    vma_link_file(new)
+    return new
+
+
+def can_vma_merge(a, b):
+    """Can ``a`` (below) and ``b`` (just above) become one VMA?"""
+    if a.vm_end != b.vm_start or a.vm_flags != b.vm_flags or a.vm_file is not b.vm_file:
+        return False
+    # anon VMAs get vm_pgoff = vm_start >> PAGE_SHIFT, so contiguous ones line up
+    if a.vm_pgoff + a.vma_pages() != b.vm_pgoff:
+        return False
+    if not mpol_equal(a.vm_policy, b.vm_policy):
+        return False
+    if a.vm_private_data is not None or b.vm_private_data is not None:
+        return False
+    return a.anon_vma is None or b.anon_vma is None or a.anon_vma is b.anon_vma
+
+
+def mpol_equal(a, b):
+    return a is b or (a is not None and b is not None and a == b)
+
+
+def vma_merge_pair(a, b):
+    """Merge ``b`` into ``a`` (they passed can_vma_merge); ``b`` is freed.
+    Context: mmap_lock held for write."""
+    mm = a.vm_mm
+    if a.anon_vma is None and b.anon_vma is not None:
+        anon_vma_clone(a, b)
+    mm.mm_mt.erase(b)
+    vma_set_range(a, a.vm_start, b.vm_end, a.vm_pgoff)
+    remove_vma(b)
+    return a
+
+
+def vma_try_merge(vma):
+    """Merge ``vma`` with its neighbours where possible; returns the survivor."""
+    mm = vma.vm_mm
+    prev, nxt = mm.mm_mt.neighbours(vma.vm_start, vma.vm_end)
+    if nxt is not None and can_vma_merge(vma, nxt):
+        vma = vma_merge_pair(vma, nxt)
+    if prev is not None and can_vma_merge(prev, vma):
+        vma = vma_merge_pair(prev, vma)
+    return vma
+
+
+def vma_split_range(vma, start, end):
+    """Split ``vma`` so that one VMA covers exactly [start, end); return it.
+    Context: mmap_lock held for write."""
+    if vma.vm_start < start:
+        vma = split_vma(vma, start)
+    if vma.vm_end > end:
+        split_vma(vma, end)
+    return vma
+
+
+def vma_modify_flags(vma, start, end, newflags):
+    """Give [start, end) of ``vma`` the flags ``newflags``, splitting as needed
+    and merging afterwards (vma_modify_flags).  Returns the VMA now covering
+    [start, end).  Context: mmap_lock held for write."""
+    vma = vma_split_range(vma, start, end)
+    vma.vm_flags = newflags
+    return vma_try_merge(vma)
+
+
+# -- mmap ------------------------------------------------------------------------------
+
+def get_unmapped_area(mm, addr, length, fixed, align=PAGE_SIZE):
+    """Top-down search below mmap_base.  Returns an address or -ENOMEM."""
+    if fixed:
+        return addr
+    tree = mm.mm_mt
+    if addr:
+        addr = page_align(addr)
+        if addr + length <= TASK_SIZE and addr >= MMAP_MIN_ADDR and \
+                tree.find_vma_intersection(addr, addr + length) is None:
+            return addr
+    end = mm.mmap_base
+    while True:
+        cand = (end - length) & ~(align - 1)
+        if cand < MMAP_MIN_ADDR:
+            return -errno.ENOMEM
+        v = tree.find_vma_intersection(cand, cand + length)
+        if v is None:
+            return cand
+        end = v.vm_start
+
+
+def mmap_region(mm, addr, length, vm_flags, file, pgoff):
+    """Map [addr, addr+len) (replacing what is there).  Returns the VMA.
+    Context: mmap_lock held for write."""
+    end = addr + length
+    if mm.mm_mt.find_vma_intersection(addr, end) is not None:
+        do_vmi_munmap(mm, addr, length)
+    if file is None:
+        pgoff = addr >> 12
+    vma = vm_area_alloc(mm, addr, end, vm_flags, pgoff, file)
+    mm.mm_mt.insert(vma)
+    vma_link_file(vma)
+    if vm_flags & VM_LOCKED:
+        mm.locked_vm += length >> 12
+    vma = vma_try_merge(vma)
+    point("mmap_region")
+    return vma
+
+
+# -- munmap ------------------------------------------------------------------------
+
+def remove_vma(vma):
+    """Free a VMA already out of the tree and the rmap trees."""
+    vm_area_free(vma)
+
+
+def free_pgtables(mm, vmas, floor, ceiling):
+    """Unlink the VMAs from rmap, then free the page tables no VMA needs."""
+    for v in vmas:
+        unlink_anon_vmas(v)
+        unlink_file_vma(v)
+    if vmas:
+        free_pgd_range(mm, vmas[0].vm_start, vmas[-1].vm_end, floor, ceiling)
+
+
+def do_vmi_munmap(mm, start, length):
+    """Unmap [start, start+len).  Context: mmap_lock held for write."""
+    mmap_assert_write_locked(mm)
+    end = start + length
+    vmas = mm.mm_mt.range(start, end)
+    if not vmas:
+        return 0
+    if vmas[0].vm_start < start:
+        split_vma(vmas[0], start)
+    vmas = mm.mm_mt.range(start, end)
+    if vmas[-1].vm_end > end:
+        split_vma(vmas[-1], end)
+    vmas = mm.mm_mt.range(start, end)
+    prev, nxt = mm.mm_mt.neighbours(start, end)
+    for v in vmas:
+        mm.mm_mt.erase(v)
+        if v.vm_flags & VM_LOCKED:
+            mm.locked_vm -= v.vma_pages()
+    point("munmap_detached")
+    unmap_vmas(vmas, start, end)
+    free_pgtables(mm, vmas, prev.vm_end if prev else 0, nxt.vm_start if nxt else TASK_SIZE)
+    for v in vmas:
+        remove_vma(v)
+    return 0
+
+
+# -- brk ------------------------------------------------------------------------------
+
+def do_brk_flags(mm, addr, length, flags):
+    """Extend the brk VMA or create one.  Returns the VMA covering the new
+    range.  Context: mmap_lock held for write."""
+    flags |= VM_DATA_DEFAULT_FLAGS | VM_ACCOUNT | mm.def_flags
+    _, prev = mm.mm_mt.find_vma_prev(addr)
+    if prev is not None and prev.vm_end == addr and prev.vm_file is None and \
+            prev.vm_flags == flags and prev.vm_private_data is None:
+        vma_set_range(prev, prev.vm_start, addr + length, prev.vm_pgoff)
+        vma = prev
+    else:
+        vma = vm_area_alloc(mm, addr, addr + length, flags, addr >> 12)
+        mm.mm_mt.insert(vma)
+    if flags & VM_LOCKED:
+        mm.locked_vm += length >> 12
+    point("do_brk_flags")
+    return vma
+
+
+def sys_brk(mm, brk):
+    """brk(2): returns the new break, or the old one on failure (as Linux does)."""
+    from .gup import mm_populate_after_write
+    mmap_write_lock_killable(mm)
+    origbrk = mm.brk
+    if brk < mm.start_brk or brk > TASK_SIZE:
+        mmap_write_unlock(mm)
+        return origbrk
+    newbrk = page_align(brk)
+    oldbrk = page_align(mm.brk)
+    if oldbrk == newbrk:
+        mm.brk = brk
+        mmap_write_unlock(mm)
+        return brk
+    if brk <= mm.brk:
+        mm.brk = brk
+        do_vmi_munmap(mm, newbrk, oldbrk - newbrk)
+        mmap_write_unlock(mm)
+        return brk
+    nxt = mm.mm_mt.find_vma(oldbrk)
+    if nxt is not None and newbrk + PAGE_SIZE > nxt.vm_start:
+        mmap_write_unlock(mm)
+        return origbrk
+    vma = do_brk_flags(mm, oldbrk, newbrk - oldbrk, 0)
+    mm.brk = brk
+    if mm.def_flags & VM_LOCKED:
+        mm_populate_after_write(mm, vma, oldbrk, newbrk)
+    else:
+        mmap_write_unlock(mm)
+    return brk
+
+
+# -- exit ---------------------------------------------------------------------------------
+
+def exit_mmap(mm):
+    """Tear the address space down, then check the rss counters (check_mm)."""
+    mmap_write_lock(mm)
+    vmas = mm.mm_mt.all()
+    for v in vmas:
+        mm.mm_mt.erase(v)
+    unmap_vmas(vmas, 0, TASK_SIZE)
+    free_pgtables(mm, vmas, 0, TASK_SIZE)
+    for v in vmas:
+        remove_vma(v)
+    mm.locked_vm = 0
+    mm.dead = True
+    mmap_write_unlock(mm)
+    check_mm(mm)
+
+
+def check_mm(mm):
+    for i, name in enumerate(RSS_NAMES):
+        val = mm.get_mm_counter(i)
+        if val:
+            report("rss-counter", "BUG: Bad rss-counter state",
+                   f"BUG: Bad rss-counter state mm:{id(mm):#x} type:{name} val:{val} Comm:pid{mm.owner_pid}",
+                   kernel=mm.kernel)
+    pt = mm.pgtables_bytes.sum()
+    if pt:
+        report("rss-counter", "BUG: non-zero pgtables_bytes on freeing mm",
+               f"BUG: non-zero pgtables_bytes on freeing mm: {pt}", kernel=mm.kernel)
+

@@ -1,0 +1,67 @@
+"""mprotect(2) (mm/mprotect.c)."""
+import errno
+
+from ..constants import PROT_EXEC, PROT_READ, PROT_WRITE
+from .mm_types import VM_ACCESS_FLAGS, VM_EXEC, VM_MAYEXEC, VM_MAYREAD, VM_MAYWRITE, VM_READ, VM_WRITE, Folio
+from .mmap_lock import mmap_write_lock, mmap_write_unlock
+from .pgtable import _PAGE_RW, PMD_SIZE, pte_index, pte_offset
+
+
+def calc_vm_prot_bits(prot):
+    return ((VM_READ if prot & PROT_READ else 0) | (VM_WRITE if prot & PROT_WRITE else 0) |
+            (VM_EXEC if prot & PROT_EXEC else 0))
+
+
+def change_protection(vma, start, end, newflags):
+    """Write-protect the PTEs when write permission goes away.  (Gaining write
+    leaves PTEs read-only: the next write faults and do_wp_page decides.)"""
+    if newflags & VM_WRITE:
+        return
+    mm = vma.vm_mm
+    addr = start
+    while addr < end:
+        nxt = min((addr & ~(PMD_SIZE - 1)) + PMD_SIZE, end)
+        pt = pte_offset(mm, addr)
+        if pt is not None:
+            pt.ptl.lock()
+            for i in range(pte_index(addr), pte_index(nxt - 1) + 1):
+                if isinstance(pt.ptes[i], Folio):
+                    pt.bits[i] &= ~_PAGE_RW
+            pt.ptl.unlock()
+        addr = nxt
+
+
+def do_mprotect_pkey(mm, start, length, prot):
+    """Context: mmap_lock not held.  The range is checked for holes and
+    permissions before anything changes (Linux applies VMA by VMA and can fail
+    half-way; pymm's "bad input changes nothing" rule is stricter)."""
+    from .mmap import vma_modify_flags
+    end = start + length
+    want = calc_vm_prot_bits(prot)
+    mmap_write_lock(mm)
+    try:
+        vmas = mm.mm_mt.range(start, end)
+        pos = start
+        for v in vmas:
+            if v.vm_start > pos:
+                return -errno.ENOMEM
+            pos = v.vm_end
+            mayflags = ((VM_READ if v.vm_flags & VM_MAYREAD else 0) |
+                        (VM_WRITE if v.vm_flags & VM_MAYWRITE else 0) |
+                        (VM_EXEC if v.vm_flags & VM_MAYEXEC else 0))
+            if want & ~mayflags:
+                return -errno.EACCES
+        if not vmas or pos < end:
+            return -errno.ENOMEM
+        pos = start
+        while pos < end:
+            cur = mm.mm_mt.vma_lookup(pos)
+            e = min(end, cur.vm_end)
+            newflags = (cur.vm_flags & ~VM_ACCESS_FLAGS) | want
+            if newflags != cur.vm_flags:
+                cur = vma_modify_flags(cur, pos, e, newflags)
+                change_protection(cur, pos, e, newflags)
+            pos = e
+        return 0
+    finally:
+        mmap_write_unlock(mm)

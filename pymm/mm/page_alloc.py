@@ -1,0 +1,128 @@
+"""Per-node page pools (mm/page_alloc.c) and the folio refcount lifecycle.
+
+Each node has a fixed number of base pages and of PMD-sized huge pages.  A
+free page is only a count (``nr_free``, under the zone lock); a Folio object
+exists while the page is allocated and is poisoned when it is freed.  The
+free-time check is the kernel's free_page_is_bad(): a folio freed with
+PAGE_FLAGS_CHECK_AT_FREE bits set or still mapped is "BUG: Bad page state".
+"""
+from ..debug import stackdepot
+from ..debug.kasan import kasan_poison
+from ..debug.report import current_kernel, report
+from ..locking import SpinLock
+from .atomic import PerCpuCounter, atomic_add_return
+from .mm_types import (PAGE_FLAG_NAMES, PAGE_FLAGS_CHECK_AT_FREE, PG_lru, PG_reserved, Folio,
+                       flag_names)
+
+
+class PgData:
+    """``pg_data_t`` with its one zone."""
+
+    __slots__ = ("node_id", "present_pages", "nr_free", "lock", "lruvec", "vm_stat")
+
+    def __init__(self, node_id, pages):
+        from .swap import LruVec
+        self.node_id = node_id
+        self.present_pages = pages
+        self.nr_free = pages            # zone lock
+        self.lock = SpinLock("&zone->lock")
+        self.lruvec = LruVec(self)
+        self.vm_stat = {k: PerCpuCounter() for k in NODE_STAT_ITEMS}
+
+
+NODE_STAT_ITEMS = ("NR_ANON_MAPPED", "NR_FILE_PAGES", "NR_SHMEM", "NR_MLOCK", "NR_UNEVICTABLE")
+
+
+def node_stat_add(kernel, folio, item, n):
+    kernel.nodes[folio.node].vm_stat[item].add(n)
+
+
+def __alloc_pages(kernel, order, preferred_nid, nodemask=None):
+    """Allocate a folio of ``order`` on ``preferred_nid``, falling back to the
+    other allowed nodes in order (the zonelist).  Returns None when all are
+    empty.  Context: may sleep (the zone lock is a spinlock held briefly)."""
+    nodes = kernel.nodes
+    order_nodes = [preferred_nid] + [n for n in range(len(nodes)) if n != preferred_nid]
+    for nid in order_nodes:
+        if nodemask is not None and nid not in nodemask:
+            continue
+        pgdat = nodes[nid]
+        pgdat.lock.lock()
+        if pgdat.nr_free >= (1 << order):
+            pgdat.nr_free -= 1 << order
+            pgdat.lock.unlock()
+            return Folio(nid, order)
+        pgdat.lock.unlock()
+    return None
+
+
+def folio_alloc(kernel, preferred_nid=0, nodemask=None):
+    return __alloc_pages(kernel, 0, preferred_nid, nodemask)
+
+
+def folio_get(folio):
+    atomic_add_return(folio, "_refcount", 1)
+
+
+def folio_ref_count(folio):
+    return folio._refcount
+
+
+def folio_put(folio, kernel=None):
+    """Drop a reference; the last one frees the folio (__folio_put: off the LRU,
+    then free_unref_folio with its bad-page check).  Folios carry no kernel
+    pointer (pymm models a million of them): the calling task's kernel owns it."""
+    if folio.flags & PG_reserved:
+        return
+    v = atomic_add_return(folio, "_refcount", -1)
+    if v == 0:
+        __folio_put(folio, kernel)
+    elif v < 0:
+        bad_page(folio, "page refcount underflow (put of a freed or unowned page)", kernel)
+
+
+def __folio_put(folio, kernel=None):
+    from .swap import lruvec_del_folio_locked
+    kernel = kernel or current_kernel()
+    if folio.flags & PG_lru:
+        lruvec = kernel.nodes[folio.node].lruvec
+        lruvec.lru_lock.lock()
+        if folio.flags & PG_lru:
+            lruvec_del_folio_locked(lruvec, folio)
+        lruvec.lru_lock.unlock()
+    free_folio(kernel, folio)
+
+
+def free_folio(kernel, folio):
+    """Return a folio's pages to its node.  The checks here are what turns a
+    locking bug elsewhere into "BUG: Bad page state"."""
+    bad = folio.flags & PAGE_FLAGS_CHECK_AT_FREE
+    if bad or folio._mapcount != 0:
+        reason = []
+        if bad:
+            reason.append(f"PAGE_FLAGS_CHECK_AT_FREE flag(s) set: {flag_names(bad, PAGE_FLAG_NAMES)}")
+        if folio._mapcount != 0:
+            reason.append(f"nonzero mapcount {folio._mapcount}")
+        bad_page(folio, "; ".join(reason), kernel)
+    pgdat = kernel.nodes[folio.node]
+    pgdat.lock.lock()
+    pgdat.nr_free += 1 << folio.order
+    pgdat.lock.unlock()
+    kasan_poison(folio, skip=3)
+
+
+def bad_page(folio, reason, kernel=None):
+    import threading
+    t = threading.current_thread()
+    mapping = folio.mapping
+    title = "BUG: Bad page state"
+    text = "\n".join([
+        f"BUG: Bad page state in process {t.name}  pfn:{id(folio) >> 4 & 0xfffff:05x}",
+        f"page: refcount:{folio._refcount} mapcount:{folio._mapcount} mapping:{type(mapping).__name__ if mapping is not None else '0000000000000000'} index:{folio.index:#x} node:{folio.node} order:{folio.order}",
+        f"flags: {flag_names(folio.flags, PAGE_FLAG_NAMES)}",
+        f"page dumped because: {reason}",
+        "Call Trace:",
+        stackdepot.format(stackdepot.save(2), "  "),
+    ])
+    report("bad-page-state", title, text, kernel=kernel,
+           data={"reason": reason, "flags": flag_names(folio.flags, PAGE_FLAG_NAMES)})

@@ -1,0 +1,155 @@
+"""Page tables: real table pages at two levels below a PUD directory.
+
+mm.pgd (a dict standing in for the PGD/P4D/PUD levels, indexed by addr >> 30)
+holds PMD tables; a PMD table's 512 entries hold PTE tables (or, part 2,
+hugetlb entries); a PTE table's 512 entries hold a folio (present), a
+migration entry, or None.  Each table page has its own spinlock (split ptl)
+and is freed -- poisoned -- when the range it covers has no VMA left
+(free_pgtables), so a walker that kept a table pointer across a lock drop
+reports a use-after-free of the table or its lock.
+
+PTE bits live in a bytearray beside the entries (one byte per PTE).
+"""
+from ..debug.kasan import KasanObject, kasan_poison
+from ..locking import SpinLock
+from ..sched import point
+
+PTRS_PER_TABLE = 512
+PMD_SHIFT = 21
+PMD_SIZE = 1 << PMD_SHIFT
+PUD_SHIFT = 30
+PUD_SIZE = 1 << PUD_SHIFT
+
+# PTE bits
+_PAGE_RW = 0x1
+_PAGE_DIRTY = 0x2
+_PAGE_ACCESSED = 0x4
+_PAGE_SPECIAL = 0x8      # the zero page: no refcount, no rmap
+
+
+class PteTable(KasanObject):
+    """A PTE table page.  Entries and bits are protected by ``ptl``."""
+
+    KASAN_CACHE = "page table (pte)"
+    __slots__ = ("ptes", "bits", "ptl", "nr", "addr")
+
+    def __init__(self, addr):
+        self.kasan_alloc(3)
+        self.ptes = [None] * PTRS_PER_TABLE
+        self.bits = bytearray(PTRS_PER_TABLE)
+        self.ptl = SpinLock("ptlock_ptr(ptdesc)")
+        self.nr = 0          # non-none entries; ptl
+        self.addr = addr     # first address covered
+
+
+class PmdTable(KasanObject):
+    """A PMD table page.  ``entries`` installed under mm->page_table_lock;
+    ``ptl`` is the split PMD lock (huge_pte_lock for PMD-sized hugetlb);
+    ``pt_share_count`` counts extra sharers (hugetlb PMD sharing, part 2)."""
+
+    KASAN_CACHE = "page table (pmd)"
+    __slots__ = ("entries", "ptl", "pt_share_count", "addr")
+
+    def __init__(self, addr):
+        self.kasan_alloc(3)
+        self.entries = [None] * PTRS_PER_TABLE
+        self.ptl = SpinLock("&pmd->ptl")
+        self.pt_share_count = 0
+        self.addr = addr
+
+
+def pmd_index(addr):
+    return (addr >> PMD_SHIFT) & (PTRS_PER_TABLE - 1)
+
+
+def pte_index(addr):
+    return (addr >> 12) & (PTRS_PER_TABLE - 1)
+
+
+def pmd_offset(mm, addr):
+    """The PMD table covering addr, or None.  Context: mmap_lock held."""
+    return mm.pgd.get(addr >> PUD_SHIFT)
+
+
+def pte_offset(mm, addr):
+    """The PTE table covering addr, or None.  Context: mmap_lock held."""
+    pmd = mm.pgd.get(addr >> PUD_SHIFT)
+    if pmd is None:
+        return None
+    pt = pmd.entries[pmd_index(addr)]
+    return pt if isinstance(pt, PteTable) else None
+
+
+def pte_offset_map_lock(mm, addr):
+    """(table, index) with the table's ptl held, or (None, 0) if there is no
+    table.  Context: mmap_lock held (tables cannot be freed under us)."""
+    pt = pte_offset(mm, addr)
+    if pt is None:
+        return None, 0
+    pt.ptl.lock()
+    return pt, pte_index(addr)
+
+
+def pte_alloc(mm, addr):
+    """Return the PTE table for addr, allocating the PMD and PTE tables as
+    needed (__pmd_alloc / __pte_alloc).  New tables are allocated before
+    taking page_table_lock and dropped if another thread installed one first.
+    Context: mmap_lock held; may sleep."""
+    key = addr >> PUD_SHIFT
+    pmd = mm.pgd.get(key)
+    if pmd is None:
+        new = PmdTable(addr & ~(PUD_SIZE - 1))
+        mm.page_table_lock.lock()
+        pmd = mm.pgd.get(key)
+        if pmd is None:
+            mm.pgd[key] = pmd = new
+            mm.pgtables_bytes.add(4096)
+            new = None
+        mm.page_table_lock.unlock()
+        if new is not None:
+            kasan_poison(new)
+    i = pmd_index(addr)
+    pt = pmd.entries[i]
+    if pt is None:
+        new = PteTable(addr & ~(PMD_SIZE - 1))
+        mm.page_table_lock.lock()
+        pt = pmd.entries[i]
+        if pt is None:
+            pmd.entries[i] = pt = new
+            mm.pgtables_bytes.add(4096)
+            new = None
+        mm.page_table_lock.unlock()
+        if new is not None:
+            kasan_poison(new)
+        point("pte_alloc")
+    return pt
+
+
+def free_pgd_range(mm, start, end, floor, ceiling):
+    """Free the page tables covering [start, end) whose whole span lies in
+    [floor, ceiling) -- the gap left between the neighbouring VMAs -- as
+    free_pgd_range does.  Context: mmap_lock held for write, the range's VMAs
+    already unlinked from rmap and every PTE in the range already zapped."""
+    from ..debug.report import report
+    for key in sorted(k for k in list(mm.pgd) if (k << PUD_SHIFT) < end and ((k + 1) << PUD_SHIFT) > start):
+        pmd = mm.pgd[key]
+        base = key << PUD_SHIFT
+        for i in range(PTRS_PER_TABLE):
+            pt = pmd.entries[i]
+            if pt is None or not isinstance(pt, PteTable):
+                continue
+            lo = base + (i << PMD_SHIFT)
+            hi = lo + PMD_SIZE
+            if hi <= start or lo >= end or lo < floor or hi > ceiling:
+                continue
+            if pt.nr:
+                report("bad-page-state", "BUG: non-empty page table freed",
+                       f"BUG: PTE table at {lo:#x} freed with {pt.nr} entries still set")
+            pmd.entries[i] = None
+            mm.pgtables_bytes.add(-4096)
+            kasan_poison(pt)
+        if (base >= floor and base + PUD_SIZE <= ceiling and
+                pmd.pt_share_count == 0 and all(e is None for e in pmd.entries)):
+            del mm.pgd[key]
+            mm.pgtables_bytes.add(-4096)
+            kasan_poison(pmd)

@@ -1,0 +1,123 @@
+"""User-space loads and stores, and the user page-fault path
+(arch/x86/mm/fault.c do_user_addr_fault).
+
+Simplification: pymm's page tables are freed immediately, not after an RCU
+grace period, so the hardware's lock-free page walk is not modelled.  A user
+access takes mmap_lock for read, as if every access were a fault, and copies
+under the PTE lock.  This makes every user access an mmap_lock reader, which
+is exactly the population the populate experiment measures.
+
+Data integrity: stores to private anonymous memory are remembered per
+process; a load that finds other bytes there reports "data corruption".  (The
+check assumes one writer at a time per byte, as the workloads arrange.)
+"""
+import errno
+import threading
+
+from ..debug.report import report
+from ..errors import BusError, SegmentationFault
+from .memory import (FAULT_FLAG_ALLOW_RETRY, FAULT_FLAG_KILLABLE, FAULT_FLAG_TRIED,
+                     FAULT_FLAG_USER, FAULT_FLAG_WRITE, VM_FAULT_OOM, VM_FAULT_RETRY,
+                     VM_FAULT_SIGBUS, VM_FAULT_SIGSEGV, handle_mm_fault)
+from .mm_types import VM_READ, VM_SHARED, VM_WRITE, Folio
+from .mmap_lock import mmap_read_lock, mmap_read_unlock
+from .pgtable import _PAGE_DIRTY, _PAGE_RW, pte_index, pte_offset
+
+PAGE_SIZE = 4096
+
+
+def user_access(task, addr, length, write, data):
+    """Copy to (write) or from user memory.  Raises SegmentationFault outside a
+    mapping or against its protection, BusError beyond the end of a file."""
+    mm = task.mm
+    out = None if write else bytearray(length)
+    pos, end = addr, addr + length
+    fault_flags = FAULT_FLAG_USER | FAULT_FLAG_ALLOW_RETRY | FAULT_FLAG_KILLABLE
+    if write:
+        fault_flags |= FAULT_FLAG_WRITE
+    mmap_read_lock(mm)
+    locked = True
+    try:
+        while pos < end:
+            vma = mm.mm_mt.vma_lookup(pos)
+            if vma is None:
+                raise SegmentationFault(pos, "no mapping")
+            if not vma.vm_flags & (VM_WRITE if write else VM_READ):
+                raise SegmentationFault(pos, "access against the mapping's protection")
+            n = min(end, (pos & ~(PAGE_SIZE - 1)) + PAGE_SIZE) - pos
+            off = pos - addr
+            if _copy_pte(mm, pos, n, write, data, off, out):
+                if vma.vm_file is None and not vma.vm_flags & VM_SHARED:
+                    _shadow(task, pos, n, write, data, off, out)
+                pos += n
+                continue
+            ret = handle_mm_fault(vma, pos, fault_flags)
+            if ret & VM_FAULT_RETRY:
+                # mmap_lock was dropped by the fault; take it again and retry.
+                locked = False
+                mmap_read_lock(mm)
+                locked = True
+                fault_flags |= FAULT_FLAG_TRIED
+                continue
+            if ret & VM_FAULT_SIGBUS:
+                raise BusError(pos)
+            if ret & VM_FAULT_SIGSEGV:
+                raise SegmentationFault(pos, "fault returned SIGSEGV")
+            if ret & VM_FAULT_OOM:
+                raise OSError(errno.ENOMEM, f"out of memory faulting {pos:#x}")
+    finally:
+        if locked:
+            mmap_read_unlock(mm)
+    return None if write else bytes(out)
+
+
+def _copy_pte(mm, pos, n, write, data, off, out):
+    """Copy under the PTE lock if the page is present with the right access."""
+    pt = pte_offset(mm, pos)
+    if pt is None:
+        return False
+    i = pte_index(pos)
+    pt.ptl.lock()
+    try:
+        folio = pt.ptes[i]
+        if not isinstance(folio, Folio):
+            return False
+        bits = pt.bits[i]
+        if write and not bits & _PAGE_RW:
+            return False
+        poff = pos & (PAGE_SIZE - 1)
+        if write:
+            folio.write_bytes(poff, data[off:off + n])
+            pt.bits[i] = bits | _PAGE_DIRTY
+        else:
+            out[off:off + n] = folio.read_bytes(poff, n)
+        return True
+    finally:
+        pt.ptl.unlock()
+
+
+def _shadow(task, pos, n, write, data, off, out):
+    page = pos & ~(PAGE_SIZE - 1)
+    poff = pos - page
+    if write:
+        buf = task._shadow.get(page)
+        if buf is None:
+            buf = task._shadow.setdefault(page, bytearray(PAGE_SIZE))
+        buf[poff:poff + n] = data[off:off + n]
+        return
+    buf = task._shadow.get(page)
+    if buf is None:
+        return
+    want = bytes(buf[poff:poff + n])
+    got = bytes(out[off:off + n])
+    if want != got:
+        i = next(j for j in range(n) if want[j] != got[j])
+        t = threading.current_thread()
+        bad = pos + i
+        title = f"data corruption at {bad:#x}"
+        report("data-corruption", title,
+               f"{title}: expected {want[i:i + 16].hex()}, found {got[i:i + 16].hex()}\n"
+               f"process {task.comm}[{task.pid}], thread {t.name}: the page's contents changed "
+               f"behind the process's back (a lost COW, a lost migration copy, or a page freed "
+               f"and reused while mapped).",
+               data={"addr": bad})

@@ -1,0 +1,316 @@
+"""Processes and their system calls; ``current``.
+
+A Process is a task with an mm.  Any Python thread may call a process's
+system calls; for the duration of the call that thread runs "in kernel
+context" as that task (``current()`` returns it) and on the way back to user
+space lockdep checks that it holds no lock (lockdep_sys_exit).
+
+Every system call validates its arguments before it takes a lock or changes
+anything, and reports bad input the way Linux does: an OSError with the errno
+from the man page.
+"""
+import errno
+import functools
+import itertools
+import threading
+
+from . import constants as C
+from .errors import BusError, SegmentationFault
+from .locking import lockdep
+
+_tls = threading.local()
+_pids = itertools.count(1)
+
+
+def current():
+    """The task the calling thread is running as, or None (user space)."""
+    return getattr(_tls, "task", None)
+
+
+def current_kernel():
+    t = current()
+    return t.kernel if t is not None else None
+
+
+class _KernelContext:
+    """Enter kernel context as ``task``; the outermost exit runs the
+    return-to-user lockdep check."""
+
+    __slots__ = ("task", "prev")
+
+    def __init__(self, task):
+        self.task = task
+
+    def __enter__(self):
+        self.prev = getattr(_tls, "task", None)
+        _tls.task = self.task
+
+    def __exit__(self, *exc):
+        _tls.task = self.prev
+        if self.prev is None:
+            lockdep.lockdep_sys_exit()
+
+
+def syscall(fn):
+    @functools.wraps(fn)
+    def wrapper(self, *args, **kw):
+        if self.exited:
+            raise OSError(errno.ESRCH, f"{fn.__name__}: process {self.pid} has exited")
+        with _KernelContext(self):
+            return fn(self, *args, **kw)
+    return wrapper
+
+
+def _err(e, what):
+    if e < 0:
+        raise OSError(-e, f"{what}: {errno.errorcode.get(-e, str(-e))}")
+    return e
+
+
+def _need_int(name, v):
+    if type(v) is not int and not isinstance(v, int) or isinstance(v, bool):
+        raise OSError(errno.EINVAL, f"{name} must be an int, got {type(v).__name__}")
+
+
+class Task:
+    """A task without an mm (the kernel's own threads; file operations that
+    come from no process run as the kernel's init task)."""
+
+    def __init__(self, kernel, name, mm=None):
+        self.kernel = kernel
+        self.pid = next(_pids)
+        self.comm = name
+        self.mm = mm
+        self.exited = False
+
+    def __repr__(self):
+        return f"<{type(self).__name__} {self.comm}[{self.pid}]>"
+
+
+class Process(Task):
+    """A user process: its system calls and user-space accesses."""
+
+    def __init__(self, kernel, name, mm=None):
+        from .mm.mm_types import MmStruct
+        super().__init__(kernel, name)
+        self.mm = mm if mm is not None else MmStruct(kernel, self.pid)
+        self.mm.owner_pid = self.pid
+        if mm is None:
+            self.mm.start_brk = self.mm.brk = 0x5555_5560_0000
+        # What this process stored in its private anonymous memory: page address
+        # -> bytearray (user-space bookkeeping for the data-integrity check; each
+        # dict/bytearray operation is atomic under the GIL).
+        self._shadow = {}
+
+    # -- memory mapping --------------------------------------------------------
+    @syscall
+    def mmap(self, addr, length, prot, flags, fd=None, offset=0):
+        from .mm.gup import mm_populate_after_write
+        from .mm.mm_types import VM_LOCKED, VM_MAYEXEC, VM_MAYREAD, VM_MAYSHARE, VM_MAYWRITE, VM_SHARED
+        from .mm.mprotect import calc_vm_prot_bits
+        from .mm.mmap import get_unmapped_area, mmap_region, page_align
+        from .mm.mmap_lock import mmap_write_lock, mmap_write_unlock
+        for n, v in (("addr", addr), ("length", length), ("prot", prot), ("flags", flags),
+                     ("offset", offset)):
+            _need_int(n, v)
+        mm = self.mm
+        if length <= 0:
+            raise OSError(errno.EINVAL, "mmap: length must be > 0")
+        if offset < 0 or offset & (C.PAGE_SIZE - 1):
+            raise OSError(errno.EINVAL, "mmap: offset must be a non-negative multiple of PAGE_SIZE")
+        if prot & ~(C.PROT_READ | C.PROT_WRITE | C.PROT_EXEC):
+            raise OSError(errno.EINVAL, f"mmap: unknown prot bits {prot:#x}")
+        mtype = flags & C.MAP_TYPE
+        if mtype not in (C.MAP_SHARED, C.MAP_PRIVATE, C.MAP_SHARED_VALIDATE):
+            raise OSError(errno.EINVAL, "mmap: flags need exactly one of MAP_SHARED or MAP_PRIVATE")
+        shared = mtype != C.MAP_PRIVATE
+        fixed = bool(flags & (C.MAP_FIXED | C.MAP_FIXED_NOREPLACE))
+        length = page_align(length)
+        if length > C.TASK_SIZE or (fixed and (addr & (C.PAGE_SIZE - 1))):
+            raise OSError(errno.EINVAL if fixed else errno.ENOMEM, "mmap: bad address or length")
+        if fixed and (addr < C.MMAP_MIN_ADDR or addr + length > C.TASK_SIZE):
+            raise OSError(errno.EPERM if addr < C.MMAP_MIN_ADDR else errno.ENOMEM,
+                          "mmap: MAP_FIXED range outside the user address space")
+        anon = bool(flags & C.MAP_ANONYMOUS)
+        file = None
+        if flags & C.MAP_HUGETLB or (fd is not None and not anon and getattr(fd, "hugetlb", False)):
+            raise OSError(errno.ENOSYS, "mmap: hugetlb mappings arrive with mm part 2 (issue 6)")
+        if not anon:
+            from .fs.shmem import File
+            if not isinstance(fd, File):
+                raise OSError(errno.EBADF, "mmap: a file mapping needs fd= a File (k.create_file)")
+            file = fd
+        pgoff = offset >> 12
+        vm_flags = calc_vm_prot_bits(prot) | VM_MAYREAD | VM_MAYWRITE | VM_MAYEXEC
+        if shared:
+            vm_flags |= VM_SHARED | VM_MAYSHARE
+        if flags & C.MAP_LOCKED:
+            vm_flags |= VM_LOCKED
+        mmap_write_lock(mm)
+        vm_flags |= mm.def_flags
+        if flags & C.MAP_FIXED_NOREPLACE and not flags & C.MAP_FIXED and \
+                mm.mm_mt.find_vma_intersection(addr, addr + length) is not None:
+            mmap_write_unlock(mm)
+            raise OSError(errno.EEXIST, "mmap: MAP_FIXED_NOREPLACE range is already mapped")
+        addr = get_unmapped_area(mm, addr, length, fixed)
+        if addr < 0:
+            mmap_write_unlock(mm)
+            raise OSError(-addr, "mmap: no free address range of that length")
+        if anon and not shared:
+            self._shadow_drop(addr, addr + length)
+        vma = mmap_region(mm, addr, length, vm_flags, file, pgoff)
+        if vm_flags & VM_LOCKED or (flags & (C.MAP_POPULATE | C.MAP_NONBLOCK)) == C.MAP_POPULATE:
+            mm_populate_after_write(mm, vma, addr, addr + length)
+        else:
+            mmap_write_unlock(mm)
+        return addr
+
+    @syscall
+    def munmap(self, addr, length):
+        from .mm.mmap import do_vmi_munmap
+        from .mm.mmap_lock import mmap_write_lock, mmap_write_unlock
+        start, end = self._range("munmap", addr, length)
+        mmap_write_lock(self.mm)
+        self._shadow_drop(start, end)
+        do_vmi_munmap(self.mm, start, end - start)
+        mmap_write_unlock(self.mm)
+        return 0
+
+    @syscall
+    def mprotect(self, addr, length, prot):
+        from .mm.mprotect import do_mprotect_pkey
+        _need_int("prot", prot)
+        start, end = self._range("mprotect", addr, length)
+        if prot & ~(C.PROT_READ | C.PROT_WRITE | C.PROT_EXEC):
+            raise OSError(errno.EINVAL, f"mprotect: unknown prot bits {prot:#x}")
+        if start == end:
+            return 0
+        return _err(do_mprotect_pkey(self.mm, start, end - start, prot), "mprotect")
+
+    @syscall
+    def brk(self, new_brk):
+        """brk(2) as the system call (not the libc wrapper): returns the new
+        break on success and the current one on failure; brk(0) queries."""
+        from .mm.mmap import sys_brk
+        _need_int("brk", new_brk)
+        old = self.mm.brk
+        ret = sys_brk(self.mm, new_brk)
+        if ret < old:
+            self._shadow_drop((ret + 4095) & ~4095, (old + 4095) & ~4095)
+        return ret
+
+    # -- mlock -----------------------------------------------------------------------
+    @syscall
+    def mlock(self, addr, length):
+        return self._mlock(addr, length, 0)
+
+    @syscall
+    def mlock2(self, addr, length, flags=0):
+        _need_int("flags", flags)
+        if flags & ~C.MLOCK_ONFAULT:
+            raise OSError(errno.EINVAL, f"mlock2: unknown flags {flags:#x}")
+        return self._mlock(addr, length, flags)
+
+    def _mlock(self, addr, length, flags):
+        from .mm.mlock import do_mlock, mlock2_flags_to_vm
+        start, end = self._range("mlock", addr, length, align_start=False)
+        if start == end:
+            return 0
+        return _err(do_mlock(self.mm, start, end - start, mlock2_flags_to_vm(flags)), "mlock")
+
+    @syscall
+    def munlock(self, addr, length):
+        from .mm.mlock import do_munlock
+        start, end = self._range("munlock", addr, length, align_start=False)
+        if start == end:
+            return 0
+        return _err(do_munlock(self.mm, start, end - start), "munlock")
+
+    @syscall
+    def mlockall(self, flags):
+        from .mm.mlock import do_mlockall
+        _need_int("flags", flags)
+        if not flags or flags & ~(C.MCL_CURRENT | C.MCL_FUTURE | C.MCL_ONFAULT) or \
+                flags == C.MCL_ONFAULT:
+            raise OSError(errno.EINVAL, f"mlockall: invalid flags {flags:#x}")
+        return _err(do_mlockall(self.mm, flags), "mlockall")
+
+    @syscall
+    def munlockall(self):
+        from .mm.mlock import do_mlockall
+        return _err(do_mlockall(self.mm, 0), "munlockall")
+
+    @syscall
+    def madvise(self, addr, length, advice):
+        from .mm.madvise import VALID_ADVICE, do_madvise
+        _need_int("advice", advice)
+        if advice not in VALID_ADVICE:
+            raise OSError(errno.EINVAL, f"madvise: unknown advice {advice}")
+        start, end = self._range("madvise", addr, length)
+        if start == end:
+            return 0
+        ret = _err(do_madvise(self.mm, start, end, advice), "madvise")
+        if advice in (C.MADV_DONTNEED, C.MADV_FREE):
+            self._shadow_drop(start, end)
+        return ret
+
+    # -- process lifetime ---------------------------------------------------------------
+    @syscall
+    def fork(self):
+        from .mm.fork import dup_mm
+        child = Process(self.kernel, self.comm, mm=None)
+        child.mm = dup_mm(self.kernel, self.mm, child.pid)
+        child._shadow = {a: bytearray(b) for a, b in list(self._shadow.items())}
+        self.kernel._register(child)
+        return child
+
+    @syscall
+    def exit(self):
+        from .mm.mmap import exit_mmap
+        exit_mmap(self.mm)
+        self.exited = True
+        self.kernel._unregister(self)
+        return 0
+
+    # -- user-space accesses ---------------------------------------------------------------
+    @syscall
+    def store(self, addr, data):
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise TypeError("store: data must be bytes")
+        _need_int("addr", addr)
+        data = bytes(data)
+        if not data:
+            return 0
+        from .mm.uaccess import user_access
+        user_access(self, addr, len(data), True, data)
+        return len(data)
+
+    @syscall
+    def load(self, addr, length):
+        _need_int("addr", addr)
+        _need_int("length", length)
+        if length < 0:
+            raise OSError(errno.EINVAL, "load: negative length")
+        if length == 0:
+            return b""
+        from .mm.uaccess import user_access
+        return user_access(self, addr, length, False, None)
+
+    # -- helpers ---------------------------------------------------------------------------
+    def _range(self, what, addr, length, align_start=True):
+        _need_int("addr", addr)
+        _need_int("length", length)
+        if align_start and addr & (C.PAGE_SIZE - 1):
+            raise OSError(errno.EINVAL, f"{what}: address {addr:#x} is not page aligned")
+        if length < 0:
+            raise OSError(errno.EINVAL, f"{what}: negative length")
+        start = addr & ~(C.PAGE_SIZE - 1)
+        end = (addr + length + C.PAGE_SIZE - 1) & ~(C.PAGE_SIZE - 1)
+        if end > C.TASK_SIZE or start < 0:
+            raise OSError(errno.EINVAL if what in ("munmap",) else errno.ENOMEM,
+                          f"{what}: range outside the user address space")
+        return start, end
+
+    def _shadow_drop(self, start, end):
+        for a in [a for a in list(self._shadow) if start <= a < end]:
+            self._shadow.pop(a, None)
