@@ -136,8 +136,10 @@ _INITIAL_CHAIN_KEY = 0
 
 
 def _chain_key(prev_key, c, read, trylock, nest_lock):
-    """``iterate_chain_key()``: extend a chain by one held lock."""
-    return hash((prev_key, c.id, read, trylock, nest_lock is not None))
+    """``iterate_chain_key()``: extend a chain by one held lock.  The class
+    object itself is hashed (its identity: classes live as long as the
+    process), which is cheaper than loading an id attribute."""
+    return hash((prev_key, c, read, trylock, nest_lock is not None))
 
 
 def _snapshot(e):
@@ -238,7 +240,7 @@ def _acquire(lock, read, trylock, subclass, nest_lock):
     c = cl[subclass] if cl is not None else None
     if c is None:
         c = _class_of(lock, subclass)
-    key = hash((st.key, c.id, read, trylock, nest_lock is not None))   # _chain_key, inlined
+    key = hash((st.key, c, read, trylock, nest_lock is not None))   # _chain_key, inlined
     site = _chains.get(key)
     if site is None:
         site = _validate_acquire(st, lock, read, trylock, subclass, nest_lock, c, key)

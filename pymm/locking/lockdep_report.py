@@ -43,12 +43,13 @@ def _outside_locking(f):
     return f
 
 
-def capture_stack(limit=_STACK_LIMIT):
-    """The calling thread's Python stack as "file:line function" strings,
-    innermost first, without the frames of pymm/locking itself (the lock
-    methods, the event dispatch and the validator), like the kernel's
-    ``save_trace()`` skipping lockdep's own frames."""
-    f = _outside_locking(sys._getframe(1))
+def capture_stack(limit=_STACK_LIMIT, frame=None):
+    """The calling thread's Python stack (or the one from ``frame`` up:
+    another thread's, from ``sys._current_frames()``) as "file:line
+    function" strings, innermost first, without the frames of pymm/locking
+    itself (the lock methods, the event dispatch and the validator), like
+    the kernel's ``save_trace()`` skipping lockdep's own frames."""
+    f = _outside_locking(sys._getframe(1) if frame is None else frame)
     out = []
     while f is not None and len(out) < limit:
         co = f.f_code
