@@ -1,0 +1,707 @@
+"""The baton: real OS threads, one running at a time, switched only at
+scheduling points.
+
+The problem.  Under the GIL a thread switch happens every few milliseconds or
+when a thread blocks, so a race window a few bytecodes wide is almost never
+hit, and a hit cannot be replayed.  Tracing every bytecode (sys.settrace)
+makes each run 4-18x slower.
+
+The solution (CHESS, shuttle, loom, Coyote): every managed thread owns a
+*gate*, a raw ``_thread`` lock kept locked.  A thread runs only while it holds
+the baton; at a scheduling point the running thread asks the strategy which
+thread runs next, opens that thread's gate and waits on its own.  Exactly one
+thread executes Python code of the program at any time, so a run is a pure
+function of the choices made, and only the running thread ever touches the
+run's state (the fields below need no lock: the baton *is* the lock).
+
+Scheduling points are the lock events (before every acquire attempt, after
+every release; see ``pymm.locking.events``), the start of the first thread,
+thread exit, a thread blocking, and ``point(label)`` in emulated kernel code.
+
+Blocking.  Locks built inside a controlled run get ``ControlledLock`` as their
+raw primitive (through the controlled ``events.Backend``).  Its blocking
+acquire never blocks in C: it tries, and on failure marks the thread blocked
+on that raw lock and passes the baton; a release re-enables the waiters, which
+retry when next chosen.  No runnable thread while some are unfinished is a
+deadlock, reported with its waits-for cycle.  Blocking the scheduler cannot see
+(a lock built outside the run, I/O, an Event) stops the baton: the controller
+thread's watchdog notices that no scheduling point happened for ``watchdog``
+seconds and ends the run as "hung".
+
+Abort.  A failure sets ``aborting``, opens every gate and signals the
+controller.  From then on the threads run truly concurrently but only to
+unwind: each raises ``SchedAbort`` (a BaseException) at its next scheduling
+point, new acquisitions raise it too, releases and ``point()`` no longer
+schedule, and raw locks behave as plain locks.  A thread that still holds pymm
+locks when it has unwound (kernel-style code releases locks explicitly, not in
+``finally``) has them released for it, in its own context so the validator sees
+ordinary releases; the controller then joins every thread and records anything
+left alive or held.
+"""
+import contextlib
+import sys
+import threading
+import time
+import traceback
+from _thread import allocate_lock, get_ident
+
+from ..errors import LockdepError, PymmError
+from ..locking import events as _ev
+from .trace import Failure
+
+
+class SchedAbort(BaseException):
+    """Raised by the scheduler inside a managed thread to unwind it when the
+    run is being aborted (a failure was found).  A BaseException so that
+    ``except Exception`` in the program does not swallow it; do not catch it."""
+
+
+class SchedUsageError(PymmError, ValueError):
+    """Raised by ``explore``/``replay``/free-mode helpers for bad input: an
+    empty thread list, something not callable, a schedule that does not fit
+    the program, an unknown strategy, a budget that is not a positive int."""
+
+
+class Finding(Exception):
+    """A detector's finding raised as an exception: if it escapes a managed
+    thread (or ``check``), the run fails with ``kind`` instead of "exception".
+    Detectors that must not unwind the caller use ``report_finding``."""
+
+    def __init__(self, kind, title, text=""):
+        super().__init__(title)
+        self.kind = kind
+        self.title = title
+        self.text = text
+
+
+_active = None          # the _Run in progress (from setup to check), else None
+_hook = None            # what point() calls: the run's hook, free mode's injector, or None
+_run_lock = allocate_lock()   # one controlled run at a time in a process
+
+
+def point(label=None):
+    """A scheduling point for emulated kernel code (``label`` names the step:
+    "vma lookup", "pte_alloc", ...).  Outside a controlled run and free mode it
+    costs one global check."""
+    if _hook is not None:
+        _hook(label)
+
+
+def set_point_hook(fn):
+    """Install ``fn(label)`` as the target of ``point()``; returns the
+    previous one so the caller can restore it."""
+    global _hook
+    prev, _hook = _hook, fn
+    return prev
+
+
+def report_finding(kind, title, text=""):
+    """A detector found something.  In a managed thread of a controlled run
+    this ends the schedule with a failure of ``kind`` and unwinds the calling
+    thread (it raises ``SchedAbort``; it does not return).  Called from the
+    controller during setup/check it records the failure and returns True.
+    Anywhere else (free mode, no run) it does nothing and returns False: the
+    caller keeps the finding its own way.
+
+    Context: any; takes no lock."""
+    run = _active
+    if run is None or run.aborting:
+        return False
+    tid = get_ident()
+    if tid == run.cur_tid:
+        me = run.cur
+        run._fail(Failure(kind, f"{title}\n{text}".rstrip(), thread=me.index))
+        me.unwinding = True
+        raise SchedAbort
+    if tid == run.controller_tid:
+        run._fail(Failure(kind, f"{title}\n{text}".rstrip()))
+        return True
+    return False
+
+
+def is_controlled():
+    """Is the calling thread a managed thread of a controlled run?"""
+    run = _active
+    return run is not None and get_ident() in run.by_tid
+
+
+def virtual_time():
+    """The controlled backend's clock.  It does not advance, so a timed
+    acquire with timeout 0 is a single try; positive timeouts never expire
+    (they wait like blocking acquires; a run that can only end by a timeout is
+    reported as a deadlock)."""
+    return 0.0
+
+
+class ControlledLock:
+    """The raw lock of pymm locks built inside a controlled run (their
+    readerwriterlock internals included).  In a managed thread a blocking
+    acquire is a loop of non-blocking try + pass the baton; in any other
+    thread, outside a run, or while a run aborts it is a plain lock.
+    Release by another thread is allowed (readerwriterlock relies on it)."""
+
+    __slots__ = ("_lock", "_waiters")
+
+    def __init__(self):
+        self._lock = allocate_lock()
+        self._waiters = None        # managed threads blocked on this lock, or None
+
+    def acquire(self, blocking=True, timeout=-1):
+        if self._lock.acquire(False):
+            return True
+        if not blocking or timeout == 0:
+            return False
+        run = _active
+        if run is None or run.aborting or get_ident() != run.cur_tid:
+            return self._lock.acquire(True, timeout)
+        me = run.cur
+        while True:
+            run._block(me, self)
+            if self._lock.acquire(False):
+                return True
+
+    def release(self):
+        self._lock.release()
+        w = self._waiters
+        if w is not None:
+            self._waiters = None
+            run = _active
+            if run is not None and not run.aborting:
+                run._wake(w, self)
+
+    def locked(self):
+        return self._lock.locked()
+
+    def __enter__(self):
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc):
+        self.release()
+
+    def __repr__(self):
+        return f"<ControlledLock {'locked' if self._lock.locked() else 'unlocked'}>"
+
+
+CONTROLLED = _ev.Backend(ControlledLock, virtual_time, "controlled")
+
+# trace codes by lockdep read kind (0 exclusive, 1 shared, 2 shared recursive)
+_LOCK = ("lock", "rlock", "rlock")
+_TRY = ("trylock", "tryrlock", "tryrlock")
+_UNLOCK = ("unlock", "runlock", "runlock")
+
+
+def _lockdep():
+    try:
+        from ..locking import lockdep
+    except ImportError:         # the validator has not landed yet
+        return None
+    return lockdep if hasattr(lockdep, "subscribe") else None
+
+
+class _Managed:
+    """One managed thread.  ``gate`` is locked except while the baton is
+    being handed to this thread."""
+
+    __slots__ = ("index", "name", "fn", "gate", "tid", "thread", "run", "blocked_on",
+                 "finished", "unwinding")
+
+    def __init__(self, index, fn, run):
+        self.index = index
+        self.name = f"T{index}-{getattr(fn, '__name__', 'thread')}"
+        self.fn = fn
+        self.run = run
+        self.gate = None
+        self.tid = None
+        self.thread = None
+        self.blocked_on = None      # the ControlledLock it waits for
+        self.finished = False
+        self.unwinding = False      # SchedAbort has been raised in it
+
+
+class _Run:
+    """One schedule: setup, the managed threads, check.  Also the events
+    listener (registered only while the run exists).
+
+    Every field is written only by the thread holding the baton (or by the
+    controller while no managed thread runs), except during an abort."""
+
+    def __init__(self, setup, fns, check, make_chooser, watchdog):
+        self.setup = setup
+        self.check = check
+        self.watchdog = watchdog
+        self.threads = [_Managed(i, fn, self) for i, fn in enumerate(fns)]
+        self.enabled = list(self.threads)   # runnable threads, ordered by index
+        self.by_tid = {}
+        self.cur = None                     # the thread holding the baton
+        self.cur_tid = None
+        self.controller_tid = None
+        self.trace = []                     # (thread index, code, obj) per scheduling point
+        self.schedule = []                  # thread index chosen at each choice point
+        self.choose = make_chooser(self)
+        self.aborting = False
+        self.failure = None
+        self.done = allocate_lock()
+        self.done.acquire()
+        self._done_open = False
+        self.unfinished = len(fns)
+        self.locks = {}                     # pymm locks managed threads acquired (ordered set)
+        self.waiting = {}                   # tid -> the pymm lock it waits for (contended)
+        self.state = None
+        self.lockdep = None
+        self.leaked_threads = []
+        self.leaked_locks = []
+        self.released_on_abort = []
+
+    # -- controller ------------------------------------------------------------
+    def execute(self):
+        global _active
+        if not _run_lock.acquire(False):
+            raise RuntimeError("a controlled run is already in progress; pymm.sched runs one "
+                               "at a time (do not call explore/replay from a managed thread)")
+        ld = self.lockdep = _lockdep()
+        self.controller_tid = get_ident()
+        prev_hook = set_point_hook(self.point_hook)
+        _active = self
+        _ev.register(self)
+        if ld is not None:
+            ld.subscribe(self.on_report)
+        try:
+            with _ev.use_backend(CONTROLLED):
+                try:
+                    self.state = self.setup()
+                except LockdepError as e:
+                    self._fail(_lockdep_failure(e.report, None))
+                if self.failure is None:
+                    self._run_threads()
+                if self.failure is None and self.check is not None:
+                    self._run_check()
+        finally:
+            if ld is not None:
+                ld.unsubscribe(self.on_report)
+            _ev.unregister(self)
+            set_point_hook(prev_hook)
+            _active = None
+            _run_lock.release()
+        return self
+
+    def _run_threads(self):
+        for m in self.threads:
+            m.gate = allocate_lock()
+            m.gate.acquire()
+            m.thread = threading.Thread(target=self._main, args=(m, self.state),
+                                        name=m.name, daemon=True)
+        started = []
+        try:
+            for m in self.threads:
+                m.thread.start()
+                started.append(m)
+                m.tid = m.thread.ident
+                self.by_tid[m.tid] = m
+        except BaseException:
+            self.aborting = True
+            for m in started:
+                m.gate.release()
+                m.thread.join()
+            raise
+        try:                # the first choice: which thread starts
+            en = self.enabled
+            nxt = en[0] if len(en) == 1 else self._pick(en, None)
+            self.cur, self.cur_tid = nxt, nxt.tid
+            nxt.gate.release()
+        except SchedAbort:
+            pass
+        last = -1
+        while not self.done.acquire(True, self.watchdog):
+            n = len(self.trace)
+            if n == last:
+                self._fail(self._hung())
+            last = n
+        deadline = time.monotonic() + self.watchdog
+        for m in self.threads:
+            m.thread.join(max(0.0, deadline - time.monotonic()))
+        self.cur = self.cur_tid = None
+        self.leaked_threads = [f"{m.name} (tid {m.tid})" for m in self.threads
+                               if m.thread.is_alive()]
+        self.leaked_locks = [repr(lk) for lk in self.locks
+                             if any(h in self.by_tid for h in lk.holders())]
+
+    def _run_check(self):
+        try:
+            self.check(self.state)
+        except LockdepError as e:
+            self._fail(_lockdep_failure(e.report, None))
+        except AssertionError as e:
+            self._fail(Failure("assertion", "check(state) failed: "
+                               f"{type(e).__name__}: {e}\n\n{traceback.format_exc()}", exception=e))
+        except Finding as e:
+            self._fail(Failure(e.kind, f"{e.title}\n{e.text}".rstrip(), exception=e))
+        except Exception as e:
+            self._fail(Failure("exception", f"check(state) raised {type(e).__name__}: {e}\n\n"
+                               f"{traceback.format_exc()}", exception=e))
+
+    # -- managed threads -----------------------------------------------------------
+    def _main(self, me, state):
+        me.gate.acquire()
+        ok = False
+        try:
+            if self.aborting:
+                me.unwinding = True
+                raise SchedAbort
+            self.trace.append((me.index, "start", None))
+            me.fn(state)
+            ok = True
+        except SchedAbort:
+            pass
+        except LockdepError as e:
+            self._fail(_lockdep_failure(e.report, me.index))
+        except Finding as e:
+            self._fail(Failure(e.kind, f"{e.title}\n{e.text}".rstrip() + "\n\n"
+                               + traceback.format_exc(), thread=me.index, exception=e))
+        except BaseException as e:
+            self._fail(Failure("exception", f"{me.name} raised {type(e).__name__}: {e}\n\n"
+                               + traceback.format_exc(), thread=me.index, exception=e))
+        try:
+            self._exit(me, ok)
+        except SchedAbort:
+            pass
+        except LockdepError as e:     # thread_exit() in raise mode
+            self._fail(_lockdep_failure(e.report, me.index))
+            self._exit(me, False)
+
+    def _exit(self, me, ok):
+        if ok and not self.aborting:
+            if self.lockdep is not None and hasattr(self.lockdep, "thread_exit"):
+                self.lockdep.thread_exit()      # a report makes the run fail ("lockdep")
+            if not self.aborting:
+                held = self._held_by(me.tid)
+                if held:
+                    self._fail(Failure("lock-held", f"{me.name} exited holding "
+                                       + ", ".join(held), thread=me.index))
+        if self.aborting:
+            me.unwinding = True     # releases below must not raise SchedAbort
+            self._release_held(me)
+            me.finished = True
+            return
+        me.finished = True
+        self.trace.append((me.index, "exit", None))
+        self.unfinished -= 1
+        en = self.enabled
+        en.remove(me)
+        if not en:
+            if self.unfinished:
+                self._fail(self._deadlock())
+            else:
+                self.cur = self.cur_tid = None
+                self._open_done()
+            return
+        nxt = en[0] if len(en) == 1 else self._pick(en, None)
+        self.cur, self.cur_tid = nxt, nxt.tid
+        nxt.gate.release()
+
+    # -- the hot path ----------------------------------------------------------------
+    def _pick(self, en, me):
+        t = self.choose(en, me)
+        self.schedule.append(t.index)
+        return t
+
+    def _point(self, me, code, obj):
+        """A scheduling point in the running thread ``me``."""
+        self.trace.append((me.index, code, obj))
+        en = self.enabled
+        if len(en) > 1:
+            nxt = self.choose(en, me)
+            self.schedule.append(nxt.index)
+            if nxt is not me:
+                self.cur = nxt
+                self.cur_tid = nxt.tid
+                nxt.gate.release()
+                me.gate.acquire()
+                if self.aborting:
+                    me.unwinding = True
+                    raise SchedAbort
+
+    def _block(self, me, raw):
+        """``me`` cannot get ``raw``: park it until a release re-enables it."""
+        w = raw._waiters
+        if w is None:
+            raw._waiters = [me]
+        else:
+            w.append(me)
+        me.blocked_on = raw
+        en = self.enabled
+        en.remove(me)
+        lk = self.waiting.get(me.tid)
+        self.trace.append((me.index, "wait", None if lk is None else lk.name))
+        if not en:
+            self._fail(self._deadlock())
+            me.unwinding = True
+            raise SchedAbort
+        nxt = en[0] if len(en) == 1 else self._pick(en, None)
+        self.cur = nxt
+        self.cur_tid = nxt.tid
+        nxt.gate.release()
+        me.gate.acquire()
+        if self.aborting:
+            me.unwinding = True
+            raise SchedAbort
+
+    def _wake(self, waiters, raw):
+        en = self.enabled
+        for t in waiters:
+            if t.run is self and t.blocked_on is raw:
+                t.blocked_on = None
+                i = t.index
+                for pos, u in enumerate(en):
+                    if u.index > i:
+                        en.insert(pos, t)
+                        break
+                else:
+                    en.append(t)
+
+    def _abort_point(self):
+        me = self.by_tid.get(get_ident())
+        if me is not None and not me.unwinding:
+            me.unwinding = True
+            raise SchedAbort
+
+    # -- events listener (pymm.locking.events) ------------------------------------------
+    def acquire(self, lock, read, trylock, subclass, nest_lock):
+        if self.aborting:       # no new locks while unwinding
+            me = self.by_tid.get(get_ident())
+            if me is not None:
+                me.unwinding = True
+                raise SchedAbort
+            return
+        if get_ident() == self.cur_tid:
+            if _exception() is not None:
+                self._unwinding_check()
+            self.locks[lock] = None
+            self._point(self.cur, (_TRY if trylock else _LOCK)[read], lock.name)
+
+    def contended(self, lock, read):
+        self.waiting[get_ident()] = lock
+
+    def acquired(self, lock, read, trylock, subclass, nest_lock):
+        if self.waiting:
+            self.waiting.pop(get_ident(), None)
+
+    def aborted(self, lock, read):
+        if self.waiting:
+            self.waiting.pop(get_ident(), None)
+
+    def released(self, lock, read):
+        if self.aborting:
+            self._abort_point()
+        elif get_ident() == self.cur_tid:
+            if _exception() is not None:
+                self._unwinding_check()
+            self._point(self.cur, _UNLOCK[read], lock.name)
+
+    def point_hook(self, label):
+        if self.aborting:
+            self._abort_point()
+        elif get_ident() == self.cur_tid:
+            if _exception() is not None:
+                self._unwinding_check()
+            self._point(self.cur, "point", label)
+
+    def _unwinding_check(self):
+        """A scheduling point reached while an exception propagates (in a
+        ``finally`` or ``__exit__``).  If it is the validator's LockdepError,
+        the run fails here, exactly as when the report was new and the
+        subscriber aborted the run before the error was raised: lockdep
+        de-duplicates reports, so a replay sees the error without the
+        subscriber call, and must not schedule while it unwinds."""
+        e = _exception()
+        if isinstance(e, LockdepError):
+            me = self.cur
+            self._fail(_lockdep_failure(e.report, me.index))
+            me.unwinding = True
+            raise SchedAbort
+
+    def on_report(self, report):
+        """lockdep.subscribe callback: a report during the run is a failure.
+        The reporting thread unwinds at its next scheduling point (for
+        acquire-time reports that is our own ``acquire`` listener, called
+        right after the validator's)."""
+        if self.aborting:
+            return
+        tid = get_ident()
+        if tid == self.cur_tid or tid == self.controller_tid:
+            me = self.cur if tid == self.cur_tid else None
+            self._fail(_lockdep_failure(report, None if me is None else me.index))
+
+    # -- failures ---------------------------------------------------------------------------
+    def _fail(self, failure):
+        """Record ``failure`` (the first one wins; later ones become notes)
+        and abort: open every gate and wake the controller."""
+        if self.failure is None:
+            self.failure = failure
+        elif failure.report is not None and failure.report is self.failure.report:
+            pass
+        else:
+            first = failure.detail.strip().splitlines()[0] if failure.detail.strip() else ""
+            self.failure.notes.append(f"then {failure.kind}: {first}")
+        if self.aborting:
+            return
+        self.aborting = True
+        me = get_ident()
+        for t in self.threads:
+            if not t.finished and t.tid != me and t.gate is not None:
+                try:
+                    t.gate.release()
+                except RuntimeError:    # already open (a racing hand-over)
+                    pass
+        self._open_done()
+
+    def misfit(self, text):
+        """The replayed schedule does not fit the program (a chooser calls this)."""
+        self._fail(Failure("misfit", text))
+        me = self.by_tid.get(get_ident())
+        if me is not None:
+            me.unwinding = True
+        raise SchedAbort
+
+    def _open_done(self):
+        if not self._done_open:
+            self._done_open = True
+            try:
+                self.done.release()
+            except RuntimeError:
+                pass
+
+    def _held_by(self, tid):
+        out = []
+        for lk in self.locks:
+            if lk.owner == tid or (lk.readers and tid in lk.readers):
+                out.append(f"{lk.KIND} {lk.name!r} ({_mode(lk, tid)})")
+        return out
+
+    def _release_held(self, me):
+        """Release, in ``me``'s own context, every pymm lock it still holds."""
+        from ..locking._rw import RwBase
+        tid = me.tid
+        for lk in list(self.locks):
+            try:
+                if lk.owner == tid:
+                    if isinstance(lk, RwBase):
+                        lk._write_unlock()
+                    else:
+                        lk.unlock()
+                    self.released_on_abort.append(f"{me.name}: {lk.name} ({lk.KIND})")
+                n = lk.readers.get(tid, 0) if lk.readers else 0
+                for _ in range(n):
+                    lk._read_unlock()
+                if n:
+                    self.released_on_abort.append(f"{me.name}: {lk.name} ({lk.KIND}, read x{n})")
+            except BaseException as e:      # noqa: BLE001 - report, keep unwinding the rest
+                self.released_on_abort.append(f"{me.name}: {lk.name}: release failed: {e!r}")
+
+    def _name(self, tid):
+        m = self.by_tid.get(tid)
+        if m is not None:
+            return m.name
+        for t in threading.enumerate():
+            if t.ident == tid:
+                return t.name
+        return f"thread-{tid}"
+
+    def _deadlock(self):
+        blocked = [t for t in self.threads if not t.finished and t.blocked_on is not None]
+        lines = [f"deadlock: no thread can run; {len(blocked)} of {len(self.threads)} "
+                 "threads are blocked"]
+        graph = {}
+        for t in blocked:
+            lk = self.waiting.get(t.tid)
+            if lk is None:
+                lines.append(f"  {t.name} waits for an internal lock (inside a lock it is releasing)")
+                continue
+            holders = lk.holders()
+            graph[t] = [(self.by_tid[h], lk) for h in holders if h in self.by_tid]
+            hs = ", ".join(f"{self._name(h)} ({_mode(lk, h)})" for h in holders) \
+                or "nobody (a queued writer or a thread that exited)"
+            lines.append(f"  {t.name} waits for {lk.KIND} {lk.name!r}, held by {hs}")
+        cycle = _find_cycle(graph)
+        if cycle:
+            lines.append("waits-for cycle: " + " -> ".join(
+                f"{t.name} -> {lk.KIND} {lk.name!r}" for t, lk in cycle) + f" -> {cycle[0][0].name}")
+        else:
+            lines.append("no waits-for cycle among the managed threads: a lock is held by a "
+                         "thread that exited or is not managed, or a wait cannot be attributed")
+        return Failure("deadlock", "\n".join(lines))
+
+    def _hung(self):
+        me = self.cur
+        if me is None:
+            return Failure("hung", f"no scheduling point for {self.watchdog} s and no thread "
+                           "holds the baton")
+        frame = sys._current_frames().get(me.tid)
+        stack = "".join(traceback.format_stack(frame)) if frame is not None else "  (no stack)\n"
+        lk = self.waiting.get(me.tid)
+        what = f"\nit waits for {lk!r}" if lk is not None else ""
+        return Failure("hung", f"hung: {me.name} made no scheduling point for {self.watchdog} s: "
+                       "it is blocked where the scheduler cannot see (a lock built outside the "
+                       "controlled run, an Event, I/O, sleep) or computes without scheduling "
+                       f"points{what}\nits stack:\n{stack}", thread=me.index)
+
+
+_exception = sys.exception
+
+
+def _lockdep_failure(report, thread):
+    return Failure("lockdep", getattr(report, "text", str(report)), thread=thread, report=report)
+
+
+@contextlib.contextmanager
+def lockdep_raising():
+    """Controlled runs put the validator in raise mode: a report raises
+    LockdepError before the real lock is attempted, and -- unlike the
+    subscriber callback -- raises again for a de-duplicated report, so a
+    replay reproduces a lockdep failure found earlier.  Restores the
+    previous settings."""
+    ld = _lockdep()
+    if ld is None or not hasattr(ld, "configure"):
+        yield
+        return
+    prev = ld.configure(raise_on_report=True)
+    try:
+        yield
+    finally:
+        ld.configure(**prev)
+
+
+def _mode(lock, tid):
+    """How ``tid`` holds ``lock``: "held" (exclusive lock), "write", "read xN"."""
+    if lock.owner == tid:
+        return "held" if lock.readers is None else "write"
+    n = lock.readers.get(tid, 0) if lock.readers else 0
+    return "read" if n == 1 else f"read x{n}"
+
+
+def _find_cycle(graph):
+    """A cycle in thread -> [(holder thread, lock)] as [(thread, lock it waits for)]."""
+    state = {}
+
+    def visit(t, path):
+        state[t] = 1
+        for h, lk in graph.get(t, ()):
+            path.append((t, lk))
+            if state.get(h) == 1:
+                for i, (u, _) in enumerate(path):
+                    if u is h:
+                        return path[i:]
+            if h not in state:
+                c = visit(h, path)
+                if c:
+                    return c
+            path.pop()
+        state[t] = 2
+        return None
+
+    for t in graph:
+        if t not in state:
+            c = visit(t, [])
+            if c:
+                return c
+    return None
