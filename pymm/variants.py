@@ -11,6 +11,49 @@ VARIANTS = {
         "doc": "populate after mmap_write_lock (SCENARIOS.md A): drop-retake with a stale "
                "VMA pointer, downgrade, or revalidate the VMA after relocking (mainline)",
     },
+    "mbind": {
+        "values": ("hold-mmap-lock", "early-unlock-vma-callback", "unlock-before-ilx", "mpol-alloc"),
+        "default": "mpol-alloc",
+        # hold-mmap-lock is correct, only slow for others
+        "buggy": ("early-unlock-vma-callback", "unlock-before-ilx"),
+        "doc": "mbind/migrate_pages and mmap_lock across migration (SCENARIOS.md B)",
+    },
+    "hugetlb-anon-migrate": {
+        "values": ("rmap-locked", "anon-vma-lock"),
+        "default": "anon-vma-lock",
+        "buggy": ("rmap-locked",),
+        "doc": "anon hugetlb migration walking the anon_vma tree under i_mmap_rwsem (SCENARIOS.md C)",
+    },
+    "hugetlb-file-migrate": {
+        "values": ("relock-under-folio", "keep-imap"),
+        "default": "keep-imap",
+        "buggy": ("relock-under-folio",),
+        "doc": "file hugetlb migration retaking i_mmap_rwsem under the folio lock (SCENARIOS.md C2)",
+    },
+    "hugetlb-pmd-share": {
+        "values": ("no-vma-lock", "vma-lock"),
+        "default": "vma-lock",
+        "buggy": ("no-vma-lock",),
+        "doc": "hugetlb PMD sharing without/with the hugetlb vma_lock (SCENARIOS.md D)",
+    },
+    "hugetlb-wp": {
+        "values": ("fault-mutex-under-folio", "unlock-folio-first"),
+        "default": "unlock-folio-first",
+        "buggy": ("fault-mutex-under-folio",),
+        "doc": "hugetlb_wp retaking the fault mutex under the folio lock (SCENARIOS.md D)",
+    },
+    "hugetlb-truncate": {
+        "values": ("mapped-check-unlocked", "lock-folio-first"),
+        "default": "lock-folio-first",
+        "buggy": ("mapped-check-unlocked",),
+        "doc": "remove_inode_single_folio's mapped check without the folio lock (SCENARIOS.md D)",
+    },
+    "rmap-mlock": {
+        "values": ("mmap-trylock", "pte-lock"),
+        "default": "pte-lock",
+        "buggy": ("mmap-trylock",),
+        "doc": "mlock from try_to_unmap_one: mmap_lock trylock vs under the pte lock (SCENARIOS.md E)",
+    },
 }
 
 

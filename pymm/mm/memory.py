@@ -91,10 +91,8 @@ def handle_pte_fault(vmf):
         if vmf.vma.vm_file is None:
             return do_anonymous_page(vmf)
         return do_fault(vmf)
-    if not isinstance(entry, Folio):   # a swap-type entry (migration)
-        from . import migrate
-        migrate.migration_entry_wait(vmf.vma.vm_mm, pt, i)
-        return 0
+    if not isinstance(entry, Folio):   # a swap-type entry: migration, swap (do_swap_page)
+        return entry.fault(vmf)
     pt.ptl.lock()
     if pt.ptes[i] is not entry:
         pt.ptl.unlock()
@@ -300,10 +298,8 @@ def zap_pte_range(vma, pt, start, end, details=None):
             pt.ptes[i] = None
             pt.nr -= 1
             continue
-        if not isinstance(entry, Folio):          # migration entry (part 2)
-            from . import migrate
-            if not migrate.zap_migration_entry(vma, pt, i, details):
-                continue
+        if not isinstance(entry, Folio):          # non-present: migration/swap entry
+            entry.zap(vma, pt, i, details)
             continue
         if details is not None:
             if details.single_folio is not None and entry is not details.single_folio:
@@ -370,8 +366,7 @@ def copy_page_range(dst_vma, src_vma):
                     continue
                 bits = spt.bits[i]
                 if not isinstance(entry, Folio):
-                    from . import migrate
-                    migrate.copy_migration_entry(dst_vma, dpt, i, entry, bits)
+                    entry.copy(dst_vma, spt, dpt, i, cow)
                     continue
                 if entry is not k.zero_page:
                     folio_get(entry)

@@ -27,7 +27,7 @@ a test and ``pymm lockdep-graph`` compare it with what lockdep observes.
 from ..debug.kasan import kasan_poison
 from ..locking import lockdep
 from .atomic import atomic_add_return, set_bits
-from .mm_types import (PG_anon, PG_swapbacked, VM_LOCKED, AnonVma, AnonVmaChain)
+from .mm_types import PG_anon, PG_dirty, PG_swapbacked, VM_LOCKED, AnonVma, AnonVmaChain
 
 # (outer, inner) pairs that the documented order allows, as lockdep class names.
 LOCK_ORDER_TREE = [
@@ -297,3 +297,237 @@ def mlock_on_map(kernel, folio, vma):
     if vma.vm_flags & VM_LOCKED:
         from .mlock import mlock_vma_folio
         mlock_vma_folio(kernel, folio, vma)
+
+
+# -- rmap walks ----------------------------------------------------------------------
+
+class RmapWalkControl:
+    """``struct rmap_walk_control``.  ``rmap_one(folio, vma, address, arg)``
+    returns False to stop the walk; ``try_lock`` makes the walk give up
+    (setting ``contended``) instead of sleeping on the rmap lock."""
+
+    __slots__ = ("arg", "rmap_one", "done", "invalid_vma", "try_lock", "contended")
+
+    def __init__(self, rmap_one, arg=None, done=None, invalid_vma=None, try_lock=False):
+        self.rmap_one = rmap_one
+        self.arg = arg
+        self.done = done
+        self.invalid_vma = invalid_vma
+        self.try_lock = try_lock
+        self.contended = False
+
+
+def folio_anon_vma(folio):
+    m = folio.mapping
+    return m if folio.flags & PG_anon else None
+
+
+def vma_address(folio, vma):
+    """The address of ``folio`` in ``vma``, or None if it falls outside."""
+    addr = vma.vm_start + ((folio.index - vma.vm_pgoff) << 12)
+    if addr < vma.vm_start or addr >= vma.vm_end:
+        return None
+    return addr
+
+
+def _walk_vmas(folio, vmas, rwc):
+    from ..sched import point
+    for vma in vmas:
+        address = vma_address(folio, vma)
+        if address is None:
+            continue
+        point("rmap_walk")
+        if rwc.invalid_vma is not None and rwc.invalid_vma(vma, rwc.arg):
+            continue
+        if not rwc.rmap_one(folio, vma, address, rwc.arg):
+            break
+        if rwc.done is not None and rwc.done(folio):
+            break
+
+
+def rmap_walk_anon(folio, rwc, locked):
+    """Walk every VMA that may map an anon folio.  Context: folio locked;
+    with ``locked`` the caller holds the anon_vma lock, else it is taken for
+    read here (or trylocked with rwc.try_lock)."""
+    anon_vma = folio_anon_vma(folio)
+    if anon_vma is None:
+        return
+    if locked:
+        # The anon_vma interval tree changes under anon_vma->rwsem only; a
+        # "locked" walk that holds some other lock (say i_mmap_rwsem) walks a
+        # tree that munmap/fork are editing.
+        anon_vma_assert_locked(anon_vma)
+    elif rwc.try_lock:
+        if not anon_vma_trylock_read(anon_vma):
+            rwc.contended = True
+            return
+    else:
+        anon_vma_lock_read(anon_vma)
+    start = folio.index
+    last = start + folio.nr_pages() - 1
+    _walk_vmas(folio, [avc.vma for avc in anon_vma.rb_root.iter(start, last)], rwc)
+    if not locked:
+        anon_vma_unlock_read(anon_vma)
+
+
+def rmap_walk_file(folio, rwc, locked):
+    """Walk every VMA mapping a file folio.  Context: folio locked; with
+    ``locked`` the caller holds i_mmap_rwsem."""
+    mapping = folio.mapping
+    if mapping is None:
+        return
+    if locked:
+        i_mmap_assert_locked(mapping)
+    elif rwc.try_lock:
+        if not i_mmap_trylock_read(mapping):
+            rwc.contended = True
+            return
+    else:
+        i_mmap_lock_read(mapping)
+    start = folio.index
+    last = start + folio.nr_pages() - 1
+    _walk_vmas(folio, mapping.i_mmap.iter(start, last), rwc)
+    if not locked:
+        i_mmap_unlock_read(mapping)
+
+
+def rmap_walk(folio, rwc):
+    (rmap_walk_anon if folio.flags & PG_anon else rmap_walk_file)(folio, rwc, False)
+
+
+def rmap_walk_locked(folio, rwc):
+    (rmap_walk_anon if folio.flags & PG_anon else rmap_walk_file)(folio, rwc, True)
+
+
+def page_vma_mapped_walk(folio, vma, address, migration=False):
+    """Find the PTE mapping ``folio`` (or, with ``migration``, a migration entry
+    for it) at ``address``; return (table, index) with the ptl held, or
+    (None, 0).  Context: the rmap lock keeps the page tables alive."""
+    from .pgtable import pte_index, pte_offset
+    from .swapops import MigrationEntry
+    pt = pte_offset(vma.vm_mm, address)
+    if pt is None:
+        return None, 0
+    i = pte_index(address)
+    pt.ptl.lock()
+    e = pt.ptes[i]
+    if (e is folio) if not migration else (type(e) is MigrationEntry and e.folio is folio):
+        return pt, i
+    pt.ptl.unlock()
+    return None, 0
+
+
+# -- try_to_unmap / try_to_migrate ---------------------------------------------------
+
+TTU_SPLIT_HUGE_PMD = 0x4
+TTU_IGNORE_MLOCK = 0x8
+TTU_SYNC = 0x10
+TTU_HWPOISON = 0x20
+TTU_BATCH_FLUSH = 0x40
+TTU_RMAP_LOCKED = 0x80
+TTU_MUNLOCK = 0x100      # the pre-5.18 munlock walk (try_to_munlock)
+
+
+def try_to_migrate_one(folio, vma, address, flags):
+    """Replace the PTE mapping ``folio`` with a migration entry."""
+    from .memory import mm_counter  # noqa: F401 (rss stays counted across migration)
+    from .page_alloc import folio_put
+    from .pgtable import _PAGE_DIRTY, _PAGE_RW
+    from .swapops import MigrationEntry
+    from .atomic import set_bits
+    k = vma.vm_mm.kernel
+    pt, i = page_vma_mapped_walk(folio, vma, address)
+    if pt is None:
+        return True
+    bits = pt.bits[i]
+    if bits & _PAGE_DIRTY:
+        set_bits(folio, "flags", PG_dirty)
+    pt.ptes[i] = MigrationEntry(folio, bool(bits & _PAGE_RW))
+    pt.bits[i] = 0
+    folio_remove_rmap_pte(k, folio, vma)
+    pt.ptl.unlock()
+    folio_put(folio, k)          # the reference the PTE held
+    return True
+
+
+def try_to_migrate(folio, flags=0):
+    """Unmap every mapping of ``folio``, leaving migration entries.  Context:
+    folio locked; with TTU_RMAP_LOCKED the caller holds the rmap lock."""
+    rwc = RmapWalkControl(try_to_migrate_one, arg=flags,
+                          done=lambda f: not f.folio_mapped())
+    if flags & TTU_RMAP_LOCKED:
+        rmap_walk_locked(folio, rwc)
+    else:
+        rmap_walk(folio, rwc)
+
+
+def try_to_unmap_one(folio, vma, address, flags):
+    """Unmap one mapping of ``folio`` (reclaim, memory failure).  A VM_LOCKED
+    VMA stops the walk and mlocks the folio instead.  Context: folio locked,
+    the rmap lock held by the walk."""
+    from .page_alloc import folio_put
+    k = vma.vm_mm.kernel
+    pt, i = page_vma_mapped_walk(folio, vma, address)
+    if pt is None:
+        return True
+    if vma.vm_flags & VM_LOCKED and not flags & TTU_IGNORE_MLOCK:
+        # pte-lock (mainline since b87537d9): mlock under the ptl, and stop.
+        from .mlock import mlock_vma_folio
+        mlock_vma_folio(k, folio, vma)
+        pt.ptl.unlock()
+        return False
+    from .memory import mm_counter
+    from .pgtable import _PAGE_DIRTY
+    from .atomic import set_bits
+    if pt.bits[i] & _PAGE_DIRTY:
+        set_bits(folio, "flags", PG_dirty)
+    pt.ptes[i] = None
+    pt.bits[i] = 0
+    pt.nr -= 1
+    vma.vm_mm.rss_stat[mm_counter(folio)].add(-1)
+    folio_remove_rmap_pte(k, folio, vma)
+    pt.ptl.unlock()
+    folio_put(folio, k)
+    return True
+
+
+def try_to_unmap(folio, flags=0):
+    rwc = RmapWalkControl(try_to_unmap_one, arg=flags, done=lambda f: not f.folio_mapped())
+    if flags & TTU_RMAP_LOCKED:
+        rmap_walk_locked(folio, rwc)
+    else:
+        rmap_walk(folio, rwc)
+
+
+def remove_migration_pte(folio, vma, address, src):
+    """Map the new ``folio`` where a migration entry for ``src`` sits."""
+    from .page_alloc import folio_get
+    from .pgtable import _PAGE_DIRTY, _PAGE_RW
+    k = vma.vm_mm.kernel
+    pt, i = page_vma_mapped_walk(src, vma, address, migration=True)
+    if pt is None:
+        return True
+    e = pt.ptes[i]
+    folio_get(folio)
+    if folio.flags & PG_anon:
+        folio_add_anon_rmap_pte(k, folio, vma, address)
+    else:
+        folio_add_file_rmap_pte(k, folio, vma)
+    pt.ptes[i] = folio
+    pt.bits[i] = (_PAGE_RW | _PAGE_DIRTY) if e.writable else 0
+    pt.ptl.unlock()
+    return True
+
+
+RMP_LOCKED = 1
+
+
+def remove_migration_ptes(src, dst, flags=0):
+    """Replace every migration entry for ``src`` with a mapping of ``dst``
+    (dst == src restores a failed migration).  The walk goes over dst's rmap,
+    which the migration copied from src."""
+    rwc = RmapWalkControl(remove_migration_pte, arg=src)
+    if flags & RMP_LOCKED:
+        rmap_walk_locked(dst, rwc)
+    else:
+        rmap_walk(dst, rwc)
