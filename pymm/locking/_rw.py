@@ -56,9 +56,11 @@ class RwBase(LockBase):
             _ev.acquire(self, rk, True, 0, None)
         r = self._rw.gen_rlock()
         if r.acquire(blocking=False):
-            self._add_reader(r)
             if _ev.on:
+                self._add_reader(r)
                 _ev.acquired(self, rk, True, 0, None)
+            else:       # unwatched: no per-thread readers (up_read will not drop one)
+                self._rd.append(r)
             return True
         if _ev.on:
             _ev.trylock_failed(self, rk)

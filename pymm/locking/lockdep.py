@@ -358,14 +358,25 @@ def _validate_chain(below, e, stack, found):
     global _validations
     _validations += 1
     c = e[H_CLASS]
+    if e[H_TRY]:
+        # A trylock never waits: no wait-context check (check_wait_context()
+        # skips trylocks; folio_trylock() under a pte lock is legal), no
+        # deadlock check, no edges into it.
+        return True
     # Wait context: a sleeping lock under a spinlock/rwlock_t (might_sleep()).
     if c.sleeping:
         atomic = [h for h in below if not h[H_CLASS].sleeping]
         if atomic:
             found.append((_build_invalid_context, (below, e, atomic)))
-    if e[H_TRY]:
-        return True     # trylocks never wait: no deadlock check, no edges into them
-    ret, cacheable = _check_deadlock(below, e, found)
+    cacheable = True
+    nest_lock = e[H_NEST]
+    if nest_lock is not None and not any(h[H_LOCK] is nest_lock for h in below):
+        # the annotation promises the nest lock is held: it is not
+        # (print_lock_nested_lock_not_held); verdict depends on the instance
+        found.append((_build_nest_not_held, (below, e)))
+        cacheable = False
+    ret, ok = _check_deadlock(below, e, found)
+    cacheable &= ok
     if ret == 0 or ret == 2:
         return cacheable    # recursive (reported), or nested under its nest lock: no edges
     # check_prevs_add: all consecutive trylocks and the first blocking entry
@@ -687,6 +698,27 @@ def _build_invalid_context(st, stack, below, e, atomic):
             "lock": _entry_data(e), "held": [_entry_data(h) for h in below], "stack": stack}
     sig = ("invalid-context", c.name, tuple(h[H_CLASS].name for h in atomic), site)
     return Report("invalid-context", title, body, data, sig, framed=False)
+
+
+def _build_nest_not_held(st, stack, below, e):
+    """``print_lock_nested_lock_not_held()``: reported as a failed assertion
+    (the nest-lock annotation asserts the nest lock is held)."""
+    nest = e[H_NEST]
+    label = f"lockdep_assert_held({nest.key.name})"
+    title = f"WARNING: {label} failed"
+    site = stack[0] if stack else None
+    body = ["WARNING: Nested lock was not taken",
+            f"{_label(st)} is trying to lock:",
+            lock_desc(e[H_LOCK], e[H_CLASS].name, e[H_READ], site), "",
+            "but this task is not holding:", f"{id(nest):#x} ({nest.key.name}){{{nest.KIND}}}",
+            "", "other info that might help us debug this:"]
+    body += _held_lines(st, below)
+    body += ["", "stack backtrace:"] + format_stack(stack)
+    data = {"thread": _thread(st), "classes": [e[H_CLASS].name, nest.key.name],
+            "assertion": "nest_lock", "lock": _entry_data(e),
+            "held": [_entry_data(h) for h in below], "stack": stack}
+    return Report("assertion", title, body, data,
+                  ("assertion", "nest_lock", e[H_CLASS].name, nest.key.name, site))
 
 
 def _report_bad_unlock(st, lock, read, downgrade, may_raise=True):

@@ -7,6 +7,20 @@ from ._base import SHARED_RECURSIVE
 from ._rw import RwBase
 
 
+class _Writer(RWLockRead._aWriter):
+    """RWLockRead's writer object records a *failed* try as ``v_locked =
+    False`` -- on the one writer object this lock shares between threads, so
+    a write_trylock (or a contended write_lock's first try) by one thread
+    made the holder's write_unlock raise "release unlocked lock".  Record
+    successes only."""
+
+    def acquire(self, blocking=True, timeout=-1):
+        if self.c_rw_lock.c_resource.acquire(blocking, timeout):
+            self.v_locked = True
+            return True
+        return False
+
+
 class RwLock(RwBase):
     KIND = "rwlock"
     SLEEPING = False
@@ -14,6 +28,10 @@ class RwLock(RwBase):
     READ_KIND = SHARED_RECURSIVE
     READ_UNLOCK, WRITE_UNLOCK = "read_unlock", "write_unlock"
     __slots__ = ()
+
+    def __init__(self, name):
+        super().__init__(name)
+        self._w = _Writer(self._rw)
 
     read_lock = RwBase._read_lock
     read_unlock = RwBase._read_unlock

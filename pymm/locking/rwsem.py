@@ -61,8 +61,8 @@ class RwSemaphore(RwBase):
                 f"downgrade_write of {self!r}: the calling thread does not hold it for write")
         r = self._w.downgrade()
         self.owner = None
-        self.readers[tid] = self.readers.get(tid, 0) + 1
         self._rd.append(r)
-        if _ev.on:
+        if _ev.on:      # per-thread readers are kept only while watched, as up_read drops them
+            self.readers[tid] = self.readers.get(tid, 0) + 1
             _ev.downgrade(self)
 

@@ -334,6 +334,16 @@ def test_compare_function_orders_same_class_nesting():
         lockdep.set_cmp_fn("cmp.pte", None)
 
 
+def test_nest_lock_that_is_not_held_is_reported():
+    outer, av = Mutex("nest2.all"), RwSemaphore("nest2.anon_vma")
+    av.down_write_nest_lock(outer)
+    av.up_write()
+    (r,) = lockdep.reports()
+    assert r.kind == "assertion"
+    assert r.title == "WARNING: lockdep_assert_held(nest2.all) failed"
+    assert "Nested lock was not taken" in r.text
+
+
 def test_nest_lock_allows_same_class_nesting_under_it():
     outer = Mutex("nest.all")
     avs = [RwSemaphore("nest.anon_vma") for _ in range(4)]
@@ -349,7 +359,7 @@ def test_nest_lock_allows_same_class_nesting_under_it():
 # -- wait context -------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("atomic_kind", ["spinlock", "rwlock-read", "rwlock-write"])
-@pytest.mark.parametrize("how", ["lock", "trylock"])
+@pytest.mark.parametrize("how", ["lock", "down_read", "trylock"])
 def test_sleeping_lock_under_a_non_sleeping_lock(atomic_kind, how):
     if atomic_kind == "spinlock":
         outer = SpinLock("wc.spin")
@@ -358,14 +368,21 @@ def test_sleeping_lock_under_a_non_sleeping_lock(atomic_kind, how):
         outer = RwLock("wc.rw")
         take, drop = ((outer.read_lock, outer.read_unlock) if atomic_kind == "rwlock-read"
                       else (outer.write_lock, outer.write_unlock))
-    m = Mutex("wc.mutex")
+    m, sem = Mutex("wc.mutex"), RwSemaphore("wc.sem")
     take()
     if how == "lock":
         m.lock()
+        m.unlock()
+    elif how == "down_read":
+        sem.down_read()
+        sem.up_read()
     else:
         assert m.trylock()
-    m.unlock()
+        m.unlock()
     drop()
+    if how == "trylock":    # cannot sleep: legal, as check_wait_context() says
+        assert kinds() == []
+        return
     assert kinds() == ["invalid-context"]
     r = lockdep.reports()[0]
     assert r.title == "BUG: sleeping function called from invalid context"
