@@ -70,6 +70,7 @@ def explore(setup, threads, check=None, *, strategy="random", seed=0, max_schedu
                 result.exhausted = True
                 break
     result.trace = result.failure.trace if result.failure else cook(run.trace)
+    result.schedule = list(run.schedule)
     result.elapsed = time.perf_counter() - t0
     return result
 

@@ -15,8 +15,10 @@ function of the choices made, and only the running thread ever touches the
 run's state (the fields below need no lock: the baton *is* the lock).
 
 Scheduling points are the lock events (before every acquire attempt, after
-every release; see ``pymm.locking.events``), the start of the first thread,
-thread exit, a thread blocking, and ``point(label)`` in emulated kernel code.
+every release and downgrade; see ``pymm.locking.events``), the start of the
+first thread, thread exit, a thread blocking, and ``point(label)`` in
+emulated kernel code.  A point reached while an exception propagates is still
+a point, except the validator's LockdepError (see ``_unwinding_check``).
 
 Blocking.  Locks built inside a controlled run get ``ControlledLock`` as their
 raw primitive (through the controlled ``events.Backend``).  Its blocking
@@ -497,6 +499,14 @@ class _Run:
             if _exception() is not None:
                 self._unwinding_check()
             self._point(self.cur, _UNLOCK[read], lock.name)
+
+    def downgrade(self, lock):
+        if self.aborting:
+            self._abort_point()
+        elif get_ident() == self.cur_tid:
+            if _exception() is not None:
+                self._unwinding_check()
+            self._point(self.cur, "downgrade", lock.name)
 
     def point_hook(self, label):
         if self.aborting:

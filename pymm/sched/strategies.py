@@ -14,8 +14,10 @@ Choosers are tight closures: they run on the scheduler's hot path.
   highest-priority runnable thread always runs; at d-1 change points, drawn
   uniformly from [1, k] over the choice points, the running thread's priority
   drops to d-1, d-2, ...  A bug of depth d is found with probability
-  >= 1/(n k^(d-1)).  k is estimated by the first schedule, which runs with
-  priorities only (no change points); ``pct_k`` fixes it instead.
+  >= 1/(n k^(d-1)).  k is estimated: the first schedule runs with
+  priorities only (no change points), and k is the most choice points any
+  schedule so far has made; ``pct_k`` fixes it instead (then ``seed`` alone
+  reproduces a schedule).
 - ``dfs``: systematic depth-first enumeration with a preemption bound
   (CHESS's iterative context bounding): the default is to keep running the
   current thread; switching away from a runnable current thread is a
@@ -59,6 +61,7 @@ class PCT:
         self.seed = seed
         self.depth = depth
         self.k = k
+        self.fixed_k = k is not None
 
     def seed_of(self, i):
         return self.seed + i
@@ -95,8 +98,8 @@ class PCT:
         return make
 
     def feedback(self, run):
-        if self.k is None:
-            self.k = max(1, len(run.schedule))
+        if not self.fixed_k:
+            self.k = max(self.k or 1, len(run.schedule))
         return True
 
 

@@ -13,6 +13,14 @@ The token is the same schedule in one copy-pasteable string::
     sched:v1:pct:seed=5:depth=3:k=41:z<base64 of zlib>   (compressed)
 
 Only the last field is needed to replay; the others say how it was found.
+
+A trace is the list of (thread index, label) of every scheduling point, in
+order.  Labels: "start", "exit", "lock NAME", "rlock NAME", "trylock NAME",
+"tryrlock NAME" (before the attempt), "unlock NAME", "runlock NAME",
+"downgrade NAME" (after), "wait NAME" (the thread blocked), and
+"point LABEL" (or "point") for ``pymm.sched.point``.  NAME is the lock's
+class name.  Events are recorded as tuples and turned into labels only when
+a trace is handed out.
 """
 import base64
 import zlib
@@ -36,12 +44,13 @@ def decode_schedule(token):
         raise ValueError(f"not a pymm.sched schedule token (expected {TOKEN_PREFIX}:...): {token!r}")
     payload = token.rsplit(":", 1)[1]
     try:
-        data = base64.urlsafe_b64decode(payload[1:] + "=" * (-len(payload[1:]) % 4))
+        body = payload[1:]
+        data = base64.b64decode(body + "=" * (-len(body) % 4), altchars=b"-_", validate=True)
         if payload[:1] == "z":
             data = zlib.decompress(data)
         elif payload[:1] != "r":
             raise ValueError("payload must start with 'r' or 'z'")
-    except (ValueError, zlib.error) as e:
+    except (ValueError, zlib.error) as e:    # binascii.Error is a ValueError
         raise ValueError(f"corrupt schedule token {token!r}: {e}") from None
     return list(data)
 
@@ -162,10 +171,11 @@ class Result:
     """What ``explore`` returns: ``failure`` (None or a Failure),
     ``schedules_run``, ``points`` (scheduling points over all schedules),
     ``elapsed`` seconds, ``exhausted`` (dfs explored every schedule within
-    its preemption bound), and ``trace`` of the last schedule run."""
+    its preemption bound), and ``trace`` and ``schedule`` of the last
+    schedule run (the failing one when there is a failure)."""
 
     __slots__ = ("failure", "schedules_run", "points", "elapsed", "exhausted", "strategy",
-                 "seed", "trace")
+                 "seed", "trace", "schedule")
 
     def __init__(self, strategy, seed):
         self.failure = None
@@ -176,6 +186,7 @@ class Result:
         self.strategy = strategy
         self.seed = seed
         self.trace = []
+        self.schedule = []
 
     def __repr__(self):
         what = "clean" if self.failure is None else f"failure {self.failure.kind}"
