@@ -28,7 +28,11 @@ decides each acquisition's verdict by brute force:
   spinning one (spinlock_t, rwlock_t) is held.
 
 Where LOCKDEP.md leaves a detail open the oracle follows kernel/locking/
-lockdep.c, and says so:
+lockdep.c, except in two places where the kernel is knowingly imprecise and
+the oracle takes the exact answer (both pinned by examples on the test):
+the kernel's __bfs() marks a class visited once, so a class first reached
+through -(xR)-> is never re-entered through a stronger -(xN)->, and its
+chain key leaves out the trylock flag (below).
 
 - trylocks are never checked: validate_chain() skips them (no recursion
   check, no cycle search) and check_wait_context() returns early for them
