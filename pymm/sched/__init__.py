@@ -13,7 +13,7 @@ lock acquire attempt and release, thread exit, a thread blocking, and
 ``point(label)`` in emulated kernel code) a seeded strategy chooses who runs
 next.  Same choices, same run.  See shared/docs/SCHEDULER.md and ``_core``.
 """
-from ._api import DEFAULT_WATCHDOG, STRATEGIES, explore, replay, run_schedule
+from ._api import DEFAULT_MAX_STEPS, DEFAULT_WATCHDOG, STRATEGIES, explore, replay, run_schedule
 from ._core import (CONTROLLED, Finding, SchedAbort, SchedUsageError, is_controlled, point,
                     report_finding)
 from .free import DelayInjector, free_mode, switch_interval
@@ -23,7 +23,8 @@ __all__ = [
     # controlled mode
     "explore", "replay", "run_schedule", "point", "report_finding", "is_controlled",
     "Finding", "Failure", "Result", "Outcome", "SchedAbort", "SchedUsageError",
-    "encode_schedule", "decode_schedule", "STRATEGIES", "DEFAULT_WATCHDOG", "CONTROLLED",
+    "encode_schedule", "decode_schedule", "STRATEGIES", "DEFAULT_WATCHDOG",
+    "DEFAULT_MAX_STEPS", "CONTROLLED",
     # free mode
     "DelayInjector", "switch_interval", "free_mode",
 ]

@@ -9,11 +9,13 @@ from .trace import Outcome, Result, cook, decode_schedule
 
 STRATEGIES = ("random", "pct", "dfs")
 DEFAULT_WATCHDOG = 10.0     # seconds without a scheduling point before a run is "hung"
+DEFAULT_MAX_STEPS = 200_000  # scheduling points in one schedule before it is a "livelock"
 MAX_THREADS = 255           # a schedule token stores one byte per choice
 
 
 def explore(setup, threads, check=None, *, strategy="random", seed=0, max_schedules=1000,
-            pct_depth=3, pct_k=None, preemption_bound=2, watchdog=DEFAULT_WATCHDOG):
+            pct_depth=3, pct_k=None, preemption_bound=2, watchdog=DEFAULT_WATCHDOG,
+            max_steps=DEFAULT_MAX_STEPS):
     """Run the program under up to ``max_schedules`` controlled schedules and
     stop at the first failure.
 
@@ -29,7 +31,13 @@ def explore(setup, threads, check=None, *, strategy="random", seed=0, max_schedu
     estimating it from the first schedule) or "dfs" (preemption-bounded
     enumeration, ``preemption_bound`` preemptions at most; stops early when
     exhausted).  ``watchdog``: seconds without any scheduling point after
-    which a run is declared "hung".
+    which a run is declared "hung"; ``max_steps``: scheduling points after
+    which one schedule is declared a "livelock".
+
+    While it runs, the lock validator is in raise mode (a report raises
+    LockdepError in the thread that triggered it, before the real lock is
+    attempted) and every report is a failure of kind "lockdep"; the
+    previous settings are restored afterwards.
 
     Context: the calling thread is the controller; it must not be a managed
     thread, and only one controlled run exists at a time.
@@ -44,6 +52,7 @@ def explore(setup, threads, check=None, *, strategy="random", seed=0, max_schedu
     if pct_k is not None:
         _check_int("pct_k", pct_k, 1)
     _check_int("preemption_bound", preemption_bound, 0)
+    _check_int("max_steps", max_steps, 1)
     watchdog = _check_watchdog(watchdog)
     if strategy == "random":
         strat = RandomWalk(seed)
@@ -57,7 +66,7 @@ def explore(setup, threads, check=None, *, strategy="random", seed=0, max_schedu
     run = None
     with lockdep_raising():
         for i in range(max_schedules):
-            run = _Run(setup, fns, check, strat.chooser(i), watchdog).execute()
+            run = _Run(setup, fns, check, strat.chooser(i), watchdog, max_steps).execute()
             result.schedules_run += 1
             result.points += len(run.trace)
             f = run.failure
@@ -75,7 +84,8 @@ def explore(setup, threads, check=None, *, strategy="random", seed=0, max_schedu
     return result
 
 
-def run_schedule(setup, threads, schedule, check=None, *, watchdog=DEFAULT_WATCHDOG):
+def run_schedule(setup, threads, schedule, check=None, *, watchdog=DEFAULT_WATCHDOG,
+                 max_steps=DEFAULT_MAX_STEPS):
     """Run exactly ``schedule`` (a list of thread indices, one per choice
     point, or a token string) and return an ``Outcome`` (failure, trace,
     schedule).
@@ -87,9 +97,10 @@ def run_schedule(setup, threads, schedule, check=None, *, watchdog=DEFAULT_WATCH
     returned, with a note: the program may have changed.)"""
     fns = _check_program(setup, threads, check)
     sched = _check_schedule(schedule, len(fns))
+    _check_int("max_steps", max_steps, 1)
     watchdog = _check_watchdog(watchdog)
     with lockdep_raising():
-        run = _Run(setup, fns, check, replay_chooser(sched), watchdog).execute()
+        run = _Run(setup, fns, check, replay_chooser(sched), watchdog, max_steps).execute()
     f = run.failure
     used = len(run.schedule)
     if f is not None and f.kind == "misfit":
@@ -107,10 +118,12 @@ def run_schedule(setup, threads, schedule, check=None, *, watchdog=DEFAULT_WATCH
     return Outcome(f, f.trace if f else cook(run.trace), list(run.schedule))
 
 
-def replay(setup, threads, schedule, check=None, *, watchdog=DEFAULT_WATCHDOG):
+def replay(setup, threads, schedule, check=None, *, watchdog=DEFAULT_WATCHDOG,
+           max_steps=DEFAULT_MAX_STEPS):
     """Run exactly ``schedule`` (``failure.schedule`` or ``failure.token``)
     and return the failure it leads to, or None.  See ``run_schedule``."""
-    return run_schedule(setup, threads, schedule, check, watchdog=watchdog).failure
+    return run_schedule(setup, threads, schedule, check, watchdog=watchdog,
+                        max_steps=max_steps).failure
 
 
 # -- argument checks ---------------------------------------------------------------

@@ -228,10 +228,11 @@ class _Run:
     Every field is written only by the thread holding the baton (or by the
     controller while no managed thread runs), except during an abort."""
 
-    def __init__(self, setup, fns, check, make_chooser, watchdog):
+    def __init__(self, setup, fns, check, make_chooser, watchdog, max_steps):
         self.setup = setup
         self.check = check
         self.watchdog = watchdog
+        self.max_steps = max_steps
         self.threads = [_Managed(i, fn, self) for i, fn in enumerate(fns)]
         self.enabled = list(self.threads)   # runnable threads, ordered by index
         self.by_tid = {}
@@ -409,7 +410,15 @@ class _Run:
 
     def _point(self, me, code, obj):
         """A scheduling point in the running thread ``me``."""
-        self.trace.append((me.index, code, obj))
+        trace = self.trace
+        trace.append((me.index, code, obj))
+        if len(trace) > self.max_steps:
+            self._fail(Failure("livelock", f"livelock: no end after {self.max_steps} scheduling "
+                               "points (threads that keep going without finishing: a retry or "
+                               "spin loop that never succeeds, or a program longer than "
+                               "max_steps)"))
+            me.unwinding = True
+            raise SchedAbort
         en = self.enabled
         if len(en) > 1:
             nxt = self.choose(en, me)

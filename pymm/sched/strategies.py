@@ -17,7 +17,11 @@ Choosers are tight closures: they run on the scheduler's hot path.
   >= 1/(n k^(d-1)).  k is estimated: the first schedule runs with
   priorities only (no change points), and k is the most choice points any
   schedule so far has made; ``pct_k`` fixes it instead (then ``seed`` alone
-  reproduces a schedule).
+  reproduces a schedule).  Past 10*k choice points (10,000 while k is
+  unknown) choices become uniform random: a high-priority thread spinning
+  on a trylock held by a lower-priority one would otherwise never end.
+- ``random`` and ``pct`` cope with spin loops; ``dfs``'s default of keeping
+  the current thread running does not (such a schedule ends as "livelock").
 - ``dfs``: systematic depth-first enumeration with a preemption bound
   (CHESS's iterative context bounding): the default is to keep running the
   current thread; switching away from a runnable current thread is a
@@ -73,6 +77,9 @@ class PCT:
         rng = random.Random(self.seed + i)
         d, k = self.depth, self.k
 
+        horizon = 10 * k if k else 10_000
+        rnd = rng.random
+
         def make(run):
             prio = list(range(d, d + len(run.threads)))
             rng.shuffle(prio)
@@ -83,8 +90,11 @@ class PCT:
             sched = run.schedule
 
             def choose(en, me):
+                j = len(sched)
+                if j >= horizon:
+                    return en[int(rnd() * len(en))]
                 if change and me is not None:
-                    c = change.get(len(sched) + 1)
+                    c = change.get(j + 1)
                     if c is not None:
                         prio[me.index] = c
                 best = en[0]

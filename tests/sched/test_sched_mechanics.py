@@ -299,6 +299,38 @@ def test_watchdog_reports_a_hang_and_unwinds():
     assert not OUTSIDE.is_locked()
 
 
+# -- spin loops: pct falls back to random choices, dfs reports a livelock ---------------------
+
+def holder(s):
+    with s.lock:
+        point("holding")
+
+
+def spinner(s):
+    while not s.lock.trylock():
+        s.log.append("spin")
+        point("spin")
+    s.lock.unlock()
+
+
+def test_spin_loops_end_under_random_and_pct():
+    for strategy in ("random", "pct"):
+        spins = []
+        r = explore(plain_setup, [holder, spinner], lambda s: spins.append(len(s.log)),
+                    strategy=strategy, max_schedules=100, max_steps=50_000)
+        assert r.failure is None, r.failure and r.failure.message
+        assert max(spins) > 0       # the spinner did wait on a preempted holder
+
+
+def test_a_spin_that_never_ends_is_a_livelock():
+    r = explore(plain_setup, [holder, spinner], strategy="dfs", max_schedules=100, max_steps=500)
+    f = r.failure
+    assert f is not None and f.kind == "livelock"
+    assert "no end after 500 scheduling points" in f.message
+    assert f.leaked_threads == [] and f.leaked_locks == []
+    assert set(f.trace[-10:]) == {(1, "trylock sched-test.plain"), (1, "point spin")}
+
+
 # -- dfs: systematic enumeration ------------------------------------------------------------------
 
 def dfs_setup():
@@ -400,6 +432,7 @@ def _noop(s):
     (dict(preemption_bound=-1), "preemption_bound must be >= 0"),
     (dict(seed=1.5), "seed must be an int"),
     (dict(watchdog=0), "watchdog must be a positive number"),
+    (dict(max_steps=0), "max_steps must be >= 1"),
 ])
 def test_explore_rejects_bad_input(kwargs, words):
     args = dict(setup=plain_setup, threads=[_noop], check=None)
