@@ -39,6 +39,12 @@ locks when it has unwound (kernel-style code releases locks explicitly, not in
 ``finally``) has them released for it, in its own context so the validator sees
 ordinary releases; the controller then joins every thread and records anything
 left alive or held.
+
+Limits.  Only the threads given to ``explore`` are managed: threads the
+program starts itself run uncontrolled, and a managed thread waiting for a
+lock one of them holds looks deadlocked.  Locks built outside the run (before
+``setup``) have plain raw locks: a managed thread blocking on one blocks in C
+and the watchdog reports the run as hung.
 """
 import contextlib
 import sys

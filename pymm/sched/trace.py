@@ -82,8 +82,10 @@ def format_tail(raw, names, n=24):
 class Failure:
     """A finding of a controlled run.
 
-    ``kind``: "deadlock", "exception", "lockdep", "assertion", "hung",
-    "lock-held", or a detector's kind ("use-after-free", ...).
+    ``kind``: "deadlock", "exception", "lockdep", "assertion", "hung" (no
+    scheduling point for ``watchdog`` seconds), "livelock" (more than
+    ``max_steps`` points), "lock-held" (a thread finished holding a lock, with
+    the validator off), or a detector's kind ("use-after-free", ...).
     ``message`` ends with how to replay it.  ``schedule`` is the list of
     choices that reproduces it through ``pymm.sched.replay``; ``token`` the
     same as a string.  ``seed`` is the per-schedule seed (``explore`` with
