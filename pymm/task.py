@@ -97,10 +97,6 @@ class Process(Task):
         self.mm.owner_pid = self.pid
         if mm is None:
             self.mm.start_brk = self.mm.brk = 0x5555_5560_0000
-        # What this process stored in its private anonymous memory: page address
-        # -> bytearray (user-space bookkeeping for the data-integrity check; each
-        # dict/bytearray operation is atomic under the GIL).
-        self._shadow = {}
 
     # -- memory mapping --------------------------------------------------------
     @syscall
@@ -156,8 +152,6 @@ class Process(Task):
         if addr < 0:
             mmap_write_unlock(mm)
             raise OSError(-addr, "mmap: no free address range of that length")
-        if anon and not shared:
-            self._shadow_drop(addr, addr + length)
         vma = mmap_region(mm, addr, length, vm_flags, file, pgoff)
         if vm_flags & VM_LOCKED or (flags & (C.MAP_POPULATE | C.MAP_NONBLOCK)) == C.MAP_POPULATE:
             mm_populate_after_write(mm, vma, addr, addr + length)
@@ -171,7 +165,6 @@ class Process(Task):
         from .mm.mmap_lock import mmap_write_lock, mmap_write_unlock
         start, end = self._range("munmap", addr, length)
         mmap_write_lock(self.mm)
-        self._shadow_drop(start, end)
         do_vmi_munmap(self.mm, start, end - start)
         mmap_write_unlock(self.mm)
         return 0
@@ -193,11 +186,7 @@ class Process(Task):
         break on success and the current one on failure; brk(0) queries."""
         from .mm.mmap import sys_brk
         _need_int("brk", new_brk)
-        old = self.mm.brk
-        ret = sys_brk(self.mm, new_brk)
-        if ret < old:
-            self._shadow_drop((ret + 4095) & ~4095, (old + 4095) & ~4095)
-        return ret
+        return sys_brk(self.mm, new_brk)
 
     # -- mlock -----------------------------------------------------------------------
     @syscall
@@ -249,10 +238,7 @@ class Process(Task):
         start, end = self._range("madvise", addr, length)
         if start == end:
             return 0
-        ret = _err(do_madvise(self.mm, start, end, advice), "madvise")
-        if advice in (C.MADV_DONTNEED, C.MADV_FREE):
-            self._shadow_drop(start, end)
-        return ret
+        return _err(do_madvise(self.mm, start, end, advice), "madvise")
 
     # -- process lifetime ---------------------------------------------------------------
     @syscall
@@ -260,7 +246,6 @@ class Process(Task):
         from .mm.fork import dup_mm
         child = Process(self.kernel, self.comm, mm=None)
         child.mm = dup_mm(self.kernel, self.mm, child.pid)
-        child._shadow = {a: bytearray(b) for a, b in list(self._shadow.items())}
         self.kernel._register(child)
         return child
 
@@ -310,7 +295,3 @@ class Process(Task):
             raise OSError(errno.EINVAL if what in ("munmap",) else errno.ENOMEM,
                           f"{what}: range outside the user address space")
         return start, end
-
-    def _shadow_drop(self, start, end):
-        for a in [a for a in list(self._shadow) if start <= a < end]:
-            self._shadow.pop(a, None)

@@ -14,6 +14,7 @@ def dup_mm(kernel, oldmm, child_pid):
     mmap_write_lock_nested(mm, SINGLE_DEPTH_NESTING)
     mm.start_brk, mm.brk, mm.mmap_base = oldmm.start_brk, oldmm.brk, oldmm.mmap_base
     mm.def_flags = oldmm.def_flags & ~VM_LOCKED_MASK   # mlockall(MCL_FUTURE) is not inherited
+    mm.user_shadow = {a: bytearray(b) for a, b in list(oldmm.user_shadow.items())}
     for mpnt in oldmm.mm_mt.all():
         if mpnt.vm_flags & VM_DONTCOPY:
             continue

@@ -93,6 +93,11 @@ class MmStruct(KasanObject):
         "pgtables_bytes",   # PerCpuCounter
         "mm_users",         # atomic
         "dead",
+        # Not kernel state: the data-integrity checker's model of what user
+        # space stored in private anonymous memory (page address -> bytearray).
+        # Dropped wherever the kernel legitimately discards such memory
+        # (do_vmi_munmap, MADV_DONTNEED) under the same mmap_lock.
+        "user_shadow",
     )
 
     def __init__(self, kernel, owner_pid):
@@ -114,6 +119,12 @@ class MmStruct(KasanObject):
         self.pgtables_bytes = PerCpuCounter()
         self.mm_users = 1
         self.dead = False
+        self.user_shadow = {}
+
+    def user_shadow_drop(self, start, end):
+        sh = self.user_shadow
+        for a in [a for a in list(sh) if start <= a < end]:
+            sh.pop(a, None)
 
     def get_mm_counter(self, member):
         return self.rss_stat[member].sum()

@@ -46,9 +46,11 @@ def user_access(task, addr, length, write, data):
                 raise SegmentationFault(pos, "access against the mapping's protection")
             n = min(end, (pos & ~(PAGE_SIZE - 1)) + PAGE_SIZE) - pos
             off = pos - addr
-            if _copy_pte(mm, pos, n, write, data, off, out):
-                if vma.vm_file is None and not vma.vm_flags & VM_SHARED:
-                    _shadow(task, pos, n, write, data, off, out)
+            shadow = mm.user_shadow if vma.vm_file is None and not vma.vm_flags & VM_SHARED else None
+            done, bad = _copy_pte(mm, pos, n, write, data, off, out, shadow)
+            if done:
+                if bad is not None:
+                    _report_corruption(task, pos, *bad)
                 pos += n
                 continue
             ret = handle_mm_fault(vma, pos, fault_flags)
@@ -71,53 +73,54 @@ def user_access(task, addr, length, write, data):
     return None if write else bytes(out)
 
 
-def _copy_pte(mm, pos, n, write, data, off, out):
-    """Copy under the PTE lock if the page is present with the right access."""
+def _copy_pte(mm, pos, n, write, data, off, out, shadow):
+    """Copy under the PTE lock if the page is present with the right access.
+    The shadow is updated (store) or compared (load) under the same lock, so
+    a load and a store of the same page are atomic with respect to each other.
+    Returns (done, mismatch) where mismatch is (index, expected, found) or None."""
     pt = pte_offset(mm, pos)
     if pt is None:
-        return False
+        return False, None
     i = pte_index(pos)
     pt.ptl.lock()
     try:
         folio = pt.ptes[i]
         if not isinstance(folio, Folio):
-            return False
+            return False, None
         bits = pt.bits[i]
         if write and not bits & _PAGE_RW:
-            return False
+            return False, None
         poff = pos & (PAGE_SIZE - 1)
+        page = pos - poff
         if write:
             folio.write_bytes(poff, data[off:off + n])
             pt.bits[i] = bits | _PAGE_DIRTY
-        else:
-            out[off:off + n] = folio.read_bytes(poff, n)
-        return True
+            if shadow is not None:
+                buf = shadow.get(page)
+                if buf is None:
+                    buf = shadow.setdefault(page, bytearray(PAGE_SIZE))
+                buf[poff:poff + n] = data[off:off + n]
+            return True, None
+        got = folio.read_bytes(poff, n)
+        out[off:off + n] = got
+        buf = shadow.get(page) if shadow is not None else None
+        if buf is not None:
+            want = bytes(buf[poff:poff + n])
+            if want != got:
+                j = next(j for j in range(n) if want[j] != got[j])
+                return True, (j, want, got)
+        return True, None
     finally:
         pt.ptl.unlock()
 
 
-def _shadow(task, pos, n, write, data, off, out):
-    page = pos & ~(PAGE_SIZE - 1)
-    poff = pos - page
-    if write:
-        buf = task._shadow.get(page)
-        if buf is None:
-            buf = task._shadow.setdefault(page, bytearray(PAGE_SIZE))
-        buf[poff:poff + n] = data[off:off + n]
-        return
-    buf = task._shadow.get(page)
-    if buf is None:
-        return
-    want = bytes(buf[poff:poff + n])
-    got = bytes(out[off:off + n])
-    if want != got:
-        i = next(j for j in range(n) if want[j] != got[j])
-        t = threading.current_thread()
-        bad = pos + i
-        title = f"data corruption at {bad:#x}"
-        report("data-corruption", title,
-               f"{title}: expected {want[i:i + 16].hex()}, found {got[i:i + 16].hex()}\n"
-               f"process {task.comm}[{task.pid}], thread {t.name}: the page's contents changed "
-               f"behind the process's back (a lost COW, a lost migration copy, or a page freed "
-               f"and reused while mapped).",
-               data={"addr": bad})
+def _report_corruption(task, pos, i, want, got):
+    t = threading.current_thread()
+    bad = pos + i
+    title = f"data corruption at {bad:#x}"
+    report("data-corruption", title,
+           f"{title}: expected {want[i:i + 16].hex()}, found {got[i:i + 16].hex()}\n"
+           f"process {task.comm}[{task.pid}], thread {t.name}: the page's contents changed "
+           f"behind the process's back (a lost COW, a lost migration copy, or a page freed "
+           f"and reused while mapped).",
+           data={"addr": bad})

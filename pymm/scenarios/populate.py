@@ -15,6 +15,7 @@ from . import register
 from .base import Scenario
 
 PAGES = 4
+MAP_AT = 0x7F00_0000_0000          # the locked mmap goes here (MAP_FIXED), so the racer can hit it
 
 
 @register
@@ -28,35 +29,31 @@ class PopulateScenario(Scenario):
         k = Kernel(nodes=1, pages_per_node=1024, variants={"populate": variant}, seed=seed)
         p = k.spawn("populate")
         p.mlockall(C.MCL_FUTURE)
-        base = p.brk(0)
-        st = SimpleNamespace(kernel=k, p=p, base=base, maps=[])
-        return st
+        return SimpleNamespace(kernel=k, p=p, base=p.brk(0))
 
     def grow(self, st, rng):
-        """brk growth with VM_LOCKED in def_flags, or a locked mmap."""
+        """brk growth with VM_LOCKED in def_flags, then a locked mmap: both
+        populate after mmap_write_lock, the way the variant says."""
         p = st.p
-        if rng.random() < 0.5:
-            p.brk(st.base + PAGES * C.PAGE_SIZE)
-            p.store(st.base, b"heap")
-        else:
-            a = p.mmap(0, PAGES * C.PAGE_SIZE, C.PROT_READ | C.PROT_WRITE,
-                       C.MAP_PRIVATE | C.MAP_ANONYMOUS)
-            st.maps.append(a)
-            p.store(a, b"map")
+        p.brk(st.base + PAGES * C.PAGE_SIZE)
+        p.store(st.base, b"heap")
+        p.mmap(MAP_AT, PAGES * C.PAGE_SIZE, C.PROT_READ | C.PROT_WRITE,
+               C.MAP_PRIVATE | C.MAP_ANONYMOUS | C.MAP_FIXED)
+        p.store(MAP_AT, b"map")
 
     def shrink(self, st, rng):
         """The racer: mmap_lock writers that free what the grower mapped."""
         p = st.p
         p.brk(st.base)
-        if st.maps:
-            p.munmap(st.maps.pop(), PAGES * C.PAGE_SIZE)
+        p.munmap(MAP_AT, PAGES * C.PAGE_SIZE)
 
     def fault(self, st, rng):
         """Concurrent page faults (mmap_lock readers)."""
-        try:
-            st.p.load(st.base, 8)
-        except OSError:
-            pass                          # the heap may be shrunk right now
+        for a in (st.base, MAP_AT):
+            try:
+                st.p.load(a, 8)
+            except OSError:
+                pass                      # unmapped right now
 
     roles = (("grow", grow), ("shrink", shrink), ("fault", fault))
 

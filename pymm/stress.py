@@ -1,0 +1,328 @@
+"""The stress runner: every scenario x variant in two modes.
+
+- controlled: ``pymm.sched.explore`` over the scenario's roles, each thread
+  running its role's step ``controlled_steps`` times; the first failure ends
+  the run and carries a replay token.
+- free: real threads loop their role's step until the time budget is spent
+  (or, for a buggy variant, until it is caught), with seeded delay injection
+  and a tiny switch interval; a hung-task check at the end turns threads
+  stuck on locks into "hung-task"/"deadlock" findings.
+
+A run's verdict compares what was found with what the variant should give:
+a buggy variant must be caught with one of the scenario's ``caught_kinds``;
+a fixed variant must produce no finding at all.
+"""
+import random
+import threading
+import time
+from types import SimpleNamespace
+
+from . import scenarios, variants as _variants
+from .scenarios.base import Scenario
+from .locking import lock_stat, lockdep
+from .sched import explore, free_mode, replay as sched_replay
+from .sched.trace import decode_schedule
+
+DEFAULT_SCHEDULES = 200
+DEFAULT_SECONDS = 2.0
+HUNG_THRESHOLD = 1.0        # free mode: a thread blocked this long on a lock is hung
+REPLAY_PREFIX = "pymm:v1"
+
+
+class RunResult:
+    """One (scenario, variant, mode, seed) run; ``to_dict`` is the JSON shape."""
+
+    def __init__(self, scenario, variant, mode, seed, expected):
+        self.scenario, self.variant, self.mode, self.seed = scenario, variant, mode, seed
+        self.expected = expected
+        self.schedules = 0
+        self.ops = 0
+        self.seconds = 0.0
+        self.findings = []          # dicts: kind, title, text, replay
+        self.caught_kinds = frozenset()
+        self.lockstat = None
+
+    @property
+    def caught(self):
+        return any(f["kind"] in self.caught_kinds for f in self.findings)
+
+    @property
+    def ok(self):
+        return self.caught if self.expected == "caught" else not self.findings
+
+    @property
+    def verdict(self):
+        if self.expected == "caught":
+            return "ok (caught)" if self.caught else ("MISSED" if not self.findings else "WRONG KIND")
+        return "ok (clean)" if not self.findings else "FALSE POSITIVE?"
+
+    def kinds(self):
+        out = {}
+        for f in self.findings:
+            out[f["kind"]] = out.get(f["kind"], 0) + 1
+        return out
+
+    def to_dict(self):
+        return {"scenario": self.scenario, "variant": self.variant, "mode": self.mode,
+                "seed": self.seed, "expected": self.expected, "caught": self.caught,
+                "schedules": self.schedules, "ops": self.ops, "seconds": round(self.seconds, 3),
+                "findings": list(self.findings)}
+
+
+# -- building threads from roles ------------------------------------------------------
+
+class _Mix(Scenario):
+    """Every scenario at once, default variants: their roles run concurrently,
+    each scenario on its own Kernel (processes of different kernels share lock
+    classes, so lockdep sees every path's ordering in one graph)."""
+
+    name = "mix"
+    variant_key = None
+    controlled_steps = 1
+
+    @classmethod
+    def variants(cls):
+        return ["default"]
+
+    @classmethod
+    def expected(cls, variant):
+        return "clean"
+
+    def __init__(self):
+        self.parts = [scenarios.get(n)() for n in scenarios.names()]
+        self.caught_kinds = frozenset()
+        self.roles = tuple((f"{p.name}:{r}", _sub_step(i, fn))
+                           for i, p in enumerate(self.parts) for r, fn in p.roles)
+
+    def setup(self, variant, seed):
+        sts = [p.setup(_variants.VARIANTS[p.variant_key]["default"], seed)
+               for p in self.parts]
+        return SimpleNamespace(kernel=sts[0].kernel, kernels=[s.kernel for s in sts],
+                               parts=list(zip(self.parts, sts)))
+
+    def teardown(self, st):
+        for p, s in st.parts:
+            p.teardown(s)
+
+    def check(self, st):
+        for p, s in st.parts:
+            p.check(s)
+
+
+def _sub_step(i, fn):
+    def step(self, st, rng):
+        part, sub = st.parts[i]
+        return fn(part, sub, rng)
+    step.__name__ = getattr(fn, "__name__", "step")
+    return step
+
+
+def get_scenario(name):
+    if name == "mix":
+        return _Mix
+    return scenarios.get(name)
+
+
+def all_scenarios():
+    return scenarios.names() + ["mix"]
+
+
+def _kernels(st):
+    return getattr(st, "kernels", None) or [st.kernel]
+
+
+def _findings(st):
+    out = []
+    for k in _kernels(st):
+        out.extend(k.findings())
+    return out
+
+
+# -- controlled mode -----------------------------------------------------------------
+
+def _controlled_program(scn, variant, seed, threads_per_role, counter):
+    roles = [(name, fn) for name, fn in scn.roles for _ in range(threads_per_role)]
+
+    def setup():
+        return scn.setup(variant, seed)
+
+    def make(i, fn):
+        def body(st):
+            rng = scn.rng(seed, i)
+            for _ in range(scn.controlled_steps):
+                counter[0] += 1
+                try:
+                    fn(scn, st, rng)
+                except OSError:
+                    pass                  # a system call that legitimately failed
+        body.__name__ = f"T{i}-{roles[i][0]}"
+        return body
+
+    def check(st):
+        scn.teardown(st)
+        for k in _kernels(st):
+            k.check()
+        scn.check(st)
+
+    return setup, [make(i, fn) for i, (_, fn) in enumerate(roles)], check
+
+
+def replay_token(scenario, variant, seed, threads_per_role, sched_token):
+    return f"{REPLAY_PREFIX}:{scenario}:{variant}:seed={seed}:threads={threads_per_role}:{sched_token}"
+
+
+def parse_replay_token(token):
+    """-> (scenario, variant, seed, threads_per_role, schedule list)."""
+    if not isinstance(token, str) or not token.startswith(REPLAY_PREFIX + ":"):
+        raise ValueError(f"not a pymm replay token (expected {REPLAY_PREFIX}:...): {token!r}")
+    parts = token.split(":", 6)
+    if len(parts) != 7:
+        raise ValueError(f"malformed pymm replay token: {token!r}")
+    _, _, scenario, variant, seed, threads, sched = parts
+    try:
+        seed = int(seed.removeprefix("seed="))
+        threads = int(threads.removeprefix("threads="))
+    except ValueError:
+        raise ValueError(f"malformed seed/threads in replay token: {token!r}") from None
+    return scenario, variant, seed, threads, decode_schedule(sched)
+
+
+def _failure_finding(f, token):
+    title = f.detail.splitlines()[0] if f.detail else f.kind
+    if f.report is not None:
+        title = f.report.title
+    return {"kind": _finding_kind(f), "title": title, "text": f.message,
+            "replay": f"pymm replay {token}"}
+
+
+def _finding_kind(f):
+    if f.kind == "lockdep" and f.report is not None:
+        return {"hung-task": "hung-task", "deadlock": "deadlock",
+                "assertion": "assertion"}.get(f.report.kind, "lockdep")
+    if f.kind in ("hung", "lock-held"):
+        return "hung-task" if f.kind == "hung" else "lockdep"
+    if f.kind == "exception":
+        return "assertion"
+    return f.kind
+
+
+def run_controlled(name, variant, seed=0, schedules=DEFAULT_SCHEDULES, threads_per_role=1,
+                   strategy="random"):
+    cls = get_scenario(name)
+    scn = cls()
+    r = RunResult(name, variant, "controlled", seed, cls.expected(variant))
+    r.caught_kinds = scn.caught_kinds
+    counter = [0]
+    setup, threads, check = _controlled_program(scn, variant, seed, threads_per_role, counter)
+    lockdep.reset()
+    t0 = time.perf_counter()
+    res = explore(setup, threads, check, strategy=strategy, seed=seed, max_schedules=schedules)
+    r.seconds = time.perf_counter() - t0
+    r.schedules = res.schedules_run
+    r.ops = counter[0]
+    if res.failure is not None:
+        tok = replay_token(name, variant, res.failure.seed if res.failure.seed is not None else seed,
+                           threads_per_role, res.failure.token)
+        r.findings.append(_failure_finding(res.failure, tok))
+    return r
+
+
+def replay(token):
+    """Re-run a controlled finding exactly; returns the failure (or None)."""
+    name, variant, seed, tpr, schedule = parse_replay_token(token)
+    cls = get_scenario(name)
+    if variant not in cls.variants():
+        raise ValueError(f"unknown variant {variant!r} for scenario {name!r}")
+    scn = cls()
+    setup, threads, check = _controlled_program(scn, variant, seed, tpr, [0])
+    lockdep.reset()
+    return sched_replay(setup, threads, schedule, check)
+
+
+# -- free mode -------------------------------------------------------------------------
+
+def run_free(name, variant, seed=0, seconds=DEFAULT_SECONDS, threads_per_role=1,
+             probability=0.05, max_sleep=1e-4, stop_when_caught=True, lockstat=False):
+    from .locking import hung_task
+    cls = get_scenario(name)
+    scn = cls()
+    r = RunResult(name, variant, "free", seed, cls.expected(variant))
+    r.caught_kinds = scn.caught_kinds
+    lockdep.reset()
+    if lockstat:
+        lock_stat.reset()
+        lock_stat.enable()
+    st = scn.setup(variant, seed)
+    roles = [(n, fn) for n, fn in scn.roles for _ in range(threads_per_role)]
+    stop = threading.Event()
+    ops = [0] * len(roles)
+    errors = []
+    deadline = time.perf_counter() + seconds
+
+    def caught():
+        return any(f.kind in scn.caught_kinds for f in _findings(st))
+
+    def body(i, fn):
+        rng = random.Random((seed or 0) * 1000003 + i)
+        try:
+            while not stop.is_set() and time.perf_counter() < deadline:
+                try:
+                    fn(scn, st, rng)
+                except OSError:
+                    pass
+                ops[i] += 1
+                if stop_when_caught and r.expected == "caught" and caught():
+                    stop.set()
+        except BaseException as e:           # a crash in emulated kernel code is a finding
+            import traceback
+            errors.append((roles[i][0], e, traceback.format_exc()))
+
+    hung_was = hung_task.is_enabled()
+    hung_task.enable()
+    t0 = time.perf_counter()
+    ths = [threading.Thread(target=body, args=(i, fn), name=f"{name}-{n}-{i}", daemon=True)
+           for i, (n, fn) in enumerate(roles)]
+    with free_mode(seed, probability=probability, max_sleep=max_sleep):
+        for t in ths:
+            t.start()
+        stuck = _join_or_hang(ths, deadline, hung_task)
+    r.seconds = time.perf_counter() - t0
+    if not hung_was:
+        hung_task.disable()
+    r.ops = sum(ops)
+    for role, e, tb in errors:
+        _add_free(r, {"kind": "assertion", "title": f"unexpected {type(e).__name__} in {role}: {e}",
+                      "text": tb, "replay": ""})
+    if not stuck:
+        try:
+            scn.teardown(st)
+            for k in _kernels(st):
+                k.check()
+            scn.check(st)
+        except BaseException as e:
+            import traceback
+            _add_free(r, {"kind": "assertion", "title": f"teardown/check failed: {e}",
+                          "text": traceback.format_exc(), "replay": ""})
+    for f in _findings(st):
+        _add_free(r, {"kind": f.kind, "title": f.title, "text": f.text, "replay": ""})
+    if lockstat:
+        r.lockstat = lock_stat.format()
+        lock_stat.disable()
+    return r
+
+
+def _add_free(r, d):
+    if not any(f["kind"] == d["kind"] and f["title"] == d["title"] for f in r.findings):
+        r.findings.append(d)
+
+
+def _join_or_hang(ths, deadline, hung_task):
+    """Join the workers; threads still alive well after the deadline are
+    stuck: report them through the hung-task check (which names wait-for
+    cycles as deadlocks) and leave them behind (they are daemons)."""
+    for t in ths:
+        t.join(max(0.0, deadline - time.perf_counter()) + HUNG_THRESHOLD * 2)
+    alive = [t for t in ths if t.is_alive()]
+    if alive:
+        hung_task.check_now(HUNG_THRESHOLD)
+    return alive
