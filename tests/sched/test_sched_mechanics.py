@@ -488,3 +488,49 @@ def test_replay_accepts_a_schedule_that_fits():
         (0, "unlock sched-test.plain"), (0, "exit"),
         (1, "unlock sched-test.plain"), (1, "exit"),
         (2, "start"), (2, "point"), (2, "exit")]
+
+
+# -- the controlled backend and its raw lock ------------------------------------------------------
+
+def test_setup_and_check_run_inside_the_controlled_backend():
+    seen = []
+
+    def setup():
+        seen.append(events.backend().name)
+        return SimpleNamespace(sem=RwSemaphore("sched-test.backend"))
+
+    def check(s):
+        seen.append(events.backend().name)
+        with s.sem.write():         # the controller uses the run's locks as plain locks
+            pass
+    explore(setup, [lambda s: s.sem.down_read() or s.sem.up_read()], check, max_schedules=1)
+    assert seen == ["controlled", "controlled"]
+    assert events.backend().name != "controlled"
+
+
+def test_controlled_lock_is_a_plain_lock_outside_a_run():
+    lk = _core.ControlledLock()
+    assert lk.acquire() is True and lk.locked()
+    assert lk.acquire(False) is False
+    assert lk.acquire(True, 0) is False
+    assert lk.acquire(True, 0.01) is False
+    got = []
+    t = threading.Thread(target=lambda: got.append(lk.acquire(True, 5)))
+    t.start()
+    lk.release()        # another thread waits in C: a plain lock wakes it
+    t.join(5)
+    assert got == [True] and lk.locked()
+    # released by a thread that did not take it (readerwriterlock relies on that)
+    t = threading.Thread(target=lk.release)
+    t.start()
+    t.join(5)
+    assert not lk.locked()
+
+
+def test_public_names_are_exported_once():
+    import pymm.sched as sched
+    assert len(sched.__all__) == len(set(sched.__all__))
+    for name in sched.__all__:
+        assert getattr(sched, name) is not None
+    assert {"explore", "replay", "point", "Finding", "report_finding", "DelayInjector",
+            "switch_interval", "free_mode"} <= set(sched.__all__)
