@@ -274,7 +274,7 @@ def cmd_experiment(args):
     print(experiment.format_result(res))
     if jf:
         with jf:
-            json.dump(res, jf, indent=1)
+            json.dump({k: v for k, v in res.items() if k != "_raw"}, jf, indent=1)
     if args.plot:
         experiment.plot(res, args.plot)
         print(f"\nlatency plot written to {args.plot}")
