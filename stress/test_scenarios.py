@@ -1,0 +1,26 @@
+"""Every scenario x variant in both modes: buggy variants must be caught, fixed
+ones must run clean.  Budgets come from --stress-seconds / --stress-schedules
+(small by default so CI stays short); --pymm-seeds N runs N seeds per case
+(spread them over cores with pytest-xdist: -n auto)."""
+import pytest
+
+from pymm import stress
+
+CASES = [(s, v) for s in stress.all_scenarios() for v in stress.get_scenario(s).variants()]
+
+
+def _modes(config_mode):
+    return ["controlled", "free"] if config_mode == "both" else [config_mode]
+
+
+@pytest.mark.stress
+@pytest.mark.parametrize("scenario,variant", CASES, ids=[f"{s}-{v}" for s, v in CASES])
+@pytest.mark.parametrize("mode", ["controlled", "free"])
+def test_scenario(scenario, variant, mode, pymm_seed_param, stress_config, pymm_stress):
+    if mode not in _modes(stress_config.mode):
+        pytest.skip(f"--pymm-mode={stress_config.mode}")
+    r = pymm_stress(scenario, variant, mode)
+    if r.expected == "caught":
+        assert r.caught
+    else:
+        assert r.findings == []
