@@ -1,0 +1,213 @@
+"""The detectors, each shown to fire on a deliberately injected bug with the
+kernel-style headline of SCENARIOS.md's table, and to stay quiet on the
+correct version of the same code."""
+import pytest
+
+import pymm
+from pymm import MAP_ANONYMOUS, MAP_PRIVATE, PAGE_SIZE, PROT_READ, PROT_WRITE
+from pymm.mm.mm_types import MM_ANONPAGES, VM_LOCKED
+from pymm.mm.mmap_lock import mmap_read_lock, mmap_read_unlock, mmap_write_lock, mmap_write_unlock
+from pymm.mm.pgtable import pte_offset
+from pymm.mm.vma import vm_area_dup, vm_area_free
+from pymm.rcu import rcu_read
+
+from .test_syscalls import pte_folio
+
+P = PAGE_SIZE
+RW = PROT_READ | PROT_WRITE
+ANON = MAP_PRIVATE | MAP_ANONYMOUS
+
+
+def section(text, head):
+    """The lines of a report section ("Allocated by:", ...) up to the next blank line."""
+    lines = text.splitlines()
+    i = lines.index(head)
+    out = []
+    for ln in lines[i + 1:]:
+        if not ln.strip():
+            break
+        out.append(ln.strip())
+    return out
+
+
+def only(k, kind):
+    found = [f for f in k.findings() if f.kind == kind]
+    assert len(found) == 1, found
+    return found[0]
+
+
+# -- KASAN -------------------------------------------------------------------------------
+
+def read_freed_vma(vma):
+    return vma.vm_start
+
+
+def write_freed_vma(vma):
+    vma.vm_flags = 0
+
+
+def duplicate_and_free(mm, addr):
+    mmap_read_lock(mm)
+    copy = vm_area_dup(mm.mm_mt.vma_lookup(addr))   # a detached copy: freeing it is harmless
+    mmap_read_unlock(mm)
+    vm_area_free(copy)
+    return copy
+
+
+@pytest.mark.pymm_expect("use-after-free")
+def test_kasan_vma_use_after_free_with_stacks(kernel):
+    k = kernel
+    p = k.spawn("p")
+    a = p.mmap(0, 4 * P, RW, ANON)
+    freed = k.run_syscall(duplicate_and_free, p.mm, a)
+    assert k.findings() == []                        # allocating and freeing is fine
+    assert k.run_syscall(read_freed_vma, freed) == a  # the stale value is still there, as in C
+    f = only(k, "use-after-free")
+    assert f.title == "BUG: KASAN: use-after-free in read_freed_vma"
+    assert "Read of field 'vm_start' of vm_area_struct object" in f.text
+    call, alloc, free = (section(f.text, h) for h in ("Call Trace:", "Allocated by:", "Freed by:"))
+    assert "read_freed_vma" in call[0]
+    assert "vm_area_dup" in alloc[0]
+    # both stacks run through duplicate_and_free: at the dup line and at the free line
+    site = lambda stack: next(ln for ln in stack if ln.endswith(" duplicate_and_free"))
+    assert site(alloc) != site(free)
+    assert "read_freed_vma" not in "".join(alloc + free)
+    k.run_syscall(write_freed_vma, freed)
+    w = [x for x in k.findings() if x.title == "BUG: KASAN: use-after-free in write_freed_vma"]
+    assert len(w) == 1 and "Write of field 'vm_flags'" in w[0].text
+    k.run_syscall(vm_area_free, freed)
+    assert "BUG: KASAN: double-free in vm_area_free" in [x.title for x in k.findings()]
+    assert k.check() == []
+
+
+def folio_flags_after(folio):
+    return folio.flags
+
+
+@pytest.mark.pymm_expect("use-after-free")
+def test_kasan_folio_and_page_table_kept_across_munmap(kernel):
+    """A pointer to a folio or a page table kept across munmap is stale: both
+    are freed (and poisoned) when the mapping goes away."""
+    k = kernel
+    p = k.spawn("p")
+    a = p.mmap(0, 512 * P, RW, ANON)                 # one whole PTE table
+    p.store(a, b"x")
+    folio = pte_folio(p, a)
+    table = k.run_syscall(lambda: (mmap_read_lock(p.mm), pte_offset(p.mm, a), mmap_read_unlock(p.mm))[1])
+    p.munmap(a, 512 * P)
+    assert k.findings() == []
+    k.run_syscall(folio_flags_after, folio)
+    f = only(k, "use-after-free")
+    assert f.title == "BUG: KASAN: use-after-free in folio_flags_after"
+    assert "of page object" in f.text
+    assert any("zap_pte_range" in ln or "folio_put" in ln for ln in section(f.text, "Freed by:"))
+    k.clear_findings()
+    k.run_syscall(lambda: table.ptl)
+    f = only(k, "use-after-free")
+    assert "page table (pte) object" in f.text
+    assert any("free_pgd_range" in ln for ln in section(f.text, "Freed by:"))
+    assert k.check() == []
+
+
+# -- RCU: VMA-tree walks need mmap_lock or rcu_read_lock --------------------------------------
+
+@pytest.mark.pymm_expect("rcu")
+def test_vma_tree_walk_without_lock_is_suspicious_rcu_usage(kernel, lockdep):
+    k = kernel
+    p = k.spawn("p")
+    a = p.mmap(0, 4 * P, RW, ANON)
+    mm = p.mm
+
+    def under_rcu():
+        with rcu_read():
+            return mm.mm_mt.find_vma(a)
+
+    def under_mmap_lock():
+        mmap_read_lock(mm)
+        try:
+            return mm.mm_mt.find_vma(a)
+        finally:
+            mmap_read_unlock(mm)
+
+    assert k.run_syscall(under_rcu).vm_start == a
+    assert k.run_syscall(under_mmap_lock).vm_start == a
+    assert k.findings() == []
+    assert k.run_syscall(mm.mm_mt.find_vma, a).vm_start == a      # no lock at all
+    f = only(k, "rcu")
+    assert f.title == "WARNING: suspicious RCU usage"
+    assert "suspicious rcu_dereference_check() usage" in f.text
+    assert "0 locks held" in f.text
+    assert k.check() == []
+
+
+# -- rss counters at exit ---------------------------------------------------------------------
+
+@pytest.mark.pymm_expect("rss-counter")
+def test_rss_counter_corruption_reported_at_exit(kernel):
+    k = kernel
+    p = k.spawn("p")
+    a = p.mmap(0, 4 * P, RW, ANON)
+    p.store(a, b"x" * 3 * P)
+    assert p.mm.get_mm_counter(MM_ANONPAGES) == 3
+    p.mm.rss_stat[MM_ANONPAGES].add(1)              # the injected bug: one increment too many
+    new = k.check()
+    assert [f.kind for f in new] == ["rss-counter"] and "counter 4 but 3 PTEs" in new[0].text
+    p.exit()
+    at_exit = [f for f in k.findings() if "type:MM_ANONPAGES val:1" in f.text]
+    assert len(at_exit) == 1 and at_exit[0].title == "BUG: Bad rss-counter state"
+    assert k.meminfo()["MemFree"] == k.meminfo()["MemTotal"]
+
+
+def test_clean_exit_reports_no_rss_counter(kernel):
+    p = kernel.spawn("p")
+    a = p.mmap(0, 4 * P, RW, ANON)
+    p.store(a, b"x" * 3 * P)
+    p.fork().exit()
+    p.exit()
+    assert kernel.findings() == [] and kernel.check() == []
+
+
+# -- bad page state --------------------------------------------------------------------------
+
+def clear_vm_locked_behind_mlocks_back(mm, addr):
+    """The injected bug: VM_LOCKED goes away without munlocking the pages
+    (locked_vm is kept consistent so only the page state is wrong)."""
+    mmap_write_lock(mm)
+    vma = mm.mm_mt.vma_lookup(addr)
+    vma.vm_flags &= ~VM_LOCKED
+    mm.locked_vm -= vma.vma_pages()
+    mmap_write_unlock(mm)
+
+
+@pytest.mark.pymm_expect("bad-page-state")
+def test_folio_freed_mlocked_is_bad_page_state(kernel):
+    k = kernel
+    p = k.spawn("p")
+    a = p.mmap(0, 2 * P, RW, ANON)
+    p.mlock(a, 2 * P)
+    assert k.meminfo()["Mlocked"] == 8
+    k.run_syscall(clear_vm_locked_behind_mlocks_back, p.mm, a)
+    p.munmap(a, 2 * P)                               # zap: no munlock, the pages are freed mlocked
+    bad = [f for f in k.findings() if f.title == "BUG: Bad page state"]
+    assert bad, k.findings()
+    assert "mlocked" in bad[0].text and "PAGE_FLAGS_CHECK_AT_FREE" in bad[0].text
+    assert "page dumped because" in bad[0].text
+    assert k.meminfo()["MemFree"] == k.meminfo()["MemTotal"]   # the pages were still returned
+    assert any("NR_MLOCK" in f.title for f in k.check())       # and the counter stayed wrong
+
+
+# -- data integrity ---------------------------------------------------------------------------
+
+@pytest.mark.pymm_expect("data-corruption")
+def test_bytes_changed_behind_the_process_are_data_corruption(kernel):
+    k = kernel
+    p = k.spawn("p")
+    a = p.mmap(0, 2 * P, RW, ANON)
+    p.store(a + P, b"precious")
+    assert p.load(a + P, 8) == b"precious" and k.findings() == []
+    pte_folio(p, a + P).write_bytes(2, b"X")        # the injected bug: a stray write
+    assert p.load(a + P, 8) == b"prXcious"
+    f = only(k, "data-corruption")
+    assert f.title == f"data corruption at {a + P + 2:#x}"
+    assert "expected 65" in f.text and "found 58" in f.text
+    assert k.check() == []
