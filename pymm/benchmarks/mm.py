@@ -1,0 +1,267 @@
+"""Benchmark section "mm": the emulated memory manager's speed and size.
+
+- Page faults per second on one thread: a large private anonymous mapping
+  written one byte per page (every store is a write fault: mmap_lock for
+  read, VMA lookup, handle_mm_fault, a fresh folio), with the lock validator
+  off and on.
+- A syscall mix on 8 threads: each loops mmap / store / load / munmap of its
+  own 4-page mapping, with all threads in one process (one mmap_lock) or
+  spread over two; operations per second.
+- VMA lookup cost with 100,000 VMAs against 1,000 (small mappings separated
+  by gaps so they cannot merge, built with MAP_FIXED): nanoseconds per
+  ``mm.mm_mt.find_vma`` under mmap_read_lock, and the ratio (target <= 2x:
+  the lookup is O(log n)).
+- Memory per populated page: RSS growth of a fresh interpreter across a
+  MAP_POPULATE of 4 GiB (1,048,576 pages; ``quick``: 100,000) in a Kernel
+  with enough pages (target <= 300 bytes per page: folios are small and
+  their contents are allocated at the first store).
+
+Figures are wall-clock on a shared machine: compare within one run.
+"""
+import gc
+import json
+import random
+import subprocess
+import sys
+import threading
+import time
+
+from .. import constants as C
+from ..locking import lockdep
+
+P = C.PAGE_SIZE
+RW = C.PROT_READ | C.PROT_WRITE
+ANON = C.MAP_PRIVATE | C.MAP_ANONYMOUS
+
+
+class _validator:
+    """``with _validator(on):`` -- the lock validator on or off for the block,
+    restored afterwards.  Toggle only while no lock is held."""
+
+    def __init__(self, on):
+        self.on = on
+
+    def __enter__(self):
+        self.was = lockdep.is_enabled()
+        (lockdep.enable if self.on else lockdep.disable)()
+
+    def __exit__(self, *exc):
+        (lockdep.enable if self.was else lockdep.disable)()
+        lockdep.reset()
+
+
+def _kernel(pages):
+    from ..kernel import Kernel
+    return Kernel(nodes=1, pages_per_node=pages, hugepages_per_node=0)
+
+
+def _row(measure, config, value, unit, target=""):
+    return {"measure": measure, "config": config, "value": value, "unit": unit, "target": target}
+
+
+def _no_findings(k, what):
+    if k.findings():
+        raise RuntimeError(f"the {what} benchmark produced findings:\n{k.findings()[0].text}")
+
+
+# -- page faults --------------------------------------------------------------------------
+
+def page_faults(pages, validator, repeat=3):
+    """Write faults per second on one thread over a ``pages``-page mapping
+    (best of ``repeat`` fresh kernels: the first run also pays for growing
+    the interpreter's heap)."""
+    best = 0.0
+    with _validator(validator):
+        for _ in range(repeat):
+            k = _kernel(pages + 64)
+            p = k.spawn("faulter")
+            a = p.mmap(0, pages * P, RW, ANON)
+            store = p.store
+            t0 = time.perf_counter()
+            for i in range(pages):
+                store(a + i * P, b"x")
+            dt = time.perf_counter() - t0
+            if k.meminfo()["AnonPages"] != pages * 4:
+                raise RuntimeError("page-fault benchmark: not every store faulted a page in")
+            p.exit()
+            _no_findings(k, "page-fault")
+            best = max(best, pages / dt)
+    return best
+
+
+# -- syscall mix ----------------------------------------------------------------------------
+
+def syscall_mix(threads, processes, seconds, validator):
+    """Operations per second of ``threads`` threads looping mmap / store /
+    load / munmap (4 operations per round) over ``processes`` processes."""
+    with _validator(validator):
+        k = _kernel(threads * 8 + 64)
+        procs = [k.spawn(f"mix{i}") for i in range(processes)]
+        counts = [0] * threads
+        errors = []
+        start = threading.Barrier(threads + 1)
+        stop = threading.Event()
+
+        def worker(i):
+            p = procs[i % processes]
+            payload = bytes([i]) * 64
+            n = 0
+            try:
+                start.wait()
+                while not stop.is_set():
+                    a = p.mmap(0, 4 * P, RW, ANON)
+                    p.store(a + P, payload)
+                    if p.load(a + P, 64) != payload:
+                        raise AssertionError("syscall mix: lost a store")
+                    p.munmap(a, 4 * P)
+                    n += 4
+            except BaseException as e:      # noqa: B902 - re-raised by the caller
+                errors.append(e)
+            counts[i] = n
+
+        ts = [threading.Thread(target=worker, args=(i,), name=f"bench-mix-{i}", daemon=True)
+              for i in range(threads)]
+        for t in ts:
+            t.start()
+        start.wait()
+        t0 = time.perf_counter()
+        time.sleep(seconds)                 # the measurement window, not synchronisation
+        stop.set()
+        for t in ts:
+            t.join(60)
+        dt = time.perf_counter() - t0
+        if any(t.is_alive() for t in ts):
+            raise RuntimeError("syscall mix: a worker thread hung")
+        if errors:
+            raise errors[0]
+        for p in procs:
+            p.exit()
+        _no_findings(k, "syscall-mix")
+    return sum(counts) / dt
+
+
+# -- VMA lookup ---------------------------------------------------------------------------------
+
+def build_vmas(n):
+    """A process with ``n`` one-page VMAs separated by one-page gaps."""
+    from ..mm.mmap_lock import mmap_read_lock, mmap_read_unlock
+    with _validator(False):
+        k = _kernel(64)
+        p = k.spawn(f"vmas{n}")
+        base = 0x1000_0000
+        flags = ANON | C.MAP_FIXED
+        for i in range(n):
+            p.mmap(base + 2 * i * P, P, C.PROT_READ, flags)
+        mmap_read_lock(p.mm)
+        count = len(p.mm.mm_mt)
+        mmap_read_unlock(p.mm)
+    if count != n:
+        raise RuntimeError(f"VMA benchmark: built {count} VMAs, wanted {n} (did some merge?)")
+    return k, p, base
+
+
+def vma_lookup_ns(p, base, n, lookups, repeat=5, seed=0):
+    """Best-of-``repeat`` nanoseconds per find_vma under mmap_read_lock, at
+    ``lookups`` random addresses inside the VMAs.  Context: takes mmap_lock
+    for read (one hold per timed batch, so the lookup itself is measured)."""
+    from ..mm.mmap_lock import mmap_read_lock, mmap_read_unlock
+    rnd = random.Random(seed)
+    addrs = [base + 2 * rnd.randrange(n) * P + rnd.randrange(P) for _ in range(lookups)]
+    mm = p.mm
+    best = None
+    for _ in range(repeat):
+        mmap_read_lock(mm)
+        find = mm.mm_mt.find_vma
+        t0 = time.perf_counter()
+        for a in addrs:
+            find(a)
+        dt = time.perf_counter() - t0
+        v = find(addrs[0])
+        mmap_read_unlock(mm)
+        if not v.vm_start <= addrs[0] < v.vm_end:
+            raise RuntimeError("VMA benchmark: find_vma returned the wrong VMA")
+        best = dt if best is None else min(best, dt)
+    return best / lookups * 1e9
+
+
+# -- memory per page --------------------------------------------------------------------------------
+
+def _rss():
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmRSS in /proc/self/status")
+
+
+def memory_child(pages):
+    """Run in a fresh interpreter: populate ``pages`` pages with MAP_POPULATE
+    and print JSON {bytes_per_page, seconds}."""
+    lockdep.disable()
+    k = _kernel(pages + 1024)
+    p = k.spawn("populate")
+    gc.collect()
+    r0 = _rss()
+    t0 = time.perf_counter()
+    p.mmap(0, pages * P, RW, ANON | C.MAP_POPULATE)
+    dt = time.perf_counter() - t0
+    gc.collect()
+    r1 = _rss()
+    if k.meminfo()["AnonPages"] != pages * 4:
+        raise RuntimeError("memory benchmark: MAP_POPULATE did not populate every page")
+    print(json.dumps({"bytes_per_page": (r1 - r0) / pages, "seconds": dt}))
+
+
+def memory_per_page(pages):
+    """Bytes of RSS per populated page, measured in a fresh interpreter so no
+    earlier allocation is reused (which would make the figure look smaller)."""
+    code = f"from pymm.benchmarks.mm import memory_child; memory_child({pages})"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=1800, check=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+# -- the section ------------------------------------------------------------------------------------
+
+def run(quick=False):
+    rows = []
+    fault_pages = 5_000 if quick else 20_000
+    for validator in (False, True):
+        rows.append(_row("page faults, 1 thread", f"{fault_pages} pages, validator "
+                         f"{'on' if validator else 'off'}", page_faults(fault_pages, validator),
+                         "faults/s"))
+
+    mix_seconds = 1.0 if quick else 3.0
+    for processes, validator in ((1, True), (2, True), (2, False)):
+        rows.append(_row("syscall mix, 8 threads", f"{processes} process{'es' if processes > 1 else ''}, "
+                         f"validator {'on' if validator else 'off'}",
+                         syscall_mix(8, processes, mix_seconds, validator), "ops/s"))
+
+    lookups = 50_000 if quick else 200_000
+    per = {}
+    for n in (1_000, 100_000):
+        k, p, base = build_vmas(n)
+        with _validator(True):
+            per[n] = vma_lookup_ns(p, base, n, lookups)
+        rows.append(_row("VMA lookup (find_vma)", f"{n:,} VMAs", per[n], "ns/lookup"))
+        p.exit()
+        del k, p
+    rows.append(_row("VMA lookup ratio", "100,000 / 1,000 VMAs", per[100_000] / per[1_000], "x",
+                     "<= 2"))
+
+    pages = 100_000 if quick else 1_048_576
+    mem = memory_per_page(pages)
+    rows.append(_row("memory per populated page", f"{pages:,} pages (MAP_POPULATE "
+                     f"{pages * P >> 20} MiB, {mem['seconds']:.1f} s)", mem["bytes_per_page"],
+                     "bytes/page", "<= 300"))
+    return {
+        "title": "Emulated mm: faults, syscalls, VMA lookup, memory per page",
+        "rows": rows,
+        "notes": [
+            "page faults: one-byte stores, one per page, into a fresh private anonymous mapping; best of 3",
+            f"syscall mix: mmap/store/load/munmap of a 4-page mapping per thread, {mix_seconds:g} s window",
+            f"VMA lookup: best of 5 batches of {lookups:,} random find_vma calls under "
+            "mmap_read_lock, validator on",
+            "memory: RSS growth of a fresh interpreter across the populating mmap, validator off",
+        ],
+    }
