@@ -13,10 +13,23 @@ from . import events as _ev
 from ._base import LockBase, check_subclass
 
 
+def _api_try(lockable):
+    return lockable.acquire(blocking=False)
+
+
 class RwBase(LockBase):
     RWLOCK_CLASS = None     # a readerwriterlock class
     READ_KIND = 1           # lockdep read kind of a read acquisition
     READ_UNLOCK = WRITE_UNLOCK = "unlock"   # names for error messages
+    # One non-blocking try of a reader / the writer object.  readerwriterlock's
+    # own acquire(blocking=False) computes a deadline from time_source around
+    # every inner lock (4 clock reads for a reader): it made the watched
+    # path's first try cost more than the whole blocking acquire.  The
+    # subclasses replace these with the same steps as plain try-locks, which
+    # are cheaper than even its blocking acquire's prelude: both paths try
+    # first and block only when that fails.
+    _try_read = staticmethod(_api_try)
+    _try_write = staticmethod(_api_try)
 
     __slots__ = ("_rw", "_w", "_rd")
 
@@ -42,12 +55,13 @@ class RwBase(LockBase):
         if _ev.on:
             rk = self.READ_KIND
             _ev.acquire(self, rk, False, subclass, nest_lock)
-            if not r.acquire(blocking=False):
+            if not self._try_read(r):
                 self._wait(lambda blocking: r.acquire(blocking=blocking), rk)
             self._add_reader(r)
             _ev.acquired(self, rk, False, subclass, nest_lock)
         else:
-            r.acquire()
+            if not self._try_read(r):
+                r.acquire()
             self._rd.append(r)
 
     def _read_trylock(self):
@@ -55,7 +69,7 @@ class RwBase(LockBase):
         if _ev.on:
             _ev.acquire(self, rk, True, 0, None)
         r = self._rw.gen_rlock()
-        if r.acquire(blocking=False):
+        if self._try_read(r):
             if _ev.on:
                 self._add_reader(r)
                 _ev.acquired(self, rk, True, 0, None)
@@ -98,19 +112,20 @@ class RwBase(LockBase):
         w = self._w
         if _ev.on:
             _ev.acquire(self, 0, False, subclass, nest_lock)
-            if not w.acquire(blocking=False):
+            if not self._try_write(w):
                 self._wait(lambda blocking: w.acquire(blocking=blocking), 0)
             self.owner = get_ident()
             self.acquisitions += 1
             _ev.acquired(self, 0, False, subclass, nest_lock)
         else:
-            w.acquire()
+            if not self._try_write(w):
+                w.acquire()
             self.owner = get_ident()
 
     def _write_trylock(self):
         if _ev.on:
             _ev.acquire(self, 0, True, 0, None)
-        if self._w.acquire(blocking=False):
+        if self._try_write(self._w):
             self.owner = get_ident()
             self.acquisitions += 1
             if _ev.on:

@@ -7,7 +7,8 @@ injection and the controlled scheduler are *listeners* registered here.
 
 Cost when nobody listens: the lock checks the module flag ``on`` (one global
 load) and skips the calls.  With listeners, each event is one Python call per
-listener; listeners are kept in a tuple rebuilt only when the set changes.
+listener; listeners are kept in a tuple rebuilt only when the set changes, and
+an event with a single listener is bound straight to it (no dispatch loop).
 
 The underlying primitives come from the *backend*: ``lock_factory()`` returns
 a raw mutual-exclusion lock (``acquire(blocking=True, timeout=-1)``,
@@ -51,7 +52,10 @@ def _rebuild():
     global on
     g = globals()
     for ev in EVENTS:
-        g["_" + ev] = tuple(getattr(l, ev) for l in _listeners if hasattr(l, ev))
+        fns = g["_" + ev] = tuple(getattr(l, ev) for l in _listeners if hasattr(l, ev))
+        # One listener for this event: the locks call it directly (``_ev.acquire``
+        # is looked up at each call), sparing a frame per event on every lock op.
+        g[ev] = fns[0] if len(fns) == 1 else _LOOPS[ev]
     on = bool(_listeners)
 
 
@@ -122,6 +126,9 @@ def downgrade(lock):
 def trylock_failed(lock, read):
     for f in _trylock_failed:
         f(lock, read)
+
+
+_LOOPS = {ev: globals()[ev] for ev in EVENTS}   # the dispatch loops above, by event
 
 
 # -- backend ------------------------------------------------------------------

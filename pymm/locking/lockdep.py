@@ -102,13 +102,14 @@ class _Class:
     taken while this one was held to the edge (protected by _graph_lock;
     read without it only by ``dependencies()``, which copies)."""
 
-    __slots__ = ("key", "subclass", "name", "id", "sleeping", "after", "cmp_fn")
+    __slots__ = ("key", "subclass", "name", "id", "tok0", "sleeping", "after", "cmp_fn")
 
     def __init__(self, key, subclass, id):
         self.key = key
         self.subclass = subclass
         self.name = key.name if subclass == 0 else f"{key.name}/{subclass}"
         self.id = id
+        self.tok0 = id << 4     # + read (0..2) + 4 trylock + 8 nest: see _token()
         self.sleeping = key.sleeping
         self.after = {}
         self.cmp_fn = _cmp_fns.get(key.name)
@@ -128,27 +129,76 @@ class _Edge:
         self.stack = stack
 
 
+# -- the chain cache ---------------------------------------------------------------
+# The kernel hashes a chain key per step (iterate_chain_key) and looks it up
+# in a hash table.  Here the cache is the trie those keys describe: one node
+# per chain, its children keyed by a step's token -- an int per (class, read
+# kind, trylock, nest-lock flag).  A thread's chain is the node of its
+# innermost held entry; extending it is one dict probe with an int key, and
+# two chains never collide.
+
+class _Chain(dict):
+    """A chain of held locks (``struct lock_chain``); as a dict, its
+    children by step token.  ``ok``: validated, with a verdict that depends
+    only on the chain (set under _graph_lock, read lock-free); ``site``:
+    where it was first validated ("file:line function"; "" when stacks are
+    off)."""
+
+    __slots__ = ("ok", "site")
+
+    def __init__(self):
+        super().__init__()
+        self.ok = False
+        self.site = None
+
+    __hash__ = object.__hash__      # a node, not a value
+    __eq__ = object.__eq__
+
+
+_root = _Chain()        # the empty chain
+_nchains = 0            # validated chains (protected by _graph_lock)
+
+
+def _token(c, read, trylock, nest_lock):
+    """A step's key: ``hlock_id()`` plus the trylock and nest-lock flags."""
+    return c.tok0 + read + 4 * trylock + (8 if nest_lock is not None else 0)
+
+
+def _chain_of(held):
+    return held[-1][H_CHAIN] if held else _root
+
+
+def _clear_chains():
+    """Forget every validated chain.  Chains still referenced by held
+    entries survive as orphans with no children: extending them validates
+    afresh.  Context: caller holds _graph_lock."""
+    global _nchains
+    todo = [_root]
+    while todo:
+        n = todo.pop()
+        todo.extend(n.values())
+        n.clear()
+        n.ok = False
+    _nchains = 0
+
+
 # -- held entries ---------------------------------------------------------------------
 # A held entry is a plain tuple (the hot path allocates nothing else):
-#   (lock, read, trylock, subclass, class, chain key after it, site, nest_lock)
-H_LOCK, H_READ, H_TRY, H_SUB, H_CLASS, H_KEY, H_SITE, H_NEST = range(8)
-_INITIAL_CHAIN_KEY = 0
+#   (lock, read, trylock, subclass, class, chain ending in it, nest_lock)
+H_LOCK, H_READ, H_TRY, H_SUB, H_CLASS, H_CHAIN, H_NEST = range(7)
 
 
-def _chain_key(prev_key, c, read, trylock, nest_lock):
-    """``iterate_chain_key()``: extend a chain by one held lock.  The class
-    object itself is hashed (its identity: classes live as long as the
-    process), which is cheaper than loading an id attribute."""
-    return hash((prev_key, c, read, trylock, nest_lock is not None))
+def _site(e):
+    return e[H_CHAIN].site or None
 
 
-def _snapshot(e):
+def _snapshot(e, site=None):
     return HeldLock(e[H_LOCK], e[H_READ], e[H_TRY], e[H_SUB], e[H_CLASS].name,
-                    e[H_SITE] or None, e[H_NEST])
+                    site or _site(e), e[H_NEST])
 
 
 class _ThreadState:
-    """A thread's held-lock stack and chain key.  Only its own thread
+    """A thread's held-lock stack (with the chain keys).  Only its own thread
     changes it; others (``held_locks(tid)``, the hung-task watchdog) copy
     ``held``, a list, which is atomic under the GIL.
 
@@ -156,13 +206,12 @@ class _ThreadState:
     the thread finishes, before ``join()`` returns, so ``__del__`` sees the
     locks a thread still held when it exited -- no cooperation needed."""
 
-    __slots__ = ("tid", "name", "held", "key", "pending", "exit_checked", "__weakref__")
+    __slots__ = ("tid", "name", "held", "pending", "exit_checked", "__weakref__")
 
     def __init__(self, tid, name):
         self.tid = tid
         self.name = name
-        self.held = []
-        self.key = _INITIAL_CHAIN_KEY
+        self.held = []              # entries, outermost first; the last one's key is the chain's
         self.pending = None         # entry validated at acquire, pushed at acquired
         self.exit_checked = False
 
@@ -196,7 +245,6 @@ def _state():
 _graph_lock = threading.Lock()  # lockdep_lock: classes' edges, the chain cache, counters
 _classes = []                   # every _Class, in creation order (protected by _graph_lock)
 _cmp_fns = {}                   # class name -> cmp_fn (lock_set_cmp_fn)
-_chains = {}                    # validated chain key -> site; read lock-free on the hot path
 _validations = 0                # chain-cache misses validated (tests count them)
 
 _reports_lock = threading.Lock()
@@ -231,20 +279,25 @@ def _class_of(lock, subclass):
 
 def _acquire(lock, read, trylock, subclass, nest_lock):
     """Before every attempt: validate a new chain, then park the entry
-    until ``acquired``.  A cache hit is one hash and one dict probe."""
+    until ``acquired``.  A cache hit is one dict probe with an int key."""
     try:
         st = _tls.st
     except AttributeError:
         st = _new_state()
+    held = st.held
     cl = lock.key.lockdep
     c = cl[subclass] if cl is not None else None
     if c is None:
         c = _class_of(lock, subclass)
-    key = hash((st.key, c, read, trylock, nest_lock is not None))   # _chain_key, inlined
-    site = _chains.get(key)
-    if site is None:
-        site = _validate_acquire(st, lock, read, trylock, subclass, nest_lock, c, key)
-    st.pending = (lock, read, trylock, subclass, c, key, site, nest_lock)
+    tok = c.tok0 + read                     # _token(), inlined
+    if trylock:
+        tok += 4
+    if nest_lock is not None:
+        tok += 8
+    chain = (held[-1][5] if held else _root).get(tok)
+    if chain is None or not chain.ok:
+        chain = _validate_acquire(st, lock, read, trylock, subclass, nest_lock, c, tok)
+    st.pending = (lock, read, trylock, subclass, c, chain, nest_lock)
 
 
 def _acquired(lock, read, trylock, subclass, nest_lock):
@@ -258,29 +311,26 @@ def _acquired(lock, read, trylock, subclass, nest_lock):
         # enabled between acquire and acquired: validate now, never raise
         # (the lock is already held)
         c = _class_of(lock, subclass)
-        key = _chain_key(st.key, c, read, trylock, nest_lock)
-        site = _chains.get(key)
-        if site is None:
-            site = _validate_acquire(st, lock, read, trylock, subclass, nest_lock, c, key,
-                                     may_raise=False)
-        e = (lock, read, trylock, subclass, c, key, site, nest_lock)
+        tok = _token(c, read, trylock, nest_lock)
+        chain = _chain_of(st.held).get(tok)
+        if chain is None or not chain.ok:
+            chain = _validate_acquire(st, lock, read, trylock, subclass, nest_lock, c, tok,
+                                      may_raise=False)
+        e = (lock, read, trylock, subclass, c, chain, nest_lock)
     st.pending = None
     st.held.append(e)
-    st.key = e[5]
 
 
 def _release(lock, read):
     """Before the real release: pop the entry (the innermost usually)."""
     try:
-        st = _tls.st
+        held = _tls.st.held
     except AttributeError:
-        st = _new_state()
-    held = st.held
+        held = _new_state().held
     if held and held[-1][0] is lock:
-        held.pop()
-        st.key = held[-1][5] if held else _INITIAL_CHAIN_KEY
+        del held[-1]
     else:
-        _release_slow(st, lock, read)
+        _release_slow(_tls.st, lock, read)
 
 
 def _downgrade(lock):
@@ -328,25 +378,44 @@ _listener = _Listener()
 
 # -- validation (chain-cache misses) -----------------------------------------------------
 
-def _validate_acquire(st, lock, read, trylock, subclass, nest_lock, c, key, may_raise=True):
+def _validate_acquire(st, lock, read, trylock, subclass, nest_lock, c, tok, may_raise=True):
     """``lookup_chain_cache_add`` + ``validate_chain`` for a new chain: run
     the checks, cache the chain, then record what was found.  Returns the
-    site to store with the held entry."""
+    chain node for the held entry."""
     stack = capture_stack() if _stacks else None
-    site = stack[0] if stack else ""
-    e = (lock, read, trylock, subclass, c, key, site, nest_lock)
     found = []
     with _graph_lock:
-        cached = _chains.get(key)
-        if cached is not None:          # another thread validated it meanwhile
-            return cached
-        cacheable = _validate_chain(st.held, e, stack, found)
-        # A chain that produced a report stays uncached while reports raise:
-        # taking it again must raise again, not really deadlock.
-        if cacheable and not (found and _raise_on_report):
-            _chains[key] = site
+        chain = _step(_chain_of(st.held), tok, stack)
+        if chain.ok:                    # another thread validated it meanwhile
+            return chain
+        e = (lock, read, trylock, subclass, c, chain, nest_lock)
+        _check_chain(st.held, e, stack, found)
     _emit(st, found, stack, may_raise)
-    return site
+    return chain
+
+
+def _step(parent, tok, stack):
+    """The child chain of ``parent`` for step ``tok``, created if new.
+    Context: caller holds _graph_lock."""
+    chain = parent.get(tok)
+    if chain is None:
+        chain = _Chain()
+        chain.site = stack[0] if stack else ""
+        parent[tok] = chain
+    return chain
+
+
+def _check_chain(below, e, stack, found):
+    """Validate entry ``e`` on top of ``below`` and mark its chain validated
+    when the verdict may be cached -- not when it depends on instances, and
+    not a chain that reported while reports raise: taking it again must
+    raise again, not walk into the real deadlock.
+    Context: caller holds _graph_lock."""
+    global _nchains
+    n = len(found)
+    if _validate_chain(below, e, stack, found) and not (len(found) > n and _raise_on_report):
+        e[H_CHAIN].ok = True
+        _nchains += 1
 
 
 def _validate_chain(below, e, stack, found):
@@ -479,28 +548,24 @@ def _find_strong_path(src, src_read, dst, dst_read):
 
 
 def _reacquire(st, i, may_raise):
-    """``reacquire_held_locks()``: the entries from ``i`` up get new chain
-    keys (an entry below them left or changed), and each new chain is
-    validated as if the entry were taken again now."""
+    """``reacquire_held_locks()``: the entries from ``i`` up get new chains
+    (an entry below them left or changed), and each new chain is validated
+    as if the entry were taken again now."""
     held = st.held
-    key = held[i - 1][H_KEY] if i else _INITIAL_CHAIN_KEY
     found = []
     stack = None
-    for j in range(i, len(held)):
-        e = held[j]
-        key = _chain_key(key, e[H_CLASS], e[H_READ], e[H_TRY], e[H_NEST])
-        if _chains.get(key) is None:
-            if stack is None and _stacks:
-                stack = capture_stack()
-            with _graph_lock:
-                if _chains.get(key) is None:
-                    e2 = e[:H_KEY] + (key,) + e[H_KEY + 1:]
-                    n = len(found)
-                    cacheable = _validate_chain(held[:j], e2, stack, found)
-                    if cacheable and not (len(found) > n and _raise_on_report):
-                        _chains[key] = e[H_SITE]
-        held[j] = e[:H_KEY] + (key,) + e[H_KEY + 1:]
-    st.key = key
+    with _graph_lock:
+        chain = _chain_of(held[:i])
+        for j in range(i, len(held)):
+            e = held[j]
+            tok = _token(e[H_CLASS], e[H_READ], e[H_TRY], e[H_NEST])
+            nxt = chain.get(tok)
+            if (nxt is None or not nxt.ok) and stack is None and _stacks:
+                stack = capture_stack()     # only when something is validated
+            chain = _step(chain, tok, stack)
+            e = held[j] = e[:H_CHAIN] + (chain,) + e[H_CHAIN + 1:]
+            if not chain.ok:
+                _check_chain(held[:j], e, stack, found)
     _emit(st, found, stack, may_raise)
 
 
@@ -594,15 +659,15 @@ def _held_lines(st, held):
 
 
 def _desc(e):
-    return lock_desc(e[H_LOCK], e[H_CLASS].name, e[H_READ], e[H_SITE] or None)
+    return lock_desc(e[H_LOCK], e[H_CLASS].name, e[H_READ], _site(e))
 
 
 def _thread(st):
     return {"name": _name(st), "tid": st.tid}
 
 
-def _entry_data(e):
-    return _snapshot(e).as_dict()
+def _entry_data(e, site=None):
+    return _snapshot(e, site).as_dict()
 
 
 def _lk(e, cpu_read=True):
@@ -651,7 +716,7 @@ def _build_circular(st, stack, below, prev, e, path):
         edges.append({"from": path[k - 1][0].name, "to": path[k][0].name,
                       "types": _dep_names(path[k][1].mask), "stack": path[k][1].stack})
     data = {"thread": _thread(st), "classes": [cls.name for cls, _ in path],
-            "lock": _entry_data(e[:H_SITE] + (new_site,) + e[H_SITE + 1:]),
+            "lock": _entry_data(e, new_site),
             "held_lock": _entry_data(prev), "edges": edges,
             "held": [_entry_data(h) for h in below], "stack": stack}
     return Report("circular", title, body, data, ("circular",) + tuple(cycle[r:] + cycle[:r]))
@@ -675,7 +740,7 @@ def _build_recursive(st, stack, below, prev, e):
     body += _held_lines(st, below)
     body += ["", "stack backtrace:"] + format_stack(stack)
     data = {"thread": _thread(st), "classes": [c.name],
-            "lock": _entry_data(e[:H_SITE] + (new_site,) + e[H_SITE + 1:]),
+            "lock": _entry_data(e, new_site),
             "held_lock": _entry_data(prev), "held": [_entry_data(h) for h in below],
             "stack": stack}
     return Report("recursive", title, body, data, ("recursive", c.name))
@@ -754,7 +819,7 @@ def _check_exit(st, may_raise):
     body += _held_lines(st, held)
     data = {"thread": _thread(st), "classes": [h[H_CLASS].name for h in held],
             "held": [_entry_data(h) for h in held]}
-    sig = ("thread-exit",) + tuple((h[H_CLASS].name, h[H_SITE]) for h in held)
+    sig = ("thread-exit",) + tuple((h[H_CLASS].name, _site(h)) for h in held)
     return record_report(Report("thread-exit", title, body, data, sig), may_raise)
 
 
@@ -786,7 +851,7 @@ def reset():
     with _graph_lock:
         for c in _classes:
             c.after.clear()
-        _chains.clear()
+        _clear_chains()
         _validations = 0
     with _reports_lock:
         _reports.clear()
@@ -817,7 +882,7 @@ def configure(*, raise_on_report=None, stacks=None):
             _raise_on_report = bool(raise_on_report)
             # cached chains include ones that reported: they must be checked
             # (and raise) again rather than be skipped into a real deadlock
-            _chains.clear()
+            _clear_chains()
     if stacks is not None:
         _stacks = bool(stacks)
     return prev
@@ -958,7 +1023,7 @@ def set_cmp_fn(lock_or_class_name, fn):
                 for c in key.lockdep:
                     if c is not None:
                         c.cmp_fn = fn
-        _chains.clear()     # cached verdicts were made without it
+        _clear_chains()     # cached verdicts were made without it
 
 
 def dependencies():
@@ -972,7 +1037,7 @@ def stats():
     """Counters: classes, edges, cached chains, validations (cache misses)."""
     with _graph_lock:
         return {"classes": len(_classes), "edges": sum(len(c.after) for c in _classes),
-                "chains": len(_chains), "validations": _validations}
+                "chains": _nchains, "validations": _validations}
 
 
 enable()

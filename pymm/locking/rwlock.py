@@ -21,12 +21,30 @@ class _Writer(RWLockRead._aWriter):
         return False
 
 
+def _try_read(r):
+    """``RWLockRead._aReader.acquire(blocking=False)`` without the deadline
+    arithmetic (see RwBase._try_read)."""
+    rw = r.c_rw_lock
+    if not rw.c_lock_read_count.acquire(False):
+        return False
+    rw.v_read_count += 1
+    if rw.v_read_count == 1 and not rw.c_resource.acquire(False):
+        rw.v_read_count -= 1
+        rw.c_lock_read_count.release()
+        return False
+    rw.c_lock_read_count.release()
+    r.v_locked = True
+    return True
+
+
 class RwLock(RwBase):
     KIND = "rwlock"
     SLEEPING = False
     RWLOCK_CLASS = RWLockRead
     READ_KIND = SHARED_RECURSIVE
     READ_UNLOCK, WRITE_UNLOCK = "read_unlock", "write_unlock"
+    _try_read = staticmethod(_try_read)
+    _try_write = staticmethod(lambda w: w.acquire(False))
     __slots__ = ()
 
     def __init__(self, name):

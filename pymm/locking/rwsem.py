@@ -19,12 +19,47 @@ from ._base import SHARED, check_subclass
 from ._rw import RwBase
 
 
+def _try_read(r):
+    """``RWLockFairD._aReader.acquire(blocking=False)`` without the deadline
+    arithmetic: the same inner locks in the same order, each tried once."""
+    rw = r.c_rw_lock
+    if not rw.c_lock_read.acquire(False):   # held by a writer, or one queued
+        return False
+    if not rw.c_lock_read_count.acquire(False):
+        rw.c_lock_read.release()
+        return False
+    rw.v_read_count += 1
+    if rw.v_read_count == 1 and not rw.c_lock_write.acquire(False):
+        rw.v_read_count -= 1
+        rw.c_lock_read_count.release()
+        rw.c_lock_read.release()
+        return False
+    rw.c_lock_read_count.release()
+    rw.c_lock_read.release()
+    r.v_locked = True
+    return True
+
+
+def _try_write(w):
+    """``RWLockFairD._aWriter.acquire(blocking=False)``, likewise."""
+    rw = w.c_rw_lock
+    if not rw.c_lock_read.acquire(False):
+        return False
+    if not rw.c_lock_write.acquire(False):
+        rw.c_lock_read.release()
+        return False
+    w.v_locked = True
+    return True
+
+
 class RwSemaphore(RwBase):
     KIND = "rwsem"
     SLEEPING = True
     RWLOCK_CLASS = RWLockFairD
     READ_KIND = SHARED
     READ_UNLOCK, WRITE_UNLOCK = "up_read", "up_write"
+    _try_read = staticmethod(_try_read)
+    _try_write = staticmethod(_try_write)
     __slots__ = ()
 
     # The plain entry points are the shared bodies themselves (no extra frame
