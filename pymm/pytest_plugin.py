@@ -218,6 +218,7 @@ def pytest_timeout_set_timer(item, settings):
     if not timeout or timeout <= 0:
         return None
     t = threading.Timer(max(0.0, timeout * 0.95 - 0.05), _dump_held_locks, args=(item.nodeid,))
+    t.name = "pymm-timeout-dump"
     t.daemon = True
     t.start()
     item._pymm_timer = t
