@@ -14,6 +14,7 @@ machine's noise:
 Targets (issue 3), for the RwSemaphore rows against raw readerwriterlock:
 validator off <= 1.1x raw; validator on with a chain-cache hit <= 1.5x raw.
 """
+import threading
 import time
 
 from readerwriterlock.rwlock import RWLockFairD
@@ -31,7 +32,6 @@ def _loops():
     sem = RwSemaphore("bench.sem")
     outer = Mutex("bench.outer")
     m = Mutex("bench.mutex")
-    import threading
     tl = threading.Lock()
 
     def raw_read(n):

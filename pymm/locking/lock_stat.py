@@ -15,7 +15,6 @@ name and lock kind (subclasses share their class's row: the events that
 end a hold do not carry the subclass).
 """
 import threading
-from threading import get_ident
 from time import perf_counter
 
 from . import events as _ev

@@ -21,14 +21,17 @@ misses the context the lock is taken in.
 
 The solution (the kernel's)
 ---------------------------
-A thread's *chain key* hashes the sequence of (class, read kind) of the
-locks it holds, extended by one step per acquisition.  A chain seen before
-was validated before, with the same verdict: the hot path is one hash and
-one dict probe, takes no lock and allocates only the held entry.  Only a
-new chain runs the checks, under one internal graph lock (a raw
-``threading.Lock``: the validator must never validate itself):
+A thread's *chain* is the sequence of (class, read kind) of the locks it
+holds, extended by one step per acquisition.  A chain seen before was
+validated before, with the same verdict.  The kernel hashes the chain into
+a key and looks it up; here the cache is the trie those keys describe (see
+``_Chain``), so the hot path is one dict probe with an int key, takes no
+lock and allocates only the held entry.  Only a new chain runs the checks,
+under one internal graph lock (a raw ``threading.Lock``: the validator must
+never validate itself):
 
-- invalid context: a sleeping lock while a non-sleeping one is held;
+- invalid context: a sleeping lock (blocking) while a non-sleeping one is
+  held (a trylock cannot sleep: ``check_wait_context()`` skips it too);
 - ``check_deadlock``: the same class already held ("recursive");
 - ``check_prevs_add``: an edge from every held lock walking down through
   consecutive trylocked entries to the first blocking one, each edge typed
@@ -36,9 +39,9 @@ new chain runs the checks, under one internal graph lock (a raw
   (``check_noncircular``).
 
 Two deliberate refinements of the kernel, both strictly more precise:
-the chain key also hashes the trylock and nest-lock flags (the kernel's
-hlock_id does not, so a chain first seen with a blocking lock hides the
-edges the trylocked variant must add), and the strong-path search keeps a
+a chain step also tells trylocks and nest-locked acquisitions apart (the
+kernel's hlock_id does not, so a chain first seen with a blocking lock
+hides the edges the trylocked variant must add), and the strong-path search keeps a
 node's "only_xr" state as part of what was visited (the kernel marks a
 class visited once, so a class first reached through -(xR)-> is never
 re-entered through a stronger -(xN)->).  Unlike the kernel, the validator
@@ -61,8 +64,8 @@ from loguru import logger
 from ..errors import LockdepError, LockUsageError
 from . import events as _ev
 from ._base import MAX_LOCKDEP_SUBCLASSES, all_class_keys
-from .lockdep_report import (HeldLock, Report, capture_stack, caller_site, format_held,
-                             format_stack, lock_desc, thread_label, thread_name)
+from .lockdep_report import (_LOCKING_DIR, HeldLock, Report, capture_stack, caller_site,
+                             format_held, format_stack, lock_desc, thread_label, thread_name)
 
 __all__ = ["enable", "disable", "is_enabled", "reset", "reports", "configure",
            "subscribe", "unsubscribe", "held_locks", "lockdep_assert_held",
@@ -217,6 +220,9 @@ class _ThreadState:
 
     def __del__(self):
         try:
+            ref = _states.get(self.tid)
+            if ref is not None and ref() in (self, None):   # ours (or dead)
+                del _states[self.tid]
             if self.held and not self.exit_checked and _enabled and not sys.is_finalizing():
                 _check_exit(self, may_raise=False)
         except Exception:   # a destructor must not raise (nor complain at interpreter exit)
@@ -224,14 +230,25 @@ class _ThreadState:
 
 
 _tls = threading.local()
-_states = weakref.WeakValueDictionary()     # tid -> _ThreadState, for other threads to read
+# tid -> weakref to the thread's _ThreadState, for other threads to read.
+# One-step dict operations only (atomic under the GIL); readers copy it.
+_states = {}
 
 
 def _new_state():
     st = _ThreadState(get_ident(), threading.current_thread().name)
     _tls.st = st
-    _states[st.tid] = st
+    _states[st.tid] = weakref.ref(st)
     return st
+
+
+def _live_states():
+    out = []
+    for tid, ref in _states.copy().items():
+        st = ref()
+        if st is not None:
+            out.append((tid, st))
+    return out
 
 
 def _state():
@@ -593,7 +610,8 @@ def _in_downgrade():
     """Is the bad unlock coming from ``RwSemaphore.downgrade_write``?"""
     f = sys._getframe(1)
     while f is not None:
-        if f.f_code.co_name == "downgrade_write":
+        co = f.f_code
+        if co.co_name == "downgrade_write" and co.co_filename.startswith(_LOCKING_DIR):
             return True
         f = f.f_back
     return False
@@ -909,7 +927,8 @@ def held_locks(tid=None):
     if tid is None or tid == get_ident():
         st = _state()
     else:
-        st = _states.get(tid)
+        ref = _states.get(tid)
+        st = ref() if ref is not None else None
         if st is None:
             return []
     return [_snapshot(e) for e in list(st.held)]
@@ -919,7 +938,7 @@ def all_held_locks():
     """{(thread name, tid): [HeldLock, ...]} for every thread holding a lock
     (``debug_show_all_locks``)."""
     out = {}
-    for tid, st in list(_states.items()):
+    for tid, st in _live_states():
         held = list(st.held)
         if held:
             out[(thread_name(tid, st.name), tid)] = [_snapshot(e) for e in held]

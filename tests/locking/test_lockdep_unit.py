@@ -23,6 +23,8 @@ def clean():
     lockdep.reset()
     prev = lockdep.configure(raise_on_report=False, stacks=True)
     yield
+    for r in lockdep.reports():     # every report's data is JSON-ready
+        assert json.loads(json.dumps(r.data))["kind"] == r.kind
     lockdep.configure(**prev)
     left = lockdep.held_locks()
     lockdep.reset()
@@ -774,3 +776,24 @@ def test_disable_makes_locks_take_their_fast_path():
     finally:
         lockdep.enable()
     assert events.listeners()[0] is lockdep._listener
+
+
+def test_stacks_off_records_edges_and_reports_without_stacks():
+    lockdep.configure(stacks=False)
+    a, b = Mutex("ns.A"), Mutex("ns.B")
+    first_a_then_b(a, b)
+    first_a_then_b(b, a)
+    (r,) = lockdep.reports()
+    assert r.kind == "circular" and r.data["stack"] is None
+    assert "<stack not recorded" in r.text
+    assert all(e["stack"] is None for e in r.data["edges"])
+    assert lockdep.held_locks() == []
+
+
+def test_dependencies_lists_every_observed_edge_with_its_types():
+    s, r, m = RwSemaphore("dep.S"), RwLock("dep.R"), Mutex("dep.M")
+    s.down_read(); m.lock(); m.unlock(); s.up_read()
+    s.down_write(); m.lock(); m.unlock(); s.up_write()
+    m.lock(); r.read_lock(); r.read_unlock(); m.unlock()
+    r.write_lock(); r.write_unlock()
+    assert deps() == {("dep.S", "dep.M"): {"SN", "EN"}, ("dep.M", "dep.R"): {"ER"}}
