@@ -797,3 +797,60 @@ def test_dependencies_lists_every_observed_edge_with_its_types():
     m.lock(); r.read_lock(); r.read_unlock(); m.unlock()
     r.write_lock(); r.write_unlock()
     assert deps() == {("dep.S", "dep.M"): {"SN", "EN"}, ("dep.M", "dep.R"): {"ER"}}
+
+
+def test_thread_exit_is_seen_for_a_bare_thread_too():
+    import _thread
+    m = Mutex("te4.M")
+    seen = threading.Event()
+    got = []
+
+    def sub(r):
+        if r.kind == "thread-exit":
+            got.append(r)
+            seen.set()
+
+    lockdep.subscribe(sub)
+    try:
+        _thread.start_new_thread(m.lock, ())
+        assert seen.wait(10), "no thread-exit report for a _thread thread"
+    finally:
+        lockdep.unsubscribe(sub)
+    assert got[0].data["classes"] == ["te4.M"]
+
+
+def test_concurrent_threads_in_one_lock_order_report_nothing():
+    import random
+    locks = [Mutex(f"cc3.L{i}") for i in range(4)] + [RwSemaphore(f"cc3.S{i}") for i in range(2)]
+    start = threading.Barrier(4)
+
+    def worker(seed):
+        rnd = random.Random(seed)
+        start.wait(10)
+        for _ in range(300):
+            chosen = sorted(rnd.sample(range(len(locks)), rnd.randint(1, 4)))
+            taken = []
+            for i in chosen:
+                lk = locks[i]
+                if isinstance(lk, RwSemaphore) and rnd.random() < 0.5:
+                    lk.down_read()
+                    taken.append(lk.up_read)
+                elif isinstance(lk, RwSemaphore):
+                    lk.down_write()
+                    taken.append(lk.up_write)
+                else:
+                    lk.lock()
+                    taken.append(lk.unlock)
+            for drop in reversed(taken):
+                drop()
+
+    ts = [threading.Thread(target=worker, args=(s,)) for s in range(4)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join(30)
+    assert not any(t.is_alive() for t in ts)
+    assert kinds() == []
+    names = [lk.key.name for lk in locks]
+    for a, b in deps():
+        assert names.index(a) < names.index(b)      # only forward edges were seen
