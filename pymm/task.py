@@ -16,7 +16,7 @@ import threading
 
 from . import constants as C
 from .errors import BusError, SegmentationFault
-from .locking import lockdep
+from .locking import SpinLock, lockdep
 
 _tls = threading.local()
 _pids = itertools.count(1)
@@ -72,6 +72,18 @@ def _need_int(name, v):
         raise OSError(errno.EINVAL, f"{name} must be an int, got {type(v).__name__}")
 
 
+# errno for a length that is negative as a signed value (an enormous size_t):
+# mprotect sees end <= start and says ENOMEM, the others EINVAL.
+_NEGATIVE_LENGTH_ERRNO = {"mprotect": errno.ENOMEM}
+
+# mmap flags Linux knows (LEGACY_MAP_MASK plus MAP_SYNC, MAP_FIXED_NOREPLACE and the
+# MAP_HUGE_* size bits): MAP_SHARED_VALIDATE refuses anything else.
+KNOWN_MAP_FLAGS = (C.MAP_SHARED | C.MAP_PRIVATE | C.MAP_FIXED | C.MAP_ANONYMOUS | C.MAP_GROWSDOWN |
+                   C.MAP_DENYWRITE | C.MAP_EXECUTABLE | C.MAP_LOCKED | C.MAP_NORESERVE |
+                   C.MAP_POPULATE | C.MAP_NONBLOCK | C.MAP_STACK | C.MAP_HUGETLB | C.MAP_SYNC |
+                   C.MAP_FIXED_NOREPLACE | C.MAP_UNINITIALIZED | (0x3F << C.MAP_HUGE_SHIFT))
+
+
 class Task:
     """A task without an mm (the kernel's own threads; file operations that
     come from no process run as the kernel's init task)."""
@@ -82,6 +94,12 @@ class Task:
         self.comm = name
         self.mm = mm
         self.exited = False
+        # NUMA policy (mm/mempolicy.py): None is the system default; replaced
+        # under alloc_lock (task_lock); il_prev is the last node dynamic
+        # interleave used.
+        self.mempolicy = None
+        self.il_prev = -1
+        self.alloc_lock = SpinLock("&p->alloc_lock")
 
     def __repr__(self):
         return f"<{type(self).__name__} {self.comm}[{self.pid}]>"
@@ -119,6 +137,9 @@ class Process(Task):
         mtype = flags & C.MAP_TYPE
         if mtype not in (C.MAP_SHARED, C.MAP_PRIVATE, C.MAP_SHARED_VALIDATE):
             raise OSError(errno.EINVAL, "mmap: flags need exactly one of MAP_SHARED or MAP_PRIVATE")
+        if mtype == C.MAP_SHARED_VALIDATE and flags & ~KNOWN_MAP_FLAGS:
+            raise OSError(errno.EOPNOTSUPP, f"mmap: unknown flags {flags & ~KNOWN_MAP_FLAGS:#x} "
+                          "with MAP_SHARED_VALIDATE")
         shared = mtype != C.MAP_PRIVATE
         fixed = bool(flags & (C.MAP_FIXED | C.MAP_FIXED_NOREPLACE))
         length = page_align(length)
@@ -144,7 +165,7 @@ class Process(Task):
             vm_flags |= VM_LOCKED
         mmap_write_lock(mm)
         vm_flags |= mm.def_flags
-        if flags & C.MAP_FIXED_NOREPLACE and not flags & C.MAP_FIXED and \
+        if flags & C.MAP_FIXED_NOREPLACE and \
                 mm.mm_mt.find_vma_intersection(addr, addr + length) is not None:
             mmap_write_unlock(mm)
             raise OSError(errno.EEXIST, "mmap: MAP_FIXED_NOREPLACE range is already mapped")
@@ -246,6 +267,8 @@ class Process(Task):
         from .mm.fork import dup_mm
         child = Process(self.kernel, self.comm, mm=None)
         child.mm = dup_mm(self.kernel, self.mm, child.pid)
+        from .mm.mempolicy import mpol_dup
+        child.mempolicy = mpol_dup(self.mempolicy)        # copy_process
         self.kernel._register(child)
         return child
 
@@ -253,9 +276,42 @@ class Process(Task):
     def exit(self):
         from .mm.mmap import exit_mmap
         exit_mmap(self.mm)
+        from .mm.mempolicy import mpol_put
+        pol, self.mempolicy = self.mempolicy, None         # mpol_put_task_policy
+        mpol_put(pol)
         self.exited = True
         self.kernel._unregister(self)
         return 0
+
+    # -- NUMA memory policy (mm/mempolicy.py) ----------------------------------------------
+    @syscall
+    def mbind(self, addr, length, mode, nodes, flags=0):
+        """mbind(2): set the policy of [addr, addr+length); with MPOL_MF_MOVE(_ALL)
+        migrate the pages that break it; MPOL_MF_STRICT: EIO if some do and stay."""
+        from .mm.mempolicy import kernel_mbind
+        return kernel_mbind(self, addr, length, mode, nodes, flags)
+
+    @syscall
+    def set_mempolicy(self, mode, nodes):
+        """set_mempolicy(2): the policy of this process's future allocations."""
+        from .mm.mempolicy import kernel_set_mempolicy
+        return kernel_set_mempolicy(self, mode, nodes)
+
+    @syscall
+    def migrate_pages(self, old_nodes, new_nodes):
+        """migrate_pages(2) on this process: move its pages from old_nodes to
+        new_nodes; returns the number of pages that could not be moved."""
+        from .mm.mempolicy import kernel_migrate_pages
+        return kernel_migrate_pages(self, old_nodes, new_nodes)
+
+    @syscall
+    def move_pages(self, addrs, nodes, flags=0):
+        """move_pages(2) on this process: move the page at addrs[i] to nodes[i]
+        (nodes=None: only report where each page is).  Returns the status of
+        each page: its node, or -errno (-ENOENT not present, -EFAULT unmapped or
+        the zero page, -EACCES shared without MPOL_MF_MOVE_ALL, -EBUSY)."""
+        from .mm.mempolicy import kernel_move_pages
+        return kernel_move_pages(self, addrs, nodes, flags)
 
     # -- user-space accesses ---------------------------------------------------------------
     @syscall
@@ -287,8 +343,10 @@ class Process(Task):
         _need_int("length", length)
         if align_start and addr & (C.PAGE_SIZE - 1):
             raise OSError(errno.EINVAL, f"{what}: address {addr:#x} is not page aligned")
-        if length < 0:
-            raise OSError(errno.EINVAL, f"{what}: negative length")
+        if length < 0:      # a huge size_t: the range wraps
+            raise OSError(_NEGATIVE_LENGTH_ERRNO.get(what, errno.EINVAL), f"{what}: negative length")
+        if length == 0 and what == "munmap":
+            raise OSError(errno.EINVAL, "munmap: length is 0")
         start = addr & ~(C.PAGE_SIZE - 1)
         end = (addr + length + C.PAGE_SIZE - 1) & ~(C.PAGE_SIZE - 1)
         if end > C.TASK_SIZE or start < 0:

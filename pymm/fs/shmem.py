@@ -43,8 +43,10 @@ class File:
     def fallocate(self, mode, offset, length):
         if type(mode) is not int or type(offset) is not int or type(length) is not int:
             raise OSError(errno.EINVAL, "fallocate: mode, offset and length must be ints")
-        if offset < 0 or length <= 0 or offset + length > MAX_LFS_FILESIZE:
+        if offset < 0 or length <= 0:
             raise OSError(errno.EINVAL, f"fallocate: invalid range offset={offset} len={length}")
+        if offset + length > MAX_LFS_FILESIZE:
+            raise OSError(errno.EFBIG, f"fallocate: offset+len {offset + length} beyond the maximum file size")
         if mode & ~(FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE):
             raise OSError(errno.EOPNOTSUPP, f"fallocate: unsupported mode {mode:#x}")
         if mode & FALLOC_FL_PUNCH_HOLE and not mode & FALLOC_FL_KEEP_SIZE:

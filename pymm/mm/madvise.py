@@ -8,7 +8,8 @@ from ..constants import (FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, MADV_DOFORK,
                          MADV_WILLNEED)
 from .gup import faultin_page_range
 from .memory import zap_page_range_single
-from .mm_types import VM_DONTCOPY, VM_IO, VM_LOCKED, VM_PFNMAP, VM_READ, VM_SHARED, VM_WRITE
+from .mm_types import (VM_DONTCOPY, VM_IO, VM_LOCKED, VM_MAYWRITE, VM_PFNMAP, VM_READ, VM_SHARED,
+                       VM_WRITE)
 from .mmap_lock import mmap_read_lock, mmap_read_unlock, mmap_write_lock, mmap_write_unlock
 
 NOOP_ADVICE = (MADV_NORMAL, MADV_RANDOM, MADV_SEQUENTIAL, MADV_WILLNEED)
@@ -80,10 +81,12 @@ def madvise_remove(mm, start, end):
     if vma is None or _vmas_covering(mm, start, end) is None:
         mmap_read_unlock(mm)
         return -errno.ENOMEM
-    if vma.vm_flags & VM_LOCKED or vma.vm_file is None or not vma.vm_flags & VM_SHARED \
-            or not vma.vm_flags & VM_WRITE or end > vma.vm_end:
+    if vma.vm_flags & VM_LOCKED or vma.vm_file is None or end > vma.vm_end:
         mmap_read_unlock(mm)
         return -errno.EINVAL
+    if not vma.vm_flags & VM_SHARED or not vma.vm_flags & VM_MAYWRITE:
+        mmap_read_unlock(mm)
+        return -errno.EACCES           # not a shared writable mapping
     f = vma.vm_file
     offset = ((start - vma.vm_start) >> 12) + vma.vm_pgoff
     mmap_read_unlock(mm)
