@@ -324,5 +324,5 @@ def _join_or_hang(ths, deadline, hung_task):
         t.join(max(0.0, deadline - time.perf_counter()) + HUNG_THRESHOLD * 2)
     alive = [t for t in ths if t.is_alive()]
     if alive:
-        hung_task.check_now(HUNG_THRESHOLD)
+        hung_task.check_now(HUNG_THRESHOLD, tids={t.ident for t in ths})
     return alive

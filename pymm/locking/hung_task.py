@@ -90,17 +90,19 @@ def waiting():
 
 # -- the checks ---------------------------------------------------------------------------
 
-def check_now(threshold=120.0):
+def check_now(threshold=120.0, tids=None):
     """Report every thread blocked on a lock for more than ``threshold``
     seconds, and every wait-for cycle.  Returns the reports recorded by this
-    call (duplicates of earlier ones are not returned)."""
+    call (duplicates of earlier ones are not returned).  ``tids``, if given,
+    limits the check to those threads (a stress run checks its own workers,
+    not threads an earlier run left stuck)."""
     if not _enabled:
         raise PymmError("hung_task.check_now(): waiter tracking is off; call "
                         "hung_task.enable() (or start()) before the waits begin")
     if threshold < 0:
         raise PymmError(f"hung_task.check_now(): threshold must be >= 0 seconds, got {threshold!r}")
     now = _clock()
-    waits = dict(_waiting)
+    waits = {t: w for t, w in list(_waiting.items()) if tids is None or t in tids}
     if not waits:
         return []
     frames = sys._current_frames()
