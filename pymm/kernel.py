@@ -6,6 +6,7 @@ import threading
 from . import variants as _variants
 from .debug import report as _report
 from .locking import lockdep
+from .mm import mempolicy as _mempolicy
 from .mm.mm_types import PG_reserved, Folio
 from .mm.page_alloc import PgData
 from .mm.page_alloc import __alloc_pages as alloc_pages  # (a dunder name would be mangled in the class)
@@ -40,6 +41,7 @@ class Kernel:
         self._finding_keys = set()
         self._tasks = {}
         self.files = {}
+        self.lru_disable_count = 0      # lru_cache_disable() nesting; atomic
         self.init_task = Task(self, "swapper")
         _report.set_default_kernel(self)
 
@@ -96,12 +98,14 @@ class Kernel:
         return (t.pid % len(self.nodes)) if t is not None else 0
 
     def vma_alloc_folio(self, vma, addr):
-        """Allocate the folio for an anonymous fault (vma_alloc_folio; mempolicy
-        arrives with part 2 -- until then the task's local node)."""
-        return alloc_pages(self, 0, self.local_node())
+        """Allocate the folio for an anonymous fault at ``addr`` of ``vma`` as
+        its NUMA policy says (the VMA's, else the task's, else local).
+        Context: mmap_lock held."""
+        return _mempolicy.vma_alloc_folio(self, vma, addr)
 
     def alloc_file_folio(self, file, index):
-        return alloc_pages(self, 0, self.local_node())
+        """A page-cache folio, placed by the task's NUMA policy."""
+        return _mempolicy.alloc_file_folio(self, file, index)
 
     # -- findings ---------------------------------------------------------------------
     def add_finding(self, f):

@@ -125,12 +125,19 @@ def move_to_new_folio(kernel, dst, src):
 
 def migrate_folio_unmap_and_move(kernel, src, get_new_folio, private, mode):
     """Migrate one isolated folio.  Returns (rc, dst).  Context: no page lock held."""
+    if src._refcount == 1:
+        # Freed from under us (unmapped, and out of the page cache, while
+        # isolated): only our reference is left, nothing to move.
+        return MIGRATEPAGE_SUCCESS, None
     if not folio_trylock(src):
         if mode == MIGRATE_ASYNC:
             return -errno.EAGAIN, None
         folio_lock(src)
     anon_vma = None
-    if src.flags & PG_anon:
+    if src.flags & PG_anon and src.folio_mapped():
+        # folio_get_anon_vma: only a *mapped* folio's anon_vma is sure to be
+        # alive -- an unmapped one's may already be freed (munmap while the
+        # folio sat isolated: the kernel checks folio_mapped under RCU).
         anon_vma = folio_anon_vma(src)
         if anon_vma is not None:
             get_anon_vma(anon_vma)
