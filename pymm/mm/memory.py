@@ -6,9 +6,8 @@ from . import filemap
 from .mm_types import (MM_ANONPAGES, MM_FILEPAGES, MM_SHMEMPAGES, PG_anon, PG_dirty, PG_swapbacked,
                        VM_HUGETLB, VM_MAYWRITE, VM_PFNMAP, VM_SHARED, Folio)
 from .mmap_lock import mmap_assert_locked
-from .page_alloc import folio_alloc, folio_get, folio_put
-from .pgtable import (_PAGE_DIRTY, _PAGE_RW, _PAGE_SPECIAL, PMD_SIZE, pte_alloc, pte_index,
-                      pte_offset)
+from .page_alloc import folio_get, folio_put
+from .pgtable import _PAGE_DIRTY, _PAGE_RW, _PAGE_SPECIAL, pte_alloc, pte_index, pte_ranges
 from .rmap import (anon_vma_prepare, folio_add_anon_rmap_pte, folio_add_file_rmap_pte,
                    folio_add_new_anon_rmap, folio_remove_rmap_pte)
 from .swap import folio_add_lru
@@ -218,7 +217,7 @@ def do_shared_fault(vmf):
 
 def do_wp_page(vmf, old):
     """Write fault on a present read-only PTE.  Context: ptl held; released here."""
-    vma, pt, i, k = vmf.vma, vmf.pt, vmf.idx, vmf.kernel
+    vma, pt, i = vmf.vma, vmf.pt, vmf.idx
     special = pt.bits[i] & _PAGE_SPECIAL
     if not special and vma.vm_flags & VM_SHARED:
         set_bits(old, 'flags', PG_dirty)                       # wp_page_shared
@@ -320,14 +319,8 @@ def zap_pte_range(vma, pt, start, end, details=None):
 
 
 def unmap_page_range(vma, start, end, details=None):
-    mm = vma.vm_mm
-    addr = start
-    while addr < end:
-        nxt = min((addr & ~(PMD_SIZE - 1)) + PMD_SIZE, end)
-        pt = pte_offset(mm, addr)
-        if pt is not None:
-            zap_pte_range(vma, pt, addr, nxt, details)
-        addr = nxt
+    for pt, addr, nxt in pte_ranges(vma.vm_mm, start, end):
+        zap_pte_range(vma, pt, addr, nxt, details)
 
 
 def unmap_vmas(vmas, start, end):
@@ -352,11 +345,8 @@ def copy_page_range(dst_vma, src_vma):
         return 0
     k = src_mm.kernel
     cow = is_cow_mapping(src_vma.vm_flags)
-    addr = src_vma.vm_start
-    while addr < src_vma.vm_end:
-        nxt = min((addr & ~(PMD_SIZE - 1)) + PMD_SIZE, src_vma.vm_end)
-        spt = pte_offset(src_mm, addr)
-        if spt is not None and spt.nr:
+    for spt, addr, nxt in pte_ranges(src_mm, src_vma.vm_start, src_vma.vm_end):
+        if spt.nr:
             dpt = pte_alloc(dst_mm, addr)
             dpt.ptl.lock()
             spt.ptl.lock_nested(SINGLE_DEPTH_NESTING)
@@ -383,5 +373,4 @@ def copy_page_range(dst_vma, src_vma):
                 dpt.nr += 1
             spt.ptl.unlock()
             dpt.ptl.unlock()
-        addr = nxt
     return 0

@@ -9,7 +9,7 @@ from ..constants import MCL_CURRENT, MCL_FUTURE, MCL_ONFAULT, MLOCK_ONFAULT, TAS
 from .atomic import clear_bits, set_bits
 from .mm_types import PG_lru, PG_mlocked, VM_LOCKED, VM_LOCKED_MASK, VM_LOCKONFAULT, Folio
 from .mmap_lock import mmap_write_lock, mmap_write_unlock
-from .pgtable import PMD_SIZE, pte_index, pte_offset
+from .pgtable import pte_index, pte_ranges
 from .swap import folio_move_lru_locked
 
 
@@ -62,18 +62,13 @@ def mlock_vma_pages_range(vma, start, end, newflags):
     vma.vm_flags = newflags
     if bool(lock) == bool(old):
         return
-    addr = start
-    while addr < end:
-        nxt = min((addr & ~(PMD_SIZE - 1)) + PMD_SIZE, end)
-        pt = pte_offset(mm, addr)
-        if pt is not None:
-            pt.ptl.lock()
-            for i in range(pte_index(addr), pte_index(nxt - 1) + 1):
-                f = pt.ptes[i]
-                if isinstance(f, Folio) and f is not k.zero_page:
-                    (mlock_folio if lock else munlock_folio)(k, f)
-            pt.ptl.unlock()
-        addr = nxt
+    for pt, addr, nxt in pte_ranges(mm, start, end):
+        pt.ptl.lock()
+        for i in range(pte_index(addr), pte_index(nxt - 1) + 1):
+            f = pt.ptes[i]
+            if isinstance(f, Folio) and f is not k.zero_page:
+                (mlock_folio if lock else munlock_folio)(k, f)
+        pt.ptl.unlock()
 
 
 def mlock_fixup(vma, start, end, newflags):

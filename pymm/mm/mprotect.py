@@ -4,7 +4,7 @@ import errno
 from ..constants import PROT_EXEC, PROT_READ, PROT_WRITE
 from .mm_types import VM_ACCESS_FLAGS, VM_EXEC, VM_MAYEXEC, VM_MAYREAD, VM_MAYWRITE, VM_READ, VM_WRITE, Folio
 from .mmap_lock import mmap_write_lock, mmap_write_unlock
-from .pgtable import _PAGE_RW, PMD_SIZE, pte_index, pte_offset
+from .pgtable import _PAGE_RW, pte_index, pte_ranges
 
 
 def calc_vm_prot_bits(prot):
@@ -17,18 +17,12 @@ def change_protection(vma, start, end, newflags):
     leaves PTEs read-only: the next write faults and do_wp_page decides.)"""
     if newflags & VM_WRITE:
         return
-    mm = vma.vm_mm
-    addr = start
-    while addr < end:
-        nxt = min((addr & ~(PMD_SIZE - 1)) + PMD_SIZE, end)
-        pt = pte_offset(mm, addr)
-        if pt is not None:
-            pt.ptl.lock()
-            for i in range(pte_index(addr), pte_index(nxt - 1) + 1):
-                if isinstance(pt.ptes[i], Folio):
-                    pt.bits[i] &= ~_PAGE_RW
-            pt.ptl.unlock()
-        addr = nxt
+    for pt, addr, nxt in pte_ranges(vma.vm_mm, start, end):
+        pt.ptl.lock()
+        for i in range(pte_index(addr), pte_index(nxt - 1) + 1):
+            if isinstance(pt.ptes[i], Folio):
+                pt.bits[i] &= ~_PAGE_RW
+        pt.ptl.unlock()
 
 
 def do_mprotect_pkey(mm, start, length, prot):

@@ -80,6 +80,20 @@ def pte_offset(mm, addr):
     return pt if isinstance(pt, PteTable) else None
 
 
+def pte_ranges(mm, start, end):
+    """Yield (table, addr, next) for every existing PTE table covering part of
+    [start, end): the table maps [addr, next).  The one walk loop that zap,
+    fork, mlock and mprotect share.  Context: mmap_lock (or the rmap lock)
+    keeps the tables alive."""
+    addr = start
+    while addr < end:
+        nxt = min((addr & ~(PMD_SIZE - 1)) + PMD_SIZE, end)
+        pt = pte_offset(mm, addr)
+        if pt is not None:
+            yield pt, addr, nxt
+        addr = nxt
+
+
 def pte_offset_map_lock(mm, addr):
     """(table, index) with the table's ptl held, or (None, 0) if there is no
     table.  Context: mmap_lock held (tables cannot be freed under us)."""

@@ -391,12 +391,13 @@ def rmap_walk_file(folio, rwc, locked):
         i_mmap_unlock_read(mapping)
 
 
-def rmap_walk(folio, rwc):
-    (rmap_walk_anon if folio.flags & PG_anon else rmap_walk_file)(folio, rwc, False)
+def rmap_walk(folio, rwc, locked=False):
+    """Context: folio locked; ``locked``: the caller holds the rmap lock."""
+    (rmap_walk_anon if folio.flags & PG_anon else rmap_walk_file)(folio, rwc, locked)
 
 
 def rmap_walk_locked(folio, rwc):
-    (rmap_walk_anon if folio.flags & PG_anon else rmap_walk_file)(folio, rwc, True)
+    rmap_walk(folio, rwc, True)
 
 
 def page_vma_mapped_walk(folio, vma, address, migration=False):
@@ -419,6 +420,10 @@ def page_vma_mapped_walk(folio, vma, address, migration=False):
 
 # -- try_to_unmap / try_to_migrate ---------------------------------------------------
 
+def folio_not_mapped(folio):
+    return not folio.folio_mapped()
+
+
 TTU_SPLIT_HUGE_PMD = 0x4
 TTU_IGNORE_MLOCK = 0x8
 TTU_SYNC = 0x10
@@ -429,8 +434,8 @@ TTU_MUNLOCK = 0x100      # the pre-5.18 munlock walk (try_to_munlock)
 
 
 def try_to_migrate_one(folio, vma, address, flags):
-    """Replace the PTE mapping ``folio`` with a migration entry."""
-    from .memory import mm_counter  # noqa: F401 (rss stays counted across migration)
+    """Replace the PTE mapping ``folio`` with a migration entry (the rss
+    counters keep counting it: the page is only in transit)."""
     from .page_alloc import folio_put
     from .pgtable import _PAGE_DIRTY, _PAGE_RW
     from .swapops import MigrationEntry
@@ -453,12 +458,8 @@ def try_to_migrate_one(folio, vma, address, flags):
 def try_to_migrate(folio, flags=0):
     """Unmap every mapping of ``folio``, leaving migration entries.  Context:
     folio locked; with TTU_RMAP_LOCKED the caller holds the rmap lock."""
-    rwc = RmapWalkControl(try_to_migrate_one, arg=flags,
-                          done=lambda f: not f.folio_mapped())
-    if flags & TTU_RMAP_LOCKED:
-        rmap_walk_locked(folio, rwc)
-    else:
-        rmap_walk(folio, rwc)
+    rmap_walk(folio, RmapWalkControl(try_to_migrate_one, arg=flags, done=folio_not_mapped),
+              bool(flags & TTU_RMAP_LOCKED))
 
 
 def try_to_unmap_one(folio, vma, address, flags):
@@ -492,11 +493,8 @@ def try_to_unmap_one(folio, vma, address, flags):
 
 
 def try_to_unmap(folio, flags=0):
-    rwc = RmapWalkControl(try_to_unmap_one, arg=flags, done=lambda f: not f.folio_mapped())
-    if flags & TTU_RMAP_LOCKED:
-        rmap_walk_locked(folio, rwc)
-    else:
-        rmap_walk(folio, rwc)
+    rmap_walk(folio, RmapWalkControl(try_to_unmap_one, arg=flags, done=folio_not_mapped),
+              bool(flags & TTU_RMAP_LOCKED))
 
 
 def remove_migration_pte(folio, vma, address, src):
@@ -526,8 +524,4 @@ def remove_migration_ptes(src, dst, flags=0):
     """Replace every migration entry for ``src`` with a mapping of ``dst``
     (dst == src restores a failed migration).  The walk goes over dst's rmap,
     which the migration copied from src."""
-    rwc = RmapWalkControl(remove_migration_pte, arg=src)
-    if flags & RMP_LOCKED:
-        rmap_walk_locked(dst, rwc)
-    else:
-        rmap_walk(dst, rwc)
+    rmap_walk(dst, RmapWalkControl(remove_migration_pte, arg=src), bool(flags & RMP_LOCKED))
