@@ -12,8 +12,8 @@ The examples share one kernel on purpose -- a failed call must leave it as it
 found it, so the next example starts from the same state; the snapshot
 comparison checks exactly that.
 
-Known pymm bugs (errno differs from Linux) are kept out of the generators
-and pinned, each by its own strict-xfail test at the end of this module.
+The cases that once disagreed with Linux are also pinned one by one at the
+end of this module (test_linux_errno_regressions).
 """
 import errno
 
@@ -154,6 +154,10 @@ past_task = st.tuples(mapped, st.integers(TASK_SIZE, 1 << 64)).map(lambda t: (t[
 bad_advice = st.one_of(st.sampled_from([5, 6, 7]), st.integers(26, 99), st.integers(104, 1 << 31),
                        st.integers(-(1 << 31), -1))
 bad_type = st.sampled_from([0] + list(range(4, 16)))
+# flag bits Linux does not define on x86-64 (0x40 is MAP_32BIT, 0x80 MAP_ABOVE4G):
+# MAP_SHARED_VALIDATE must refuse them
+unknown_map_flag = st.sampled_from([0x200, 0x400, 0x200000, 0x400000, 0x800000, 0x1000000,
+                                    0x2000000])
 other_map_flags = st.sampled_from([0, MAP_POPULATE, MAP_NORESERVE, MAP_LOCKED, MAP_POPULATE | MAP_LOCKED])
 
 
@@ -173,9 +177,12 @@ def mmap_cases():
                               ANON | MAP_FIXED), st.integers(0, MMAP_MIN_ADDR // P - 1).map(lambda i: i * P)),
         st.builds(lambda a: C("MAP_FIXED beyond TASK_SIZE", fn, errno.ENOMEM, a, 4 * P, RW,
                               ANON | MAP_FIXED), st.integers(1, 3).map(lambda i: TASK_SIZE - i * P)),
-        st.builds(lambda a, n: C("MAP_FIXED_NOREPLACE over a mapping", fn, errno.EEXIST, a, n * P, RW,
-                                 ANON | MAP_FIXED_NOREPLACE),
-                  st.sampled_from([RW_A, RO_A + P, HOLE_A + 7 * P, NONE_A + P]), page_count),
+        st.builds(lambda a, n, fx: C("MAP_FIXED_NOREPLACE over a mapping", fn, errno.EEXIST, a, n * P,
+                                     RW, ANON | MAP_FIXED_NOREPLACE | fx),
+                  st.sampled_from([RW_A, RO_A + P, HOLE_A + 7 * P, NONE_A + P]), page_count,
+                  st.sampled_from([0, MAP_FIXED])),          # NOREPLACE wins over MAP_FIXED
+        st.builds(lambda b: C("MAP_SHARED_VALIDATE with an unknown flag", fn, errno.EOPNOTSUPP, 0, P,
+                              RW, MAP_SHARED_VALIDATE | b, w_file), unknown_map_flag),
         st.builds(lambda o: C("unaligned offset", fn, errno.EINVAL, 0, P, RW, MAP_SHARED, w_file, o),
                   st.integers(1, 64 * P).filter(lambda o: o % P)),
         st.builds(lambda o: C("negative offset", fn, errno.EINVAL, 0, P, RW, ANON, None, o), neg),
@@ -224,15 +231,15 @@ def test_munmap_bad_input(kernel):
         *range_cases(fn, align_required=True, negative_errno=errno.EINVAL),
         st.builds(lambda t: C("range beyond TASK_SIZE", fn, errno.EINVAL, *t), past_task),
         st.builds(lambda a: C("negative addr", fn, errno.EINVAL, a, P), neg_pages),
+        st.builds(lambda a: C("length 0", fn, errno.EINVAL, a, 0), st.sampled_from(MAPPED + (HOLE_A,))),
     ))
 
 
 def test_mprotect_bad_input(kernel):
     fn = "mprotect"
     run_cases(kernel, st.one_of(
-        # negative length: pymm says EINVAL, Linux ENOMEM -- pinned in test_mprotect_negative_length
-        *range_cases(fn, align_required=True, negative_errno=errno.EINVAL, extra=(PROT_READ,))[:2],
-        st.builds(lambda a, n: C("unaligned addr", fn, errno.EINVAL, a, n * P, PROT_READ), unaligned, page_count),
+        # a negative length is a huge size_t: end <= start, which mprotect reports as ENOMEM
+        *range_cases(fn, align_required=True, negative_errno=errno.ENOMEM, extra=(PROT_READ,)),
         st.builds(lambda a, pr: C("unknown prot bits", fn, errno.EINVAL, a, P, pr), mapped, bad_prot),
         st.builds(lambda v: C("non-int prot", fn, errno.EINVAL, RW_A, P, v), not_int),
         st.builds(lambda r, pr: C("range with a hole", fn, errno.ENOMEM, *r, pr), holey, known_prot),
@@ -284,7 +291,10 @@ def test_madvise_bad_input(kernel):
                               a, P, MADV_POPULATE_WRITE), st.sampled_from([RO_A, NONE_A])),
         st.just(C("MADV_POPULATE_READ on PROT_NONE", fn, errno.EINVAL, NONE_A, P, MADV_POPULATE_READ)),
         st.builds(lambda a: C("MADV_REMOVE on anonymous memory", fn, errno.EINVAL, a, P, MADV_REMOVE),
-                  st.sampled_from([RW_A, LK_A])),
+                  st.sampled_from([RW_A, RO_A])),
+        st.just(C("MADV_REMOVE on mlocked memory", fn, errno.EINVAL, LK_A, P, MADV_REMOVE)),
+        st.builds(lambda n: C("MADV_REMOVE on a MAP_PRIVATE file mapping", fn, errno.EACCES, PF_A,
+                              n * P, MADV_REMOVE), st.integers(1, 4)),
     ))
 
 
@@ -300,6 +310,10 @@ def test_file_bad_input(kernel):
                   st.integers(2, 31).map(lambda b: 1 << b).filter(lambda m: m != FALLOC_FL_PUNCH_HOLE)),
         st.just(C("PUNCH_HOLE without KEEP_SIZE", "fallocate", errno.EOPNOTSUPP,
                   FALLOC_FL_PUNCH_HOLE, 0, P, target="f")),
+        st.builds(lambda o, m: C("offset+len beyond the maximum file size", "fallocate", errno.EFBIG,
+                                 m, o, MAX_LFS_FILESIZE - o + 1, target="f"),
+                  st.integers(0, MAX_LFS_FILESIZE), st.sampled_from([0, FALLOC_FL_KEEP_SIZE,
+                                                                     FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE])),
         st.builds(lambda i, v: C(f"non-int fallocate argument {i}", "fallocate", errno.EINVAL,
                                  *[v if j == i else x for j, x in enumerate((FALLOC_FL_KEEP_SIZE, 0, P))],
                                  target="f"), st.integers(0, 2), not_int),
@@ -346,36 +360,46 @@ def test_calls_after_exit_fail_with_esrch(kernel):
     assert kernel.check() == []
 
 
-# -- known errno bugs, one strict xfail each -------------------------------------------------
+# -- pinned: cases where pymm once disagreed with Linux ------------------------------------------
 
-@pytest.mark.xfail(strict=True, reason="pymm bug: munmap(addr, 0) returns 0; munmap(2): EINVAL "
-                   "(since Linux 2.6.12) length was 0")
-def test_munmap_zero_length(kernel):
-    expect_failure(World(kernel), C("length 0", "munmap", errno.EINVAL, RW_A, 0))
-
-
-@pytest.mark.xfail(strict=True, reason="pymm bug: mprotect with a negative (huge size_t) length "
-                   "raises EINVAL; Linux's do_mprotect_pkey returns ENOMEM (end <= start)")
-def test_mprotect_negative_length(kernel):
-    expect_failure(World(kernel), C("negative length", "mprotect", errno.ENOMEM, RW_A, -P, PROT_READ))
-
-
-@pytest.mark.xfail(strict=True, reason="pymm bug: mmap with MAP_SHARED_VALIDATE and unknown flag "
-                   "bits succeeds; mmap(2): EOPNOTSUPP")
-def test_map_shared_validate_unknown_flags(kernel):
-    expect_failure(World(kernel), C("MAP_SHARED_VALIDATE + unknown flag", "mmap", errno.EOPNOTSUPP,
-                                    0, P, RW, MAP_SHARED_VALIDATE | MAP_ANONYMOUS | 0x800000))
+REGRESSIONS = [
+    C("munmap length 0 (munmap(2): EINVAL since 2.6.12)", "munmap", errno.EINVAL, RW_A, 0),
+    C("mprotect negative length (end <= start: ENOMEM)", "mprotect", errno.ENOMEM, RW_A, -P, PROT_READ),
+    C("MAP_SHARED_VALIDATE + unknown flag (EOPNOTSUPP)", "mmap", errno.EOPNOTSUPP,
+      0, P, RW, MAP_SHARED_VALIDATE | 0x800000, "file"),
+    C("MAP_FIXED | MAP_FIXED_NOREPLACE over a mapping (EEXIST)", "mmap", errno.EEXIST,
+      RW_A, P, RW, ANON | MAP_FIXED | MAP_FIXED_NOREPLACE),
+    C("fallocate offset+len > MAX_LFS_FILESIZE (EFBIG)", "fallocate", errno.EFBIG,
+      0, MAX_LFS_FILESIZE - P, 2 * P, target="f"),
+    C("MADV_REMOVE on a MAP_PRIVATE file mapping (EACCES)", "madvise", errno.EACCES, PF_A, P, MADV_REMOVE),
+]
 
 
-@pytest.mark.xfail(strict=True, reason="pymm bug: fallocate with offset+len beyond the maximum "
-                   "file size raises EINVAL; fallocate(2): EFBIG")
-def test_fallocate_beyond_max_file_size(kernel):
-    expect_failure(World(kernel), C("offset+len > MAX_LFS_FILESIZE", "fallocate", errno.EFBIG,
-                                    0, MAX_LFS_FILESIZE - P, 2 * P, target="f"))
+def _with_file(w, case):
+    label, target, name, args, want = case
+    return label, target, name, tuple(w.f if a == "file" else a for a in args), want
 
 
-@pytest.mark.xfail(strict=True, reason="pymm bug: MADV_REMOVE on a MAP_PRIVATE file mapping "
-                   "raises EINVAL; madvise(2): EACCES (not a shared writable mapping)")
-def test_madv_remove_private_file_mapping(kernel):
-    expect_failure(World(kernel), C("MADV_REMOVE on MAP_PRIVATE file", "madvise", errno.EACCES,
-                                    PF_A, P, MADV_REMOVE))
+@pytest.mark.parametrize("case", REGRESSIONS, ids=[c[0].split(" (")[0] for c in REGRESSIONS])
+def test_linux_errno_regressions(kernel, case):
+    w = World(kernel)
+    expect_failure(w, _with_file(w, case))
+
+
+# -- known bugs, one strict xfail each -----------------------------------------------------------
+
+@pytest.mark.xfail(strict=True, reason="pymm bug: Process.mmap accepts MAP_SHARED_VALIDATE "
+                   "(= MAP_SHARED|MAP_PRIVATE) with MAP_ANONYMOUS; Linux's do_mmap has no such "
+                   "case for anonymous mappings: EINVAL")
+@pytest.mark.parametrize("extra", [0, 0x800000], ids=["known flags", "unknown flag"])
+def test_map_shared_validate_anonymous_is_einval(kernel, extra):
+    expect_failure(World(kernel), C("MAP_SHARED|MAP_PRIVATE anonymous", "mmap", errno.EINVAL,
+                                    0, P, RW, MAP_SHARED | MAP_PRIVATE | MAP_ANONYMOUS | extra))
+
+
+@pytest.mark.xfail(strict=True, reason="pymm bug: Process.mmap accepts MAP_SHARED_VALIDATE|MAP_SYNC "
+                   "on a tmpfs file; tmpfs has no FOP_MMAP_SYNC, so Linux says EOPNOTSUPP")
+def test_map_sync_on_tmpfs_is_eopnotsupp(kernel):
+    w = World(kernel)
+    expect_failure(w, C("MAP_SHARED_VALIDATE|MAP_SYNC on tmpfs", "mmap", errno.EOPNOTSUPP,
+                        0, P, RW, MAP_SHARED_VALIDATE | pymm.MAP_SYNC, w.f))

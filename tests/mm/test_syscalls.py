@@ -197,6 +197,27 @@ def test_map_shared_visible_across_processes(kernel):
     clean(k)
 
 
+@pytest.mark.xfail(strict=True, reason="pymm bug: MAP_SHARED|MAP_ANONYMOUS is mapped as private "
+                   "anon memory (no shmem_zero_setup): pages first touched after fork are not "
+                   "shared, and they count as AnonPages instead of Shmem")
+def test_map_shared_anonymous_shared_with_child(kernel):
+    k = kernel
+    p = k.spawn("parent")
+    a = p.mmap(0, 4 * P, RW, MAP_SHARED | MAP_ANONYMOUS)
+    p.store(a, b"before")
+    c = p.fork()
+    c.store(a, b"child1")
+    assert p.load(a, 6) == b"child1"                # a page touched before fork
+    c.store(a + P, b"child2")
+    assert p.load(a + P, 6) == b"child2"            # a page first touched after fork
+    p.store(a + 2 * P, b"parent")
+    assert c.load(a + 2 * P, 6) == b"parent"
+    assert mi(k, "Shmem", "AnonPages") == (3 * 4, 0)
+    c.exit()
+    p.exit()
+    clean(k)
+
+
 def test_map_private_file_cow(kernel):
     k = kernel
     f = k.create_file("f", 2 * P)
@@ -466,8 +487,6 @@ def test_map_fixed_noreplace(kernel):
     clean(k)
 
 
-@pytest.mark.xfail(strict=True, reason="pymm bug: Process.mmap ignores MAP_FIXED_NOREPLACE when "
-                   "MAP_FIXED is also set (Linux: NOREPLACE wins, EEXIST)")
 def test_map_fixed_noreplace_wins_over_map_fixed(kernel):
     k = kernel
     p = k.spawn("p")
