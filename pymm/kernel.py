@@ -1,5 +1,6 @@
 """The Kernel: nodes and their page pools, variants, tasks, files, findings."""
 import errno
+import itertools
 import random
 import threading
 
@@ -37,6 +38,8 @@ class Kernel:
         self.hugepages_free = [hugepages_per_node] * nodes
         self.zero_page = Folio(0)
         self.zero_page.flags = PG_reserved
+        self._pids = itertools.count(0)      # swapper is 0, as in Linux
+        self._kasan_labels = {}
         self._findings = []
         self._finding_keys = set()
         self._tasks = {}
@@ -54,6 +57,15 @@ class Kernel:
         return self.variants[key]
 
     # -- tasks and files --------------------------------------------------------------
+    def alloc_pid(self):
+        return next(self._pids)
+
+    def kasan_address(self, obj):
+        """A stable pseudo-address for an object in a report: the same object
+        gets the same address, and a replay prints the same report."""
+        n = self._kasan_labels.setdefault(id(obj), len(self._kasan_labels))
+        return 0xFFFF_8880_0100_0000 + n * 0x200
+
     def spawn(self, name="proc"):
         if not isinstance(name, str) or not name:
             raise ValueError(f"spawn: name must be a non-empty string, got {name!r}")

@@ -155,7 +155,7 @@ def _controlled_program(scn, variant, seed, threads_per_role, counter):
                     fn(scn, st, rng)
                 except OSError:
                     pass                  # a system call that legitimately failed
-        body.__name__ = f"T{i}-{roles[i][0]}"
+        body.__name__ = roles[i][0]
         return body
 
     def check(st):

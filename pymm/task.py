@@ -11,7 +11,6 @@ from the man page.
 """
 import errno
 import functools
-import itertools
 import threading
 
 from . import constants as C
@@ -19,7 +18,6 @@ from .errors import BusError, SegmentationFault
 from .locking import SpinLock, lockdep
 
 _tls = threading.local()
-_pids = itertools.count(1)
 
 
 def current():
@@ -90,7 +88,7 @@ class Task:
 
     def __init__(self, kernel, name, mm=None):
         self.kernel = kernel
-        self.pid = next(_pids)
+        self.pid = kernel.alloc_pid()
         self.comm = name
         self.mm = mm
         self.exited = False

@@ -72,12 +72,12 @@ def _report(obj, field, rw, frame):
     base = type(obj).__mro__[1]
     get = object.__getattribute__
     cache = getattr(base, "KASAN_CACHE", base.__name__)
-    t = threading.current_thread()
     title = f"BUG: KASAN: use-after-free in {func}"
+    addr, task = _where(obj)
     text = "\n".join([
         "=" * 66,
         title,
-        f"{rw} of field '{field}' of {cache} object at {id(obj):#x} by task {t.name}/{t.native_id}",
+        f"{rw} of field '{field}' of {cache} object at {addr:#x} by task {task}",
         "",
         "Call Trace:",
         stackdepot.format(stackdepot.save(2), "  "),
@@ -88,7 +88,7 @@ def _report(obj, field, rw, frame):
         "Freed by:",
         stackdepot.format(get(obj, "_kasan_free"), "  "),
         "",
-        f"The buggy address belongs to the object at {id(obj):#x}",
+        f"The buggy address belongs to the object at {addr:#x}",
         f" which belongs to the cache {cache}",
         "=" * 66,
     ])
@@ -96,14 +96,25 @@ def _report(obj, field, rw, frame):
 
 
 def _report_double_free(obj, cls):
-    t = threading.current_thread()
     base = cls.__mro__[1]
     func = sys._getframe(2).f_code.co_name
+    addr, task = _where(obj)
     title = f"BUG: KASAN: double-free in {func}"
     get = object.__getattribute__
     text = "\n".join([
         "=" * 66, title,
-        f"Free of {getattr(base, 'KASAN_CACHE', base.__name__)} object at {id(obj):#x} by task {t.name}/{t.native_id}",
+        f"Free of {getattr(base, 'KASAN_CACHE', base.__name__)} object at {addr:#x} by task {task}",
         "", "Call Trace:", stackdepot.format(stackdepot.save(3), "  "),
         "", "Freed by:", stackdepot.format(get(obj, "_kasan_free"), "  "), "=" * 66])
     report("use-after-free", title, text)
+
+
+def _where(obj):
+    """(address, "thread/pid") for a report, stable across replays: the kernel's
+    pseudo-address for the object and the pymm pid of the current task."""
+    from ..task import current
+    from .report import current_kernel
+    k = current_kernel()
+    t = current()
+    addr = k.kasan_address(obj) if k is not None else id(obj)
+    return addr, f"{threading.current_thread().name}/{t.pid if t is not None else 0}"

@@ -169,10 +169,16 @@ def _suspicious_rcu_usage(mm):
         "other info that might help us debug this:",
         "",
         "rcu_scheduler_active = 2, debug_locks = 1",
-        f"{len(held)} lock{'s' if len(held) != 1 else ''} held by {t.name}/{t.native_id}:",
+        f"{len(held)} lock{'s' if len(held) != 1 else ''} held by {t.name}/{_pid()}:",
     ]
     lines += [f" #{i}: {h.name}" for i, h in enumerate(held)]
     lines += ["", f"VMA tree of {mm!r} walked with neither mmap_lock nor rcu_read_lock held.",
               "Likely cause: a lookup moved after mmap_read_unlock()/mmap_write_unlock().",
               "", "stack backtrace:", stackdepot.format(stackdepot.save(3), "  ")]
     report("rcu", "WARNING: suspicious RCU usage", "\n".join(lines))
+
+
+def _pid():
+    from ..task import current
+    t = current()
+    return t.pid if t is not None else 0
