@@ -104,10 +104,14 @@ def snapshot(w):
     }
 
 
+w_file = object()      # in a case's arguments: stands for the world's file
+
+
 def expect_failure(w, case):
     """Run one bad call; it must fail with the case's errno and change nothing."""
     label, target, name, args, want = case
     obj = w.p if target == "p" else w.f
+    args = tuple(w.f if a is w_file else a for a in args)
     before = snapshot(w)
     with pytest.raises(OSError) as ei:
         getattr(obj, name)(*args)
@@ -177,9 +181,10 @@ def mmap_cases():
                               ANON | MAP_FIXED), st.integers(0, MMAP_MIN_ADDR // P - 1).map(lambda i: i * P)),
         st.builds(lambda a: C("MAP_FIXED beyond TASK_SIZE", fn, errno.ENOMEM, a, 4 * P, RW,
                               ANON | MAP_FIXED), st.integers(1, 3).map(lambda i: TASK_SIZE - i * P)),
-        st.builds(lambda a, n, fx: C("MAP_FIXED_NOREPLACE over a mapping", fn, errno.EEXIST, a, n * P,
-                                     RW, ANON | MAP_FIXED_NOREPLACE | fx),
-                  st.sampled_from([RW_A, RO_A + P, HOLE_A + 7 * P, NONE_A + P]), page_count,
+        st.builds(lambda an, fx: C("MAP_FIXED_NOREPLACE over a mapping", fn, errno.EEXIST, an[0],
+                                   an[1] * P, RW, ANON | MAP_FIXED_NOREPLACE | fx),
+                  st.one_of(st.tuples(st.sampled_from([RW_A, RO_A + P, NONE_A + P]), page_count),
+                            st.tuples(st.just(HOLE_A + 7 * P), st.integers(2, 8))),  # reaches RO_A
                   st.sampled_from([0, MAP_FIXED])),          # NOREPLACE wins over MAP_FIXED
         st.builds(lambda b: C("MAP_SHARED_VALIDATE with an unknown flag", fn, errno.EOPNOTSUPP, 0, P,
                               RW, MAP_SHARED_VALIDATE | b, w_file), unknown_map_flag),
@@ -195,19 +200,8 @@ def mmap_cases():
     )
 
 
-w_file = object()      # replaced by the world's file in test_mmap_bad_input
-
-
 def test_mmap_bad_input(kernel):
-    w = World(kernel)
-
-    @SETTINGS
-    @given(mmap_cases())
-    def run(case):
-        label, target, name, args, want = case
-        args = tuple(w.f if a is w_file else a for a in args)
-        expect_failure(w, (label, target, name, args, want))
-    run()
+    run_cases(kernel, mmap_cases())
 
 
 def range_cases(fn, *, align_required, negative_errno, zero_is_ok=True, extra=()):
@@ -366,7 +360,7 @@ REGRESSIONS = [
     C("munmap length 0 (munmap(2): EINVAL since 2.6.12)", "munmap", errno.EINVAL, RW_A, 0),
     C("mprotect negative length (end <= start: ENOMEM)", "mprotect", errno.ENOMEM, RW_A, -P, PROT_READ),
     C("MAP_SHARED_VALIDATE + unknown flag (EOPNOTSUPP)", "mmap", errno.EOPNOTSUPP,
-      0, P, RW, MAP_SHARED_VALIDATE | 0x800000, "file"),
+      0, P, RW, MAP_SHARED_VALIDATE | 0x800000, w_file),
     C("MAP_FIXED | MAP_FIXED_NOREPLACE over a mapping (EEXIST)", "mmap", errno.EEXIST,
       RW_A, P, RW, ANON | MAP_FIXED | MAP_FIXED_NOREPLACE),
     C("fallocate offset+len > MAX_LFS_FILESIZE (EFBIG)", "fallocate", errno.EFBIG,
@@ -375,15 +369,9 @@ REGRESSIONS = [
 ]
 
 
-def _with_file(w, case):
-    label, target, name, args, want = case
-    return label, target, name, tuple(w.f if a == "file" else a for a in args), want
-
-
 @pytest.mark.parametrize("case", REGRESSIONS, ids=[c[0].split(" (")[0] for c in REGRESSIONS])
 def test_linux_errno_regressions(kernel, case):
-    w = World(kernel)
-    expect_failure(w, _with_file(w, case))
+    expect_failure(World(kernel), case)
 
 
 # -- known bugs, one strict xfail each -----------------------------------------------------------
@@ -400,6 +388,5 @@ def test_map_shared_validate_anonymous_is_einval(kernel, extra):
 @pytest.mark.xfail(strict=True, reason="pymm bug: Process.mmap accepts MAP_SHARED_VALIDATE|MAP_SYNC "
                    "on a tmpfs file; tmpfs has no FOP_MMAP_SYNC, so Linux says EOPNOTSUPP")
 def test_map_sync_on_tmpfs_is_eopnotsupp(kernel):
-    w = World(kernel)
-    expect_failure(w, C("MAP_SHARED_VALIDATE|MAP_SYNC on tmpfs", "mmap", errno.EOPNOTSUPP,
-                        0, P, RW, MAP_SHARED_VALIDATE | pymm.MAP_SYNC, w.f))
+    expect_failure(World(kernel), C("MAP_SHARED_VALIDATE|MAP_SYNC on tmpfs", "mmap", errno.EOPNOTSUPP,
+                                    0, P, RW, MAP_SHARED_VALIDATE | pymm.MAP_SYNC, w_file))
