@@ -94,6 +94,10 @@ def vma_merge_pair(a, b):
         anon_vma_clone(a, b)
     mm.mm_mt.erase(b)
     vma_set_range(a, a.vm_start, b.vm_end, a.vm_pgoff)
+    # b leaves the rmap trees before it is freed (anon_vma_merge; the file
+    # side of vma_complete): an rmap walk must never find a freed VMA.
+    unlink_anon_vmas(b)
+    unlink_file_vma(b)
     remove_vma(b)
     return a
 
