@@ -1,7 +1,7 @@
 """The populate variants of SCENARIOS.md section A, under the controlled
 scheduler.
 
-Two programs, each a populating thread and a racer in the same mm with
+Three programs, each a populating thread and a racer in the same mm with
 VM_LOCKED in def_flags (mlockall(MCL_FUTURE)):
 
 - brk: the grower extends the heap (do_brk_flags, then populate); the racer
@@ -15,8 +15,8 @@ VM_LOCKED in def_flags (mlockall(MCL_FUTURE)):
 ``drop-retake`` must be caught by a seeded exploration -- a use-after-free of
 the VMA in populate_vma_page_range for brk and mmap, the VM_BUG_ON_VMA range
 assertion for the split -- and replaying the failing schedule must give the
-same failure.  ``downgrade`` and ``revalidate`` must
-run clean over many schedules, with every invariant check passing after each.
+same failure.  ``downgrade`` and ``revalidate`` must run clean over many
+schedules, with every invariant check passing after each.
 """
 import errno
 
