@@ -45,6 +45,9 @@ class Kernel:
         self._tasks = {}
         self.files = {}
         self.lru_disable_count = 0      # lru_cache_disable() nesting; atomic
+        from .mm.swap_state import SwapInfo
+        self.swap_info = SwapInfo(self, pages_per_node * nodes)   # a swap device as big as RAM
+        self.kswapd = None              # per-node Kswapd list while running (start_kswapd)
         self.init_task = Task(self, "swapper")
         _report.set_default_kernel(self)
 
@@ -154,6 +157,9 @@ class Kernel:
             "Shmem": stat("NR_SHMEM") * kb,
             "Mlocked": stat("NR_MLOCK") * kb,
             "Unevictable": stat("NR_UNEVICTABLE") * kb,
+            "SwapCached": self.swap_info.nr_cached() * kb,
+            "SwapTotal": self.swap_info.max * kb,
+            "SwapFree": (self.swap_info.max - self.swap_info.inuse_pages) * kb,
             "PageTables": pagetables // 1024,
             "HugePages_Total": total_huge,
             "HugePages_Free": sum(self.hugepages_free),
@@ -162,6 +168,48 @@ class Kernel:
             "Hugepagesize": HPAGE_PAGES * kb,
             "Hugetlb": total_huge * HPAGE_PAGES * kb,
         }
+
+    # -- reclaim -------------------------------------------------------------------------
+    def reclaim(self, nr_pages):
+        """Reclaim up to ``nr_pages`` pages now (direct reclaim: anonymous
+        pages go to swap, mlocked ones stay); returns how many were reclaimed.
+        Runs in the calling thread, as the calling process if inside one of
+        its system calls, else as the kernel's init task."""
+        from .mm.vmscan import try_to_free_pages
+        if type(nr_pages) is not int or nr_pages < 0:
+            raise ValueError(f"reclaim: nr_pages must be an int >= 0, got {nr_pages!r}")
+        if nr_pages == 0:
+            return 0
+        return self.run_syscall(try_to_free_pages, self, nr_pages)
+
+    def start_kswapd(self, low=None, high=None):
+        """Start one kswapd thread per node: woken when an allocation leaves a
+        node with fewer than ``low`` free pages, it reclaims until there are
+        ``high`` (defaults: 1/16 and 1/8 of the node).  Free mode only: in a
+        controlled run, call ``reclaim`` from a managed thread instead."""
+        from .locking import events
+        from .mm.vmscan import kswapd_run
+        from .sched import is_controlled
+        present = self.nodes[0].present_pages
+        low = max(1, present // 16) if low is None else low
+        high = max(low + 1, present // 8) if high is None else high
+        for name, v in (("low", low), ("high", high)):
+            if type(v) is not int or v < 0 or v > present:
+                raise ValueError(f"start_kswapd: {name} must be an int in 0..{present}, got {v!r}")
+        if low > high:
+            raise ValueError(f"start_kswapd: low ({low}) must not exceed high ({high})")
+        if self.kswapd is not None:
+            raise ValueError("start_kswapd: kswapd is already running")
+        if is_controlled() or events.backend().name == "controlled":
+            raise ValueError("start_kswapd: kswapd is a free-running thread; under the controlled "
+                             "scheduler call k.reclaim() from a managed thread instead")
+        kswapd_run(self, low, high)
+
+    def stop_kswapd(self, timeout=10.0):
+        """Stop the kswapd threads and wait for them.  Returns False if none
+        was running.  Raises RuntimeError if one is stuck or died."""
+        from .mm.vmscan import kswapd_stop
+        return kswapd_stop(self, timeout)
 
     def check(self):
         """Run the invariant checks now (call it when no system call is in

@@ -2,9 +2,10 @@
 call in flight): page accounting per node, mapcounts and refcounts, mlock
 accounting, rss counters, the VMA tree, page-table entry counts.  Every
 violation becomes a finding."""
-from ..mm.mm_types import PG_anon, PG_mlocked, VM_LOCKED, Folio, RSS_NAMES
+from ..mm.mm_types import MM_SWAPENTS, PG_anon, PG_mlocked, VM_LOCKED, Folio, RSS_NAMES
 from ..mm.memory import mm_counter
 from ..mm.pgtable import PmdTable, PteTable
+from ..mm.swap_state import SwapEntry, check_swap
 from .report import report
 
 
@@ -24,6 +25,7 @@ def run_checks(k):
     problems = []       # (kind, title, line)
     zero = k.zero_page
     maps = {}           # id(folio) -> [folio, mappings, locked mappings]
+    swap_ptes = {}      # SwapEntry -> PTEs holding it
     live = [p for p in k.processes() if p.mm is not None and not p.mm.dead]
     for p in live:
         mm = p.mm
@@ -46,6 +48,10 @@ def run_checks(k):
             if v is None:
                 problems.append(("bad-page-state", "BUG: PTE outside any VMA",
                                  f"{p!r}: PTE at {addr:#x} maps {e!r} but no VMA covers it"))
+            if type(e) is SwapEntry:
+                rss[MM_SWAPENTS] += 1
+                swap_ptes[e] = swap_ptes.get(e, 0) + 1
+                continue
             if not isinstance(e, Folio) or e is zero:
                 continue
             rss[mm_counter(e)] += 1
@@ -61,6 +67,9 @@ def run_checks(k):
     for f in list(k.files.values()):
         for idx, folio in list(f.mapping.i_pages.items()):
             cached[id(folio)] = folio
+    for folio in k.swap_info.cached_folios():      # the swap cache holds a reference too
+        cached[id(folio)] = folio
+    problems += check_swap(k.swap_info, swap_ptes)
     mlocked_pages = [0] * len(k.nodes)
     in_use = [0] * len(k.nodes)
     for fid, (folio, nmap, nlocked) in maps.items():

@@ -153,3 +153,99 @@ def do_mlockall(mm, flags):
 
 def mlock2_flags_to_vm(flags):
     return VM_LOCKONFAULT if flags & MLOCK_ONFAULT else 0
+
+
+# -- the munlock of exit_mmap, as it was before 5.18 (SCENARIOS.md section E) -----------
+#
+# exit_mmap of that era took no mmap_lock (the mm has no other users): for each
+# VM_LOCKED VMA, munlock_vma_pages_all cleared VM_LOCKED, collected the pages
+# under the ptl, then munlocked them in two phases (__munlock_pagevec).  pymm
+# keeps this for exit only (mlock/munlock(2) use the 5.18+ design above) and
+# fits it to mlock_count: phase 1 clears PG_mlocked and zeroes the count; a
+# page still mapped elsewhere is recounted by try_to_munlock in phase 2.
+
+def mlock_vma_page(kernel, folio):
+    """TestSetPageMlocked for a folio found in a VM_LOCKED VMA by the rmap
+    (try_to_unmap_one): NR_MLOCK and the unevictable LRU follow; mlock_count
+    is left alone (the folio is isolated: whoever maps it VM_LOCKED counts).
+    Context: folio locked; takes lru_lock."""
+    lruvec = kernel.nodes[folio.node].lruvec
+    lruvec.lru_lock.lock()
+    if not set_bits(folio, "flags", PG_mlocked) & PG_mlocked:
+        lruvec.pgdat.vm_stat["NR_MLOCK"].add(folio.nr_pages())
+        if folio.flags & PG_lru:
+            folio_move_lru_locked(lruvec, folio)
+    lruvec.lru_lock.unlock()
+
+
+def munlock_vma_pages_all(vma):
+    munlock_vma_pages_range(vma, vma.vm_start, vma.vm_end)
+
+
+def munlock_vma_pages_range(vma, start, end):
+    """Clear VM_LOCKED, then munlock every page mapped in [start, end): pages
+    are collected (with a reference) under each table's ptl, then handed to
+    __munlock_pagevec.  Context: exit_mmap; no mmap_lock held."""
+    from ..sched import point
+    from .page_alloc import folio_get
+    mm = vma.vm_mm
+    k = mm.kernel
+    vma.vm_flags &= ~VM_LOCKED_MASK
+    point("munlock_vma_pages_range")
+    for pt, addr, nxt in pte_ranges(mm, start, end):
+        pvec = []
+        pt.ptl.lock()
+        for i in range(pte_index(addr), pte_index(nxt - 1) + 1):
+            f = pt.ptes[i]
+            if isinstance(f, Folio) and f is not k.zero_page:
+                folio_get(f)
+                pvec.append(f)
+        pt.ptl.unlock()
+        if pvec:
+            __munlock_pagevec(k, pvec)
+
+
+def __munlock_pagevec(kernel, pvec):
+    """Phase 1, under the LRU lock (no folio lock, no ptl): TestClearPageMlocked
+    (and zero mlock_count); isolate the folios that were mlocked.  Phase 2,
+    per isolated folio: folio_lock, recount any other VM_LOCKED mappings
+    (__munlock_isolated_page), put it back on the LRU.  Drops the references
+    the collection took."""
+    from ..sched import point
+    from .filemap import folio_lock, folio_unlock
+    from .page_alloc import folio_put
+    from .swap import lruvec_del_folio_locked
+    isolated, putback = [], []
+    for folio in pvec:
+        lruvec = kernel.nodes[folio.node].lruvec
+        lruvec.lru_lock.lock()
+        if clear_bits(folio, "flags", PG_mlocked) & PG_mlocked:
+            folio.mlock_count = 0
+            lruvec.pgdat.vm_stat["NR_MLOCK"].add(-folio.nr_pages())
+            if folio.flags & PG_lru:
+                lruvec_del_folio_locked(lruvec, folio)   # our reference becomes the isolation one
+                isolated.append(folio)
+            else:
+                putback.append(folio)                    # __munlock_isolation_failed
+        else:
+            putback.append(folio)
+        lruvec.lru_lock.unlock()
+    point("__munlock_pagevec")
+    for folio in putback:
+        folio_put(folio, kernel)
+    for folio in isolated:
+        folio_lock(folio)
+        __munlock_isolated_page(kernel, folio)
+        folio_unlock(folio)
+        folio_put(folio, kernel)
+
+
+def __munlock_isolated_page(kernel, folio):
+    """If others map the folio, let the rmap mlock it again for each VMA that
+    is still VM_LOCKED; then back to the LRU (unevictable if so).
+    Context: folio locked and isolated."""
+    from .rmap import try_to_munlock
+    from .swap import folio_add_lru
+    if folio._mapcount > 1:
+        try_to_munlock(folio)
+    folio_add_lru(kernel, folio)

@@ -238,6 +238,7 @@ class Folio(KasanObject):
         "data",         # bytearray or None (reads as zeros)
         "lru_prev", "lru_next",   # intrusive LRU list; lruvec lru_lock
         "lock",         # the page lock (FolioLock), created lazily
+        "swap",         # SwapEntry while in the swap cache (folio->swap); folio lock to change
     )
 
     def __init__(self, node, order=0):
@@ -253,6 +254,7 @@ class Folio(KasanObject):
         self.data = None
         self.lru_prev = self.lru_next = None
         self.lock = None
+        self.swap = None
 
     def nr_pages(self):
         return 1 << self.order

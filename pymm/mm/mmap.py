@@ -271,7 +271,21 @@ def sys_brk(mm, brk):
 # -- exit ---------------------------------------------------------------------------------
 
 def exit_mmap(mm):
-    """Tear the address space down, then check the rss counters (check_mm)."""
+    """Tear the address space down, then check the rss counters (check_mm).
+
+    First, as exit_mmap did before 5.18, munlock every VM_LOCKED VMA with NO
+    mmap_lock held (nothing else uses a dying mm; the VMA list is read under
+    RCU): munlock_vma_pages_all clears VM_LOCKED and munlocks the pages in two
+    phases.  That is what reclaim's mlock (rmap-mlock, SCENARIOS.md section E)
+    races with."""
+    if mm.locked_vm:
+        from ..rcu import rcu_read
+        from .mlock import munlock_vma_pages_all
+        with rcu_read():
+            vmas = mm.mm_mt.all()
+        for v in vmas:
+            if v.vm_flags & VM_LOCKED:
+                munlock_vma_pages_all(v)
     mmap_write_lock(mm)
     vmas = mm.mm_mt.all()
     for v in vmas:

@@ -48,11 +48,14 @@ def __alloc_pages(kernel, order, preferred_nid, nodemask=None):
             continue
         pgdat = nodes[nid]
         pgdat.lock.lock()
-        if pgdat.nr_free >= (1 << order):
+        ok = pgdat.nr_free >= (1 << order)
+        if ok:
             pgdat.nr_free -= 1 << order
-            pgdat.lock.unlock()
-            return Folio(nid, order)
         pgdat.lock.unlock()
+        if kernel.kswapd is not None:
+            kernel.kswapd[nid].wakeup()      # wakeup_kswapd: if below its low watermark
+        if ok:
+            return Folio(nid, order)
     return None
 
 

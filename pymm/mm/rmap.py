@@ -11,6 +11,7 @@ Lock ordering in mm (as at the top of mm/rmap.c, current kernels):
               mapping->i_mmap_rwsem
                 anon_vma->rwsem
                   mm->page_table_lock or pte_lock
+                    swap_lock             (in swap_duplicate, swap_info_get)
                     lruvec->lru_lock      (in folio_lruvec_lock_irq)
                     zone->lock            (within the page allocator)
                     mapping->i_pages lock (widely used)
@@ -39,9 +40,11 @@ LOCK_ORDER_TREE = [
                         ("&mapping->i_mmap_rwsem", [
                             ("&anon_vma->rwsem", [
                                 ("&mm->page_table_lock", [
+                                    ("&si->lock", [("&xa->xa_lock", [])]),
                                     ("&lruvec->lru_lock", []), ("&zone->lock", []),
                                     ("&xa->xa_lock", [])]),
                                 ("ptlock_ptr(ptdesc)", [
+                                    ("&si->lock", [("&xa->xa_lock", [])]),
                                     ("&lruvec->lru_lock", []), ("&zone->lock", []),
                                     ("&xa->xa_lock", [])]),
                             ])])])])])])]),
@@ -304,17 +307,21 @@ def mlock_on_map(kernel, folio, vma):
 class RmapWalkControl:
     """``struct rmap_walk_control``.  ``rmap_one(folio, vma, address, arg)``
     returns False to stop the walk; ``try_lock`` makes the walk give up
-    (setting ``contended``) instead of sleeping on the rmap lock."""
+    (setting ``contended``) instead of sleeping on the rmap lock;
+    ``anon_lock(folio, rwc)`` replaces the anon_vma locking of an unlocked walk
+    (returns the locked anon_vma, or None to skip the walk)."""
 
-    __slots__ = ("arg", "rmap_one", "done", "invalid_vma", "try_lock", "contended")
+    __slots__ = ("arg", "rmap_one", "done", "invalid_vma", "try_lock", "contended", "anon_lock")
 
-    def __init__(self, rmap_one, arg=None, done=None, invalid_vma=None, try_lock=False):
+    def __init__(self, rmap_one, arg=None, done=None, invalid_vma=None, try_lock=False,
+                 anon_lock=None):
         self.rmap_one = rmap_one
         self.arg = arg
         self.done = done
         self.invalid_vma = invalid_vma
         self.try_lock = try_lock
         self.contended = False
+        self.anon_lock = anon_lock
 
 
 def folio_anon_vma(folio):
@@ -357,6 +364,10 @@ def rmap_walk_anon(folio, rwc, locked):
         # "locked" walk that holds some other lock (say i_mmap_rwsem) walks a
         # tree that munmap/fork are editing.
         anon_vma_assert_locked(anon_vma)
+    elif rwc.anon_lock is not None:
+        anon_vma = rwc.anon_lock(folio, rwc)
+        if anon_vma is None:
+            return
     elif rwc.try_lock:
         if not anon_vma_trylock_read(anon_vma):
             rwc.contended = True
@@ -368,6 +379,33 @@ def rmap_walk_anon(folio, rwc, locked):
     _walk_vmas(folio, [avc.vma for avc in anon_vma.rb_root.iter(start, last)], rwc)
     if not locked:
         anon_vma_unlock_read(anon_vma)
+
+
+def folio_lock_anon_vma_read(folio, rwc):
+    """Lock the anon_vma of a folio the caller holds no anon_vma reference
+    for (reclaim): the anon_vma may be freed as soon as the folio is unmapped
+    (the kernel reads it under RCU, SLAB_TYPESAFE_BY_RCU), so check that the
+    folio is mapped before using it and again once the lock is held.  Returns
+    the anon_vma read-locked, or None.  Context: folio locked."""
+    anon_vma = folio_anon_vma(folio)
+    if anon_vma is None or not folio.folio_mapped():
+        return None
+    if anon_vma_trylock_read(anon_vma):
+        if not folio.folio_mapped():
+            anon_vma_unlock_read(anon_vma)
+            return None
+        return anon_vma
+    if rwc.try_lock:
+        rwc.contended = True
+        return None
+    get_anon_vma(anon_vma)          # atomic_inc_not_zero: it is mapped, so still live
+    anon_vma_lock_read(anon_vma)    # may sleep: our reference keeps it
+    if not folio.folio_mapped():
+        anon_vma_unlock_read(anon_vma)
+        put_anon_vma(anon_vma)      # may be the last: then it is freed here
+        return None
+    put_anon_vma(anon_vma)          # not the last: a VMA mapping the folio links it
+    return anon_vma
 
 
 def rmap_walk_file(folio, rwc, locked):
@@ -463,38 +501,112 @@ def try_to_migrate(folio, flags=0):
 
 
 def try_to_unmap_one(folio, vma, address, flags):
-    """Unmap one mapping of ``folio`` (reclaim, memory failure).  A VM_LOCKED
-    VMA stops the walk and mlocks the folio instead.  Context: folio locked,
+    """Unmap one mapping of ``folio`` (reclaim), or with TTU_MUNLOCK only
+    re-mlock it where a VMA is still VM_LOCKED (try_to_munlock).
+
+    An anonymous folio must be in the swap cache: its PTE becomes the swap
+    entry.  A VM_LOCKED VMA keeps its mapping and mlocks the folio instead
+    (reclaim then stops the walk; the munlock walk goes on counting).  How
+    that mlock is ordered against munlock and zap is SCENARIOS.md section E,
+    variant "rmap-mlock":
+
+    - mmap-trylock (<= 4.3): drop the ptl, mmap_read_trylock the VMA's mm, and
+      if VM_LOCKED is still set, mlock.  Exit's munlock takes no mmap_lock
+      and truncation's zap none either, so the mlock can land after munlock
+      cleared PG_mlocked, or on a page the zap just unmapped.
+    - pte-lock (b87537d9): TTU_MUNLOCK skips VMAs that are not VM_LOCKED; the
+      mlock happens under the ptl, which munlock's page collection (after it
+      cleared VM_LOCKED) and the zap's rmap removal also take.
+
+    Returns False to stop the walk.  Context: folio locked (and isolated);
     the rmap lock held by the walk."""
     from .page_alloc import folio_put
     k = vma.vm_mm.kernel
+    pte_lock = k.variant("rmap-mlock") == "pte-lock"
+    if pte_lock and flags & TTU_MUNLOCK and not vma.vm_flags & VM_LOCKED:
+        return True            # munlock has nothing to gain from examining un-locked vmas
     pt, i = page_vma_mapped_walk(folio, vma, address)
     if pt is None:
         return True
-    if vma.vm_flags & VM_LOCKED and not flags & TTU_IGNORE_MLOCK:
-        # pte-lock (mainline since b87537d9): mlock under the ptl, and stop.
-        from .mlock import mlock_vma_folio
-        mlock_vma_folio(k, folio, vma)
-        pt.ptl.unlock()
-        return False
+    if not flags & TTU_IGNORE_MLOCK:
+        if vma.vm_flags & VM_LOCKED:
+            if pte_lock:
+                # Holding pte lock, we do *not* need mmap_lock here
+                _rmap_mlock(k, folio, flags)
+                pt.ptl.unlock()
+                return bool(flags & TTU_MUNLOCK)
+            from ..sched import point
+            from .mmap_lock import mmap_read_trylock, mmap_read_unlock
+            pt.ptl.unlock()
+            point("try_to_unmap_one:out_mlock")
+            # We cannot wait for mmap_lock: we hold the rmap lock.  If the
+            # trylock fails, the mapping stays and a later scan may mlock it.
+            if mmap_read_trylock(vma.vm_mm):
+                mlocked = bool(vma.vm_flags & VM_LOCKED)
+                if mlocked:
+                    _rmap_mlock(k, folio, flags)
+                mmap_read_unlock(vma.vm_mm)
+                if mlocked:
+                    return bool(flags & TTU_MUNLOCK)
+            return True
+        if flags & TTU_MUNLOCK:
+            pt.ptl.unlock()
+            return True
     from .memory import mm_counter
+    from .mm_types import MM_ANONPAGES, MM_SWAPENTS
     from .pgtable import _PAGE_DIRTY
     from .atomic import set_bits
+    if folio.flags & PG_anon:
+        entry = folio.swap
+        if entry is None:          # reclaim puts an anon folio in the swap cache first
+            pt.ptl.unlock()
+            return False
+        from .swap_state import swap_duplicate
+        swap_duplicate(entry)
+        pt.ptes[i] = entry         # still a non-none entry: pt.nr unchanged
+        vma.vm_mm.rss_stat[MM_ANONPAGES].add(-1)
+        vma.vm_mm.rss_stat[MM_SWAPENTS].add(1)
+    else:
+        pt.ptes[i] = None
+        pt.nr -= 1
+        vma.vm_mm.rss_stat[mm_counter(folio)].add(-1)
     if pt.bits[i] & _PAGE_DIRTY:
         set_bits(folio, "flags", PG_dirty)
-    pt.ptes[i] = None
     pt.bits[i] = 0
-    pt.nr -= 1
-    vma.vm_mm.rss_stat[mm_counter(folio)].add(-1)
     folio_remove_rmap_pte(k, folio, vma)
     pt.ptl.unlock()
     folio_put(folio, k)
     return True
 
 
+def _rmap_mlock(kernel, folio, flags):
+    """The mlock try_to_unmap_one does for a VM_LOCKED mapping.  Reclaim's
+    folio is isolated, and an isolated folio's mlock_count is not touched
+    (__mlock_folio: "nothing more we can do while it's off LRU"): only
+    PG_mlocked is set (mlock_vma_page).  The munlock walk recounts: exit's
+    munlock zeroed mlock_count, and each VM_LOCKED mapping it finds adds one."""
+    from .mlock import mlock_folio, mlock_vma_page
+    if flags & TTU_MUNLOCK:
+        mlock_folio(kernel, folio)
+    else:
+        mlock_vma_page(kernel, folio)
+
+
 def try_to_unmap(folio, flags=0):
-    rmap_walk(folio, RmapWalkControl(try_to_unmap_one, arg=flags, done=folio_not_mapped),
+    """Unmap ``folio`` everywhere (reclaim).  Context: folio locked; the
+    caller holds no anon_vma reference, so the anon_vma is locked through
+    folio_lock_anon_vma_read."""
+    rmap_walk(folio, RmapWalkControl(try_to_unmap_one, arg=flags, done=folio_not_mapped,
+                                     anon_lock=folio_lock_anon_vma_read),
               bool(flags & TTU_RMAP_LOCKED))
+
+
+def try_to_munlock(folio):
+    """After munlock cleared PG_mlocked, mlock the folio again for every VMA
+    that still maps it VM_LOCKED (the <= 5.17 munlock; exit_mmap's munlock
+    phases use it).  Context: folio locked and isolated."""
+    rmap_walk(folio, RmapWalkControl(try_to_unmap_one, arg=TTU_MUNLOCK, done=folio_not_mapped,
+                                     anon_lock=folio_lock_anon_vma_read))
 
 
 def remove_migration_pte(folio, vma, address, src):
