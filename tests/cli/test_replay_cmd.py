@@ -65,12 +65,6 @@ def test_replay_from_a_file_is_the_replay_of_its_token(drop_retake, cli):
     assert len(traces) == 1
 
 
-NOT_IDENTICAL = pytest.mark.xfail(
-    strict=True, reason="pymm/debug/kasan.py prints id(obj) and the OS thread id (t.native_id) in "
-    "the KASAN report: two replays of one schedule differ in those fields")
-
-
-@NOT_IDENTICAL
 def test_two_replays_print_identical_text(drop_retake, cli):
     finding, _, _ = drop_retake
     first = cli("replay", token_of(finding))
@@ -79,7 +73,6 @@ def test_two_replays_print_identical_text(drop_retake, cli):
     assert first.out == second.out
 
 
-@NOT_IDENTICAL
 def test_two_replays_in_separate_processes_print_identical_text(drop_retake):
     finding, _, _ = drop_retake
     a, b = (run_pymm("replay", token_of(finding)) for _ in range(2))
