@@ -44,9 +44,23 @@ class _KernelContext:
         _tls.task = self.task
 
     def __exit__(self, *exc):
+        if self.prev is None:
+            works = self.task.task_works
+            while works:                  # task_work_run(): e.g. the final fput
+                works.pop(0)()
         _tls.task = self.prev
         if self.prev is None:
             lockdep.lockdep_sys_exit()
+
+
+def task_work_add(fn):
+    """Run ``fn`` when the current task returns to user space (task_work_add
+    with TWA_RESUME), or now if there is no current task."""
+    t = current()
+    if t is None:
+        fn()
+    else:
+        t.task_works.append(fn)
 
 
 def syscall(fn):
@@ -74,12 +88,12 @@ def _need_int(name, v):
 # mprotect sees end <= start and says ENOMEM, the others EINVAL.
 _NEGATIVE_LENGTH_ERRNO = {"mprotect": errno.ENOMEM}
 
-# mmap flags Linux knows (LEGACY_MAP_MASK plus MAP_SYNC, MAP_FIXED_NOREPLACE and the
-# MAP_HUGE_* size bits): MAP_SHARED_VALIDATE refuses anything else.
+# mmap flags Linux knows (LEGACY_MAP_MASK, plus MAP_FIXED_NOREPLACE): MAP_SHARED_VALIDATE
+# refuses anything else.  (MAP_SYNC needs a DAX file; tmpfs and hugetlbfs are not.)
 KNOWN_MAP_FLAGS = (C.MAP_SHARED | C.MAP_PRIVATE | C.MAP_FIXED | C.MAP_ANONYMOUS | C.MAP_GROWSDOWN |
                    C.MAP_DENYWRITE | C.MAP_EXECUTABLE | C.MAP_LOCKED | C.MAP_NORESERVE |
-                   C.MAP_POPULATE | C.MAP_NONBLOCK | C.MAP_STACK | C.MAP_HUGETLB | C.MAP_SYNC |
-                   C.MAP_FIXED_NOREPLACE | C.MAP_UNINITIALIZED | (0x3F << C.MAP_HUGE_SHIFT))
+                   C.MAP_POPULATE | C.MAP_NONBLOCK | C.MAP_STACK | C.MAP_HUGETLB | C.MAP_32BIT |
+                   C.MAP_FIXED_NOREPLACE | C.MAP_UNINITIALIZED | C.MAP_HUGE_2MB | C.MAP_HUGE_1GB)
 
 
 class Task:
@@ -92,6 +106,7 @@ class Task:
         self.comm = name
         self.mm = mm
         self.exited = False
+        self.task_works = []
         # NUMA policy (mm/mempolicy.py): None is the system default; replaced
         # under alloc_lock (task_lock); il_prev is the last node dynamic
         # interleave used.
@@ -135,6 +150,8 @@ class Process(Task):
         mtype = flags & C.MAP_TYPE
         if mtype not in (C.MAP_SHARED, C.MAP_PRIVATE, C.MAP_SHARED_VALIDATE):
             raise OSError(errno.EINVAL, "mmap: flags need exactly one of MAP_SHARED or MAP_PRIVATE")
+        if mtype == C.MAP_SHARED_VALIDATE and flags & C.MAP_ANONYMOUS:
+            raise OSError(errno.EINVAL, "mmap: MAP_SHARED_VALIDATE is for file mappings")
         if mtype == C.MAP_SHARED_VALIDATE and flags & ~KNOWN_MAP_FLAGS:
             raise OSError(errno.EOPNOTSUPP, f"mmap: unknown flags {flags & ~KNOWN_MAP_FLAGS:#x} "
                           "with MAP_SHARED_VALIDATE")
@@ -171,6 +188,9 @@ class Process(Task):
         if addr < 0:
             mmap_write_unlock(mm)
             raise OSError(-addr, "mmap: no free address range of that length")
+        if anon and shared:        # shared anonymous memory is a deleted tmpfs file
+            from .fs.shmem import shmem_zero_setup
+            file, pgoff = shmem_zero_setup(self.kernel, length), 0
         vma = mmap_region(mm, addr, length, vm_flags, file, pgoff)
         if vm_flags & VM_LOCKED or (flags & (C.MAP_POPULATE | C.MAP_NONBLOCK)) == C.MAP_POPULATE:
             mm_populate_after_write(mm, vma, addr, addr + length)

@@ -6,6 +6,7 @@ from ..mm import filemap
 from ..mm.filemap import filemap_add_folio, filemap_get_folio, folio_lock, folio_trylock, folio_unlock
 from ..mm.memory import (FAULT_FLAG_ALLOW_RETRY, FAULT_FLAG_RETRY_NOWAIT, VM_FAULT_LOCKED,
                          VM_FAULT_NOPAGE, VM_FAULT_OOM, VM_FAULT_RETRY, VM_FAULT_SIGBUS)
+from ..mm.atomic import atomic_add_return
 from ..mm.mm_types import PG_swapbacked, PG_uptodate
 from ..mm.mmap_lock import mmap_read_unlock
 from ..mm.page_alloc import folio_put
@@ -26,6 +27,8 @@ class File:
         self.inode = Inode(size)
         self.mapping = AddressSpace(self.inode, hugetlb)
         self.inode.i_mapping = self.mapping
+        self.f_count = 0          # VMAs mapping it (atomic); named files also live in kernel.files
+        self.unlinked = False     # shmem_zero_setup files die with their last mapping
 
     @property
     def size(self):
@@ -33,6 +36,24 @@ class File:
 
     def __repr__(self):
         return f"<File {self.name!r} size {self.inode.i_size}{' hugetlb' if self.hugetlb else ''}>"
+
+    # -- references -------------------------------------------------------------
+    def get_file(self):
+        atomic_add_return(self, "f_count", 1)
+
+    def fput(self):
+        """Drop a VMA's reference.  The last reference to an unlinked file
+        frees its pages, deferred to the return to user space as __fput is
+        (the caller may hold mmap_lock, which orders after the inode lock)."""
+        if atomic_add_return(self, "f_count", -1) == 0 and self.unlinked:
+            from ..task import task_work_add
+            task_work_add(self._evict)
+
+    def _evict(self):
+        """shmem_evict_inode: the file is gone, drop its page cache."""
+        if self.f_count == 0:
+            truncate_inode_pages_range(self.kernel, self.mapping, 0, ULONG_MAX)
+            self.kernel.files.pop(self.name, None)
 
     # -- user API (system calls) -------------------------------------------------
     def ftruncate(self, size):
@@ -160,6 +181,16 @@ class File:
             folio_put(folio, self.kernel)
             return VM_FAULT_SIGBUS
         return VM_FAULT_LOCKED
+
+
+def shmem_zero_setup(kernel, size):
+    """The tmpfs file behind a MAP_SHARED|MAP_ANONYMOUS mapping ("/dev/zero (deleted)"):
+    shared across fork, freed with its last mapping."""
+    f = File(kernel, "dev/zero (deleted)", size)
+    f.name = f"dev/zero (deleted) #{f.inode.i_ino}"
+    f.unlinked = True
+    kernel.files[f.name] = f
+    return f
 
 
 def truncate_pages(kernel, mapping, indices):

@@ -136,6 +136,8 @@ class VmaTree:
 
 
 def vm_area_alloc(mm, start, end, flags, pgoff, file=None):
+    if file is not None:
+        file.get_file()
     return VmAreaStruct(mm, start, end, flags, pgoff, file)
 
 
@@ -145,6 +147,8 @@ def vm_area_dup(vma, mm=None):
     new.vm_policy = vma.vm_policy
     if new.vm_policy is not None:
         new.vm_policy.get()
+    if new.vm_file is not None:
+        new.vm_file.get_file()
     return new
 
 
@@ -152,6 +156,8 @@ def vm_area_free(vma):
     """Free a detached VMA: it is poisoned, later accesses are use-after-free."""
     if vma.vm_policy is not None:
         vma.vm_policy.put()
+    if vma.vm_file is not None:
+        vma.vm_file.fput()
     kasan_poison(vma, skip=3)
 
 

@@ -374,19 +374,14 @@ def test_linux_errno_regressions(kernel, case):
     expect_failure(World(kernel), case)
 
 
-# -- known bugs, one strict xfail each -----------------------------------------------------------
+# -- bugs found by these tests, since fixed -----------------------------------------------------
 
-@pytest.mark.xfail(strict=True, reason="pymm bug: Process.mmap accepts MAP_SHARED_VALIDATE "
-                   "(= MAP_SHARED|MAP_PRIVATE) with MAP_ANONYMOUS; Linux's do_mmap has no such "
-                   "case for anonymous mappings: EINVAL")
 @pytest.mark.parametrize("extra", [0, 0x800000], ids=["known flags", "unknown flag"])
 def test_map_shared_validate_anonymous_is_einval(kernel, extra):
     expect_failure(World(kernel), C("MAP_SHARED|MAP_PRIVATE anonymous", "mmap", errno.EINVAL,
                                     0, P, RW, MAP_SHARED | MAP_PRIVATE | MAP_ANONYMOUS | extra))
 
 
-@pytest.mark.xfail(strict=True, reason="pymm bug: Process.mmap accepts MAP_SHARED_VALIDATE|MAP_SYNC "
-                   "on a tmpfs file; tmpfs has no FOP_MMAP_SYNC, so Linux says EOPNOTSUPP")
 def test_map_sync_on_tmpfs_is_eopnotsupp(kernel):
     expect_failure(World(kernel), C("MAP_SHARED_VALIDATE|MAP_SYNC on tmpfs", "mmap", errno.EOPNOTSUPP,
                                     0, P, RW, MAP_SHARED_VALIDATE | pymm.MAP_SYNC, w_file))

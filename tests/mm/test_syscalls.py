@@ -197,9 +197,6 @@ def test_map_shared_visible_across_processes(kernel):
     clean(k)
 
 
-@pytest.mark.xfail(strict=True, reason="pymm bug: MAP_SHARED|MAP_ANONYMOUS is mapped as private "
-                   "anon memory (no shmem_zero_setup): pages first touched after fork are not "
-                   "shared, and they count as AnonPages instead of Shmem")
 def test_map_shared_anonymous_shared_with_child(kernel):
     k = kernel
     p = k.spawn("parent")
