@@ -1,5 +1,6 @@
 """Bad input: ONE line on stderr that names the problem, a non-zero exit,
 and no work done (nothing on stdout)."""
+import importlib.util
 import pathlib
 
 import pytest
@@ -100,12 +101,8 @@ def test_bad_input_is_one_line_naming_the_problem(name, cli, tmp_path, no_work):
     assert res.out == ""
 
 
-def test_plot_without_matplotlib_is_one_line(cli):
-    try:
-        import matplotlib  # noqa: F401
-        pytest.skip("matplotlib is installed")
-    except ImportError:
-        pass
+@pytest.mark.skipif(importlib.util.find_spec("matplotlib") is not None, reason="matplotlib is installed")
+def test_plot_without_matplotlib_is_one_line(cli, no_work):
     res = cli("experiment", "populate", "--plot", "x.png")
     assert res.rc == 2
     assert "matplotlib" in res.error_line() and res.out == ""

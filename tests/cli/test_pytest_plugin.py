@@ -176,8 +176,7 @@ def test_config(stress_config):
     (("ini", "env", "cli", "marker"), (1.5, 15, "free", 2)),     # the marker carries no seed
     (("marker",), (1.5, 15, "free", 0)),
     (("env", "marker"), (1.5, 15, "free", 3)),
-], ids=lambda x: "+".join(x) or "defaults" if isinstance(x, tuple) and all(isinstance(s, str) for s in x)
-    else None)
+], ids=["defaults", "ini", "ini+env", "ini+env+cli", "ini+env+cli+marker", "marker", "env+marker"])
 def test_stress_config_precedence(layers, expected, pytester, monkeypatch):
     if "ini" in layers:
         pytester.makeini(LAYERS["ini"])
@@ -268,7 +267,7 @@ def test_populate(variant, pymm_seed_param, stress_config, pymm_stress):
     assert r.seed == pymm_seed_param
     out = os.environ["CLI_TEST_OUT"]
     worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
-    with open(os.path.join(out, f"{{variant}}-{{r.seed}}-{{worker}}"), "w"):
+    with open(os.path.join(out, f"{variant}-{r.seed}-{worker}"), "w"):
         pass
 """
 
@@ -277,7 +276,7 @@ def test_xdist_spreads_seeds_over_workers(pytester, monkeypatch, tmp_path):
     out = tmp_path / "ran"
     out.mkdir()
     monkeypatch.setenv("CLI_TEST_OUT", str(out))
-    pytester.makepyfile(test_x=XDIST_TESTS.format())
+    pytester.makepyfile(test_x=XDIST_TESTS)
     result = pytester.runpytest_subprocess("-n", "2", "--pymm-seeds", "4", "-p", "no:cacheprovider")
     result.assert_outcomes(passed=8)
     ran = [p.name.rsplit("-", 2) for p in out.iterdir()]
