@@ -35,7 +35,8 @@ class Kernel:
         self.random = random.Random(seed)
         self.nodes = [PgData(n, pages_per_node) for n in range(nodes)]
         self.hugepages_per_node = hugepages_per_node
-        self.hugepages_free = [hugepages_per_node] * nodes
+        from .mm.hugetlb import Hstate
+        self.hstate = Hstate(nodes, hugepages_per_node)     # the huge page pool
         self.zero_page = Folio(0)
         self.zero_page.flags = PG_reserved
         self._pids = itertools.count(0)      # swapper is 0, as in Linux
@@ -94,8 +95,10 @@ class Kernel:
         if hugetlb and size % (HPAGE_PAGES * 4096):
             raise OSError(errno.EINVAL, "create_file: a hugetlbfs file size must be a multiple of 2 MiB")
         if hugetlb:
-            raise OSError(errno.ENOSYS, "create_file: hugetlbfs arrives with mm part 2 (issue 6)")
-        f = File(self, name, size, hugetlb)
+            from .fs.hugetlbfs import HugetlbFile
+            f = HugetlbFile(self, name, size)
+        else:
+            f = File(self, name, size, hugetlb)
         self.files[name] = f
         return f
 
@@ -148,7 +151,6 @@ class Kernel:
         for p in list(self._tasks.values()):
             if p.mm is not None:
                 pagetables += p.mm.pgtables_bytes.sum()
-        total_huge = self.hugepages_per_node * len(self.nodes)
         return {
             "MemTotal": sum(n.present_pages for n in self.nodes) * kb,
             "MemFree": sum(n.nr_free for n in self.nodes) * kb,
@@ -161,12 +163,7 @@ class Kernel:
             "SwapTotal": self.swap_info.max * kb,
             "SwapFree": (self.swap_info.max - self.swap_info.inuse_pages) * kb,
             "PageTables": pagetables // 1024,
-            "HugePages_Total": total_huge,
-            "HugePages_Free": sum(self.hugepages_free),
-            "HugePages_Rsvd": 0,
-            "HugePages_Surp": 0,
-            "Hugepagesize": HPAGE_PAGES * kb,
-            "Hugetlb": total_huge * HPAGE_PAGES * kb,
+            **self.hstate.meminfo(),
         }
 
     # -- reclaim -------------------------------------------------------------------------

@@ -133,7 +133,8 @@ class Process(Task):
     @syscall
     def mmap(self, addr, length, prot, flags, fd=None, offset=0):
         from .mm.gup import mm_populate_after_write
-        from .mm.mm_types import VM_LOCKED, VM_MAYEXEC, VM_MAYREAD, VM_MAYSHARE, VM_MAYWRITE, VM_SHARED
+        from .mm.mm_types import (VM_DONTEXPAND, VM_HUGETLB, VM_LOCKED, VM_LOCKED_MASK, VM_MAYEXEC,
+                                  VM_MAYREAD, VM_MAYSHARE, VM_MAYWRITE, VM_NORESERVE, VM_SHARED)
         from .mm.mprotect import calc_vm_prot_bits
         from .mm.mmap import get_unmapped_area, mmap_region, page_align
         from .mm.mmap_lock import mmap_write_lock, mmap_write_unlock
@@ -165,34 +166,69 @@ class Process(Task):
                           "mmap: MAP_FIXED range outside the user address space")
         anon = bool(flags & C.MAP_ANONYMOUS)
         file = None
-        if flags & C.MAP_HUGETLB or (fd is not None and not anon and getattr(fd, "hugetlb", False)):
-            raise OSError(errno.ENOSYS, "mmap: hugetlb mappings arrive with mm part 2 (issue 6)")
         if not anon:
             from .fs.shmem import File
             if not isinstance(fd, File):
                 raise OSError(errno.EBADF, "mmap: a file mapping needs fd= a File (k.create_file)")
             file = fd
+        huge = bool(flags & C.MAP_HUGETLB) if anon else bool(file.hugetlb)
+        if huge or flags & C.MAP_HUGETLB:
+            if not huge:
+                raise OSError(errno.EINVAL, "mmap: MAP_HUGETLB on a file that is not on hugetlbfs")
+            if flags & C.MAP_HUGETLB and (flags >> C.MAP_HUGE_SHIFT) & 0x3F not in (0, C.HPAGE_SHIFT):
+                raise OSError(errno.EINVAL, "mmap: only 2 MiB huge pages exist (MAP_HUGE_2MB)")
+            length = (length + C.HPAGE_SIZE - 1) & C.HPAGE_MASK
+            if offset & (C.HPAGE_SIZE - 1) or (fixed and addr & (C.HPAGE_SIZE - 1)):
+                raise OSError(errno.EINVAL, "mmap: hugetlb offset and MAP_FIXED address must be "
+                              "2 MiB aligned")
+            if length > C.TASK_SIZE or (fixed and addr + length > C.TASK_SIZE):
+                raise OSError(errno.ENOMEM, "mmap: bad address or length")
+            if not fixed and addr:
+                addr = (addr + C.HPAGE_SIZE - 1) & C.HPAGE_MASK
         pgoff = offset >> 12
         vm_flags = calc_vm_prot_bits(prot) | VM_MAYREAD | VM_MAYWRITE | VM_MAYEXEC
         if shared:
             vm_flags |= VM_SHARED | VM_MAYSHARE
         if flags & C.MAP_LOCKED:
             vm_flags |= VM_LOCKED
+        if huge:
+            vm_flags |= VM_HUGETLB | VM_DONTEXPAND | (VM_NORESERVE if flags & C.MAP_NORESERVE else 0)
         mmap_write_lock(mm)
         vm_flags |= mm.def_flags
+        populate = vm_flags & VM_LOCKED or (flags & (C.MAP_POPULATE | C.MAP_NONBLOCK)) == C.MAP_POPULATE
+        if huge:
+            vm_flags &= ~VM_LOCKED_MASK          # hugetlb VMAs are never VM_LOCKED (populated, though)
+        if fixed:
+            from .fs.hugetlbfs import hugetlb_split_check
+            if hugetlb_split_check(mm, addr, addr + length):
+                mmap_write_unlock(mm)
+                raise OSError(errno.EINVAL, "mmap: MAP_FIXED would split a hugetlb mapping "
+                              "off a huge page boundary")
         if flags & C.MAP_FIXED_NOREPLACE and \
                 mm.mm_mt.find_vma_intersection(addr, addr + length) is not None:
             mmap_write_unlock(mm)
             raise OSError(errno.EEXIST, "mmap: MAP_FIXED_NOREPLACE range is already mapped")
-        addr = get_unmapped_area(mm, addr, length, fixed)
+        addr = get_unmapped_area(mm, addr, length, fixed, C.HPAGE_SIZE if huge else C.PAGE_SIZE)
         if addr < 0:
             mmap_write_unlock(mm)
             raise OSError(-addr, "mmap: no free address range of that length")
-        if anon and shared:        # shared anonymous memory is a deleted tmpfs file
+        resv = None
+        if huge:                   # hugetlbfs_file_mmap_prepare: reserve the pages now
+            from .fs.hugetlbfs import hugetlb_file_setup, hugetlbfs_file_mmap, hugetlbfs_file_mmap_prepare
+            if anon:               # anonymous MAP_HUGETLB memory is an unlinked hugetlbfs file
+                file, pgoff = hugetlb_file_setup(self.kernel, length), 0
+            err, resv = hugetlbfs_file_mmap_prepare(file, pgoff, length, vm_flags)
+            if err:
+                mmap_write_unlock(mm)
+                raise OSError(-err, "mmap: not enough free huge pages to reserve" if
+                              err == -errno.ENOMEM else "mmap: invalid hugetlb mapping")
+        elif anon and shared:      # shared anonymous memory is a deleted tmpfs file
             from .fs.shmem import shmem_zero_setup
             file, pgoff = shmem_zero_setup(self.kernel, length), 0
         vma = mmap_region(mm, addr, length, vm_flags, file, pgoff)
-        if vm_flags & VM_LOCKED or (flags & (C.MAP_POPULATE | C.MAP_NONBLOCK)) == C.MAP_POPULATE:
+        if huge:
+            hugetlbfs_file_mmap(vma, resv)
+        if populate:
             mm_populate_after_write(mm, vma, addr, addr + length)
         else:
             mmap_write_unlock(mm)
@@ -202,8 +238,12 @@ class Process(Task):
     def munmap(self, addr, length):
         from .mm.mmap import do_vmi_munmap
         from .mm.mmap_lock import mmap_write_lock, mmap_write_unlock
+        from .fs.hugetlbfs import hugetlb_split_check
         start, end = self._range("munmap", addr, length)
         mmap_write_lock(self.mm)
+        if hugetlb_split_check(self.mm, start, end):
+            mmap_write_unlock(self.mm)
+            raise OSError(errno.EINVAL, "munmap: would split a hugetlb mapping off a 2 MiB boundary")
         do_vmi_munmap(self.mm, start, end - start)
         mmap_write_unlock(self.mm)
         return 0
@@ -217,6 +257,13 @@ class Process(Task):
             raise OSError(errno.EINVAL, f"mprotect: unknown prot bits {prot:#x}")
         if start == end:
             return 0
+        from .fs.hugetlbfs import hugetlb_split_check
+        from .mm.mmap_lock import mmap_read_lock, mmap_read_unlock
+        mmap_read_lock(self.mm)
+        bad = hugetlb_split_check(self.mm, start, end)
+        mmap_read_unlock(self.mm)
+        if bad:
+            raise OSError(errno.EINVAL, "mprotect: would split a hugetlb mapping off a 2 MiB boundary")
         return _err(do_mprotect_pkey(self.mm, start, end - start, prot), "mprotect")
 
     @syscall

@@ -2,7 +2,8 @@
 call in flight): page accounting per node, mapcounts and refcounts, mlock
 accounting, rss counters, the VMA tree, page-table entry counts.  Every
 violation becomes a finding."""
-from ..mm.mm_types import MM_SWAPENTS, PG_anon, PG_mlocked, VM_LOCKED, Folio, RSS_NAMES
+from ..mm.mm_types import (MM_SWAPENTS, PG_anon, PG_hugetlb, PG_mlocked, VM_HUGETLB, VM_LOCKED, Folio,
+                           RSS_NAMES)
 from ..mm.memory import mm_counter
 from ..mm.pgtable import PmdTable, PteTable
 from ..mm.swap_state import SwapEntry, check_swap
@@ -66,7 +67,8 @@ def run_checks(k):
     cached = {}
     for f in list(k.files.values()):
         for idx, folio in list(f.mapping.i_pages.items()):
-            cached[id(folio)] = folio
+            if not folio.flags & PG_hugetlb:     # huge pages: check_hugetlb
+                cached[id(folio)] = folio
     for folio in k.swap_info.cached_folios():      # the swap cache holds a reference too
         cached[id(folio)] = folio
     problems += check_swap(k.swap_info, swap_ptes)
@@ -112,9 +114,83 @@ def run_checks(k):
         if nr_mlock != mlocked_pages[n]:
             problems.append(("bad-page-state", "BUG: NR_MLOCK accounting",
                              f"node {n}: NR_MLOCK {nr_mlock} but {mlocked_pages[n]} mlocked pages"))
+    problems += check_hugetlb(k, live)
     for kind, title, line in problems:
         report(kind, title, f"{title}\n{line}", kernel=k, data={"signature": line})
     return k.findings()[before:]
+
+
+def check_hugetlb(k, live):
+    """The huge page pool: every huge PTE inside a hugetlb VMA; PMD share
+    counts equal to the number of extra mms pointing at the table; each huge
+    folio's mapcount and refcount against its mappings and page-cache slot
+    (a shared PMD table's entries count once); per node, pages in use equal
+    folios reachable; HugePages_Rsvd equal to the reservations not yet
+    consumed (file reservation maps minus their cached pages, plus private
+    owners' unconsumed ranges)."""
+    from ..mm.hugetlb import HPAGE_RESV_OWNER, HugetlbPrivate, vma_hugecache_offset
+    h = k.hstate
+    problems = []
+    maps = {}           # id(folio) -> [folio, mappings]
+    users = {}          # id(pmd table) -> [table, mms pointing at it]
+    expected_resv = 0
+    for p in live:
+        mm = p.mm
+        for key, pmd in list(mm.pgd.items()):
+            ent = users.setdefault(id(pmd), [pmd, 0])
+            ent[1] += 1
+            for i, e in enumerate(pmd.entries):
+                if e is None or isinstance(e, PteTable):
+                    continue
+                addr = (key << 30) + (i << 21)
+                v = _vma_at(mm, addr)
+                if v is None or not v.vm_flags & VM_HUGETLB:
+                    problems.append(("bad-page-state", "BUG: huge PTE outside any hugetlb VMA",
+                                     f"{p!r}: huge PTE at {addr:#x} maps {e!r} but no hugetlb VMA "
+                                     f"covers it"))
+                if ent[1] == 1 and isinstance(e, Folio):
+                    maps.setdefault(id(e), [e, 0])[1] += 1
+        for v in mm.mm_mt._vmas:
+            d = v.vm_private_data
+            if v.vm_flags & VM_HUGETLB and isinstance(d, HugetlbPrivate) and d.resv_map is not None \
+                    and d.flags & HPAGE_RESV_OWNER:
+                f, t = vma_hugecache_offset(v, v.vm_start), vma_hugecache_offset(v, v.vm_end)
+                expected_resv += (t - f) - d.resv_map.region_count(f, t)
+    for table, n in users.values():
+        if table.pt_share_count != n - 1:
+            problems.append(("bad-page-state", "BUG: hugetlb PMD share count",
+                             f"PMD table at {table.addr:#x}: pt_share_count {table.pt_share_count} "
+                             f"but {n} mms point at it"))
+    cached = {}
+    for f in list(h.inodes):
+        idxs = set()
+        for folio in list(f.mapping.i_pages.values()):
+            cached[id(folio)] = folio
+            idxs.add(folio.index >> 9)
+        expected_resv += len(f.resv_map.regions - idxs)
+    in_use = [0] * len(h.nr_huge_pages_node)
+    for fid, folio in {**cached, **{i: e[0] for i, e in maps.items()}}.items():
+        nmap = maps[fid][1] if fid in maps else 0
+        cached_ref = 1 if fid in cached else 0
+        in_use[folio.node] += 1
+        if folio._mapcount != nmap:
+            problems.append(("bad-page-state", "BUG: Bad page map count",
+                             f"{folio!r}: _mapcount {folio._mapcount} but {nmap} huge PTEs map it"))
+        if folio._refcount != nmap + cached_ref:
+            problems.append(("bad-page-state", "BUG: Bad page refcount",
+                             f"{folio!r}: _refcount {folio._refcount}, expected {nmap} mappings "
+                             f"+ {cached_ref} page-cache reference"))
+    for n, total in enumerate(h.nr_huge_pages_node):
+        used = total - h.free_huge_pages_node[n]
+        if used != in_use[n]:
+            problems.append(("bad-page-state", "BUG: hugetlb page accounting",
+                             f"node {n}: {total} huge pages, {h.free_huge_pages_node[n]} free, so "
+                             f"{used} in use, but {in_use[n]} are reachable (mapped or cached)"))
+    if h.resv_huge_pages != expected_resv or h.resv_huge_pages > h.free_huge_pages:
+        problems.append(("bad-page-state", "BUG: hugetlb reservation accounting",
+                         f"HugePages_Rsvd {h.resv_huge_pages} but {expected_resv} reservations "
+                         f"outstanding ({h.free_huge_pages} pages free)"))
+    return problems
 
 
 def _vma_at(mm, addr):

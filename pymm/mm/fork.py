@@ -1,7 +1,7 @@
 """fork's address-space copy (kernel/fork.c dup_mmap)."""
 from ..locking import SINGLE_DEPTH_NESTING
 from .memory import copy_page_range
-from .mm_types import VM_DONTCOPY, VM_LOCKED_MASK, MmStruct
+from .mm_types import VM_DONTCOPY, VM_HUGETLB, VM_LOCKED_MASK, MmStruct
 from .mmap_lock import mmap_write_lock, mmap_write_lock_nested, mmap_write_unlock
 from .rmap import anon_vma_fork, vma_link_file
 from .vma import vm_area_dup
@@ -20,6 +20,9 @@ def dup_mm(kernel, oldmm, child_pid):
             continue
         tmp = vm_area_dup(mpnt, mm)
         tmp.vm_flags &= ~VM_LOCKED_MASK                  # nor are memory locks
+        if tmp.vm_flags & VM_HUGETLB:                    # hugetlb_dup_vma_private + vm_ops->open
+            from .hugetlb import hugetlb_vm_op_open
+            hugetlb_vm_op_open(tmp, None)
         anon_vma_fork(tmp, mpnt)
         mm.mm_mt.insert(tmp)
         vma_link_file(tmp)

@@ -318,7 +318,10 @@ def zap_pte_range(vma, pt, start, end, details=None):
         folio_put(f, k)
 
 
-def unmap_page_range(vma, start, end, details=None):
+def unmap_page_range(vma, start, end, details=None, final=False):
+    if vma.vm_flags & VM_HUGETLB:       # unmap_single_vma's is_vm_hugetlb_page branch
+        from .hugetlb import hugetlb_zap_range
+        return hugetlb_zap_range(vma, start, end, final)
     for pt, addr, nxt in pte_ranges(vma.vm_mm, start, end):
         zap_pte_range(vma, pt, addr, nxt, details)
 
@@ -327,7 +330,7 @@ def unmap_vmas(vmas, start, end):
     for vma in vmas:
         s, e = max(start, vma.vm_start), min(end, vma.vm_end)
         if s < e:
-            unmap_page_range(vma, s, e)
+            unmap_page_range(vma, s, e, final=True)
 
 
 def zap_page_range_single(vma, start, size, details=None):
@@ -343,6 +346,9 @@ def copy_page_range(dst_vma, src_vma):
     src_mm, dst_mm = src_vma.vm_mm, dst_vma.vm_mm
     if not src_vma.anon_vma and not src_vma.vm_flags & VM_PFNMAP:   # vma_needs_copy: file pages refault
         return 0
+    if src_vma.vm_flags & VM_HUGETLB:
+        from .hugetlb import copy_hugetlb_page_range
+        return copy_hugetlb_page_range(dst_vma, src_vma)
     k = src_mm.kernel
     cow = is_cow_mapping(src_vma.vm_flags)
     for spt, addr, nxt in pte_ranges(src_mm, src_vma.vm_start, src_vma.vm_end):

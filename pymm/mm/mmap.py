@@ -5,8 +5,10 @@ from ..constants import MMAP_MIN_ADDR, TASK_SIZE
 from ..debug.report import report
 from ..sched import point
 from .memory import unmap_vmas
-from .mm_types import (RSS_NAMES, VM_ACCOUNT, VM_LOCKED, VM_MAYEXEC, VM_MAYREAD, VM_MAYWRITE,
-                       VM_READ, VM_WRITE)
+from .mm_types import (RSS_NAMES, VM_ACCOUNT, VM_DONTEXPAND, VM_HUGETLB, VM_IO, VM_LOCKED, VM_MAYEXEC,
+                       VM_MAYREAD, VM_MAYWRITE, VM_PFNMAP, VM_READ, VM_WRITE)
+
+VM_SPECIAL = VM_IO | VM_DONTEXPAND | VM_PFNMAP
 from .mmap_lock import (mmap_assert_write_locked, mmap_write_lock, mmap_write_lock_killable,
                         mmap_write_unlock)
 from .pgtable import free_pgd_range
@@ -58,9 +60,17 @@ def split_vma(vma, addr):
     """Split at ``addr``; ``vma`` keeps the lower part, the new VMA (returned)
     is the upper part.  Context: mmap_lock held for write."""
     mm = vma.vm_mm
+    if vma.vm_flags & VM_HUGETLB:       # vm_ops->may_split: unshare the PMDs around addr first
+        from .hugetlb import hugetlb_vm_op_split
+        if hugetlb_vm_op_split(vma, addr):
+            report("assertion", "BUG: hugetlb VMA split off a huge page boundary",
+                   f"split_vma({vma!r}, {addr:#x}): the caller should have failed with -EINVAL")
     new = vm_area_dup(vma)
     new.vm_start = addr
     new.vm_pgoff = vma.vm_pgoff + ((addr - vma.vm_start) >> 12)
+    if new.vm_flags & VM_HUGETLB:       # vm_ops->open
+        from .hugetlb import hugetlb_vm_op_open
+        hugetlb_vm_op_open(new, vma)
     anon_vma_clone(new, vma)
     vma_set_range(vma, vma.vm_start, addr, vma.vm_pgoff)
     mm.mm_mt.insert(new)
@@ -71,6 +81,8 @@ def split_vma(vma, addr):
 def can_vma_merge(a, b):
     """Can ``a`` (below) and ``b`` (just above) become one VMA?"""
     if a.vm_end != b.vm_start or a.vm_flags != b.vm_flags or a.vm_file is not b.vm_file:
+        return False
+    if a.vm_flags & VM_SPECIAL:          # hugetlb VMAs are VM_DONTEXPAND: never merged
         return False
     # anon VMAs get vm_pgoff = vm_start >> PAGE_SHIFT, so contiguous ones line up
     if a.vm_pgoff + a.vma_pages() != b.vm_pgoff:
@@ -177,6 +189,9 @@ def mmap_region(mm, addr, length, vm_flags, file, pgoff):
 
 def remove_vma(vma):
     """Free a VMA already out of the tree and the rmap trees."""
+    if vma.vm_flags & VM_HUGETLB:       # vma_close -> vm_ops->close
+        from .hugetlb import hugetlb_vm_op_close
+        hugetlb_vm_op_close(vma)
     vm_area_free(vma)
 
 

@@ -11,8 +11,8 @@ from ..debug.kasan import kasan_poison
 from ..debug.report import current_kernel, report
 from ..locking import SpinLock
 from .atomic import PerCpuCounter, atomic_add_return
-from .mm_types import (PAGE_FLAG_NAMES, PAGE_FLAGS_CHECK_AT_FREE, PG_lru, PG_reserved, Folio,
-                       flag_names)
+from .mm_types import (PAGE_FLAG_NAMES, PAGE_FLAGS_CHECK_AT_FREE, PG_hugetlb, PG_lru, PG_reserved,
+                       Folio, flag_names)
 
 
 class PgData:
@@ -87,6 +87,10 @@ def folio_put(folio, kernel=None):
 def __folio_put(folio, kernel=None):
     from .swap import lruvec_del_folio_locked
     kernel = kernel or current_kernel()
+    if folio.flags & PG_hugetlb:            # back to the huge page pool, not the buddy
+        from .hugetlb import free_huge_folio
+        free_huge_folio(kernel, folio)
+        return
     if folio.flags & PG_lru:
         lruvec = kernel.nodes[folio.node].lruvec
         lruvec.lru_lock.lock()

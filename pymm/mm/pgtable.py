@@ -45,14 +45,16 @@ class PteTable(KasanObject):
 class PmdTable(KasanObject):
     """A PMD table page.  ``entries`` installed under mm->page_table_lock;
     ``ptl`` is the split PMD lock (huge_pte_lock for PMD-sized hugetlb);
-    ``pt_share_count`` counts extra sharers (hugetlb PMD sharing, part 2)."""
+    ``pt_share_count`` counts extra sharers (hugetlb PMD sharing, part 2);
+    ``bits`` holds the PTE bits of hugetlb entries (ptl), as PteTable.bits."""
 
     KASAN_CACHE = "page table (pmd)"
-    __slots__ = ("entries", "ptl", "pt_share_count", "addr")
+    __slots__ = ("entries", "bits", "ptl", "pt_share_count", "addr")
 
     def __init__(self, addr):
         self.kasan_alloc(3)
         self.entries = [None] * PTRS_PER_TABLE
+        self.bits = bytearray(PTRS_PER_TABLE)
         self.ptl = SpinLock("&pmd->ptl")
         self.pt_share_count = 0
         self.addr = addr

@@ -24,11 +24,18 @@ hugetlbfs PageHuge() take locks in this order:
 
 ``LOCK_ORDER`` below is the same order as data (pymm lockdep class names):
 a test and ``pymm lockdep-graph`` compare it with what lockdep observes.
+The data leaves out the first tree's hugetlbfs_i_mmap_rwsem_key line: read
+literally it puts that class below folio_lock while the hugetlbfs order puts
+it above, and for hugetlbfs folios (the only ones whose mapping has that
+class) the hugetlbfs order is the one every path follows (hole punch zeroes a
+page under it).  The kernel's lockdep never sees the page lock, so its
+comment can afford both; pymm's lockdep does.
 """
 from ..debug.kasan import kasan_poison
 from ..locking import lockdep
 from .atomic import atomic_add_return, set_bits
-from .mm_types import PG_anon, PG_dirty, PG_swapbacked, VM_LOCKED, AnonVma, AnonVmaChain
+from .mm_types import (PG_anon, PG_dirty, PG_hugetlb, PG_mlocked, PG_swapbacked, VM_LOCKED, AnonVma,
+                       AnonVmaChain)
 
 # (outer, inner) pairs that the documented order allows, as lockdep class names.
 LOCK_ORDER_TREE = [
@@ -36,20 +43,19 @@ LOCK_ORDER_TREE = [
         ("&mm->mmap_lock", [
             ("&mapping->invalidate_lock", [
                 ("folio_lock", [
-                    ("&hugetlbfs_i_mmap_rwsem_key", [
-                        ("&mapping->i_mmap_rwsem", [
-                            ("&anon_vma->rwsem", [
-                                ("&mm->page_table_lock", [
-                                    ("&si->lock", [("&xa->xa_lock", [])]),
-                                    ("&lruvec->lru_lock", []), ("&zone->lock", []),
-                                    ("&xa->xa_lock", [])]),
-                                ("ptlock_ptr(ptdesc)", [
-                                    ("&si->lock", [("&xa->xa_lock", [])]),
-                                    ("&lruvec->lru_lock", []), ("&zone->lock", []),
-                                    ("&xa->xa_lock", [])]),
-                            ])])])])])])]),
+                    ("&mapping->i_mmap_rwsem", [
+                        ("&anon_vma->rwsem", [
+                            ("&mm->page_table_lock", [
+                                ("&si->lock", [("&xa->xa_lock", [])]),
+                                ("&lruvec->lru_lock", []), ("&zone->lock", []),
+                                ("&xa->xa_lock", [])]),
+                            ("ptlock_ptr(ptdesc)", [
+                                ("&si->lock", [("&xa->xa_lock", [])]),
+                                ("&lruvec->lru_lock", []), ("&zone->lock", []),
+                                ("&xa->xa_lock", [])]),
+                        ])])])])])]),
 ]
-HUGETLB_LOCK_ORDER = ["hugetlb_fault_mutex", "&resv_map->rw_sema",
+HUGETLB_LOCK_ORDER = ["hugetlb_fault_mutex", "&vma_lock->rw_sema", "&resv_map->rw_sema",
                       "&hugetlbfs_i_mmap_rwsem_key", "folio_lock"]
 
 
@@ -376,7 +382,10 @@ def rmap_walk_anon(folio, rwc, locked):
         anon_vma_lock_read(anon_vma)
     start = folio.index
     last = start + folio.nr_pages() - 1
-    _walk_vmas(folio, [avc.vma for avc in anon_vma.rb_root.iter(start, last)], rwc)
+    # chain nodes are read one at a time, as the kernel's interval-tree
+    # iterator does: a walker without the anon_vma lock reads nodes that a
+    # racing unlink_anon_vmas frees
+    _walk_vmas(folio, (avc.vma for avc in anon_vma.rb_root.iter(start, last)), rwc)
     if not locked:
         anon_vma_unlock_read(anon_vma)
 
@@ -478,6 +487,9 @@ def try_to_migrate_one(folio, vma, address, flags):
     from .pgtable import _PAGE_DIRTY, _PAGE_RW
     from .swapops import MigrationEntry
     from .atomic import set_bits
+    if folio.flags & PG_hugetlb:         # the folio_test_hugetlb branch
+        from .hugetlb import hugetlb_try_to_unmap_one
+        return hugetlb_try_to_unmap_one(folio, vma, address, flags, True)
     k = vma.vm_mm.kernel
     pt, i = page_vma_mapped_walk(folio, vma, address)
     if pt is None:
@@ -521,6 +533,9 @@ def try_to_unmap_one(folio, vma, address, flags):
     Returns False to stop the walk.  Context: folio locked (and isolated);
     the rmap lock held by the walk."""
     from .page_alloc import folio_put
+    if folio.flags & PG_hugetlb:         # the folio_test_hugetlb branch (memory failure)
+        from .hugetlb import hugetlb_try_to_unmap_one
+        return hugetlb_try_to_unmap_one(folio, vma, address, flags, False)
     k = vma.vm_mm.kernel
     pte_lock = k.variant("rmap-mlock") == "pte-lock"
     if pte_lock and flags & TTU_MUNLOCK and not vma.vm_flags & VM_LOCKED:
@@ -613,6 +628,9 @@ def remove_migration_pte(folio, vma, address, src):
     """Map the new ``folio`` where a migration entry for ``src`` sits."""
     from .page_alloc import folio_get
     from .pgtable import _PAGE_DIRTY, _PAGE_RW
+    if folio.flags & PG_hugetlb:
+        from .hugetlb import hugetlb_remove_migration_pte
+        return hugetlb_remove_migration_pte(folio, vma, address, src)
     k = vma.vm_mm.kernel
     pt, i = page_vma_mapped_walk(src, vma, address, migration=True)
     if pt is None:

@@ -19,7 +19,7 @@ from ..errors import BusError, SegmentationFault
 from .memory import (FAULT_FLAG_ALLOW_RETRY, FAULT_FLAG_KILLABLE, FAULT_FLAG_TRIED,
                      FAULT_FLAG_USER, FAULT_FLAG_WRITE, VM_FAULT_OOM, VM_FAULT_RETRY,
                      VM_FAULT_SIGBUS, VM_FAULT_SIGSEGV, handle_mm_fault)
-from .mm_types import VM_READ, VM_SHARED, VM_WRITE, Folio
+from .mm_types import VM_HUGETLB, VM_READ, VM_SHARED, VM_WRITE, Folio
 from .mmap_lock import mmap_read_lock, mmap_read_unlock
 from .pgtable import _PAGE_DIRTY, _PAGE_RW, pte_index, pte_offset
 
@@ -47,7 +47,11 @@ def user_access(task, addr, length, write, data):
             n = min(end, (pos & ~(PAGE_SIZE - 1)) + PAGE_SIZE) - pos
             off = pos - addr
             shadow = mm.user_shadow if vma.vm_file is None and not vma.vm_flags & VM_SHARED else None
-            done, bad = _copy_pte(mm, pos, n, write, data, off, out, shadow)
+            if vma.vm_flags & VM_HUGETLB:
+                from .hugetlb import hugetlb_user_copy
+                done, bad = hugetlb_user_copy(vma, pos, n, write, data, off, out), None
+            else:
+                done, bad = _copy_pte(mm, pos, n, write, data, off, out, shadow)
             if done:
                 if bad is not None:
                     _report_corruption(task, pos, *bad)

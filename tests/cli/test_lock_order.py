@@ -49,9 +49,6 @@ def test_pairs_cover_every_documented_class():
     assert classes == set(names_in_tree(LOCK_ORDER_TREE)) | set(HUGETLB_LOCK_ORDER)
 
 
-@pytest.mark.xfail(strict=True, reason="pymm/mm/rmap.py: LOCK_ORDER_TREE puts folio_lock above "
-                   "&hugetlbfs_i_mmap_rwsem_key, HUGETLB_LOCK_ORDER puts it below: both directions "
-                   "are 'documented', so any observed edge between them counts as a contradiction")
 def test_documented_order_is_acyclic():
     """An order that allows A -> B and B -> A is no order: the comparison
     below would flag every edge between A and B, whichever way it goes."""
