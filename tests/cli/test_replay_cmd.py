@@ -31,12 +31,19 @@ def token_of(finding):
     return finding["replay"].removeprefix("pymm replay ")
 
 
+def report(text):
+    """A controlled report without its provenance lines ("found with
+    strategy=random seed=..." vs "found with strategy=replay", and the token)."""
+    assert "\nfound with strategy=" in text, text
+    return text.split("\nfound with strategy=")[0]
+
+
 def test_replay_token_prints_the_report(drop_retake, cli):
     finding, _, _ = drop_retake
     res = cli("replay", token_of(finding))
     assert res.rc == 0, res.err
     assert res.out.splitlines()[0] == finding["title"] == "BUG: KASAN: use-after-free in populate_vma_page_range"
-    assert "Freed by:" in res.out
+    assert report(res.out) == report(finding["text"])       # the very report the stress run printed
 
 
 @pytest.mark.parametrize("which", ["json", "report-dir file"])
@@ -47,22 +54,11 @@ def test_replay_file(which, drop_retake, cli):
     assert res.out.splitlines()[0] == finding["title"]
 
 
-def trace(out):
-    """From "all N scheduling points:" to the end of a controlled report."""
-    lines = out.splitlines()
-    i = max(i for i, ln in enumerate(lines) if ln.startswith("all ") and ln.endswith("scheduling points:"))
-    return "\n".join(lines[i:])
-
-
 def test_replay_from_a_file_is_the_replay_of_its_token(drop_retake, cli):
-    """Three ways in (token, JSON, report file), one run: the same report
-    headline and the same scheduling trace."""
+    """Three ways in (token, JSON, report file), one run, one text."""
     finding, json_path, report = drop_retake
-    outs = [cli("replay", a).out for a in (token_of(finding), json_path, report)]
-    heads = {o.splitlines()[0] for o in outs}
-    traces = {trace(o) for o in outs}
-    assert heads == {finding["title"]}
-    assert len(traces) == 1
+    by_token, by_json, by_report = (cli("replay", a).out for a in (token_of(finding), json_path, report))
+    assert by_token == by_json == by_report
 
 
 def test_two_replays_print_identical_text(drop_retake, cli):
@@ -80,11 +76,22 @@ def test_two_replays_in_separate_processes_print_identical_text(drop_retake):
     assert a.out == b.out
 
 
-@pytest.mark.parametrize("scenario,variant", BUGGY, ids=[f"{s}-{v}" for s, v in BUGGY])
+# Reports that print a process-global counter differ between runs of one schedule.
+MM_ID = pytest.mark.xfail(strict=True, reason="pymm/mm/mm_types.py: mm_struct.id comes from a "
+                          "process-global itertools.count, and the suspicious-RCU report prints it "
+                          "(<mm N pid 1>): each replay prints another N")
+REPLAY_BUGS = {("mbind", "early-unlock-vma-callback"): MM_ID, ("mbind", "unlock-before-ilx"): MM_ID}
+
+
+@pytest.mark.parametrize("scenario,variant", [pytest.param(s, v, marks=REPLAY_BUGS.get((s, v), ()))
+                                              for s, v in BUGGY], ids=[f"{s}-{v}" for s, v in BUGGY])
 def test_every_buggy_variant_replays_its_controlled_finding(scenario, variant, cli):
+    """The stress run's report, again, twice over."""
     r = stress.run_controlled(scenario, variant, seed=0)
     assert r.findings, f"{scenario}/{variant} not caught in {r.schedules} schedules"
     f = r.findings[0]
-    res = cli("replay", token_of(f))
-    assert res.rc == 0, res.err
-    assert res.out.splitlines()[0] == f["title"]
+    first, second = (cli("replay", token_of(f)) for _ in range(2))
+    assert first.rc == 0, first.err
+    assert first.out.splitlines()[0] == f["title"]
+    assert first.out == second.out
+    assert report(first.out) == report(f["text"])
