@@ -178,6 +178,21 @@ def mlock_vma_page(kernel, folio):
     lruvec.lru_lock.unlock()
 
 
+def clear_page_mlock(kernel, folio):
+    """The folio's last mapping is gone: it cannot stay mlocked.  Rechecked
+    under lru_lock, where a new VM_LOCKED mapping's mlock_folio (which raises
+    _mapcount first) would serialise with us.  Context: ptl held (the
+    unmapping one); takes lru_lock."""
+    lruvec = kernel.nodes[folio.node].lruvec
+    lruvec.lru_lock.lock()
+    if folio._mapcount == 0 and clear_bits(folio, "flags", PG_mlocked) & PG_mlocked:
+        folio.mlock_count = 0
+        lruvec.pgdat.vm_stat["NR_MLOCK"].add(-folio.nr_pages())
+        if folio.flags & PG_lru:
+            folio_move_lru_locked(lruvec, folio)
+    lruvec.lru_lock.unlock()
+
+
 def munlock_vma_pages_all(vma):
     munlock_vma_pages_range(vma, vma.vm_start, vma.vm_end)
 

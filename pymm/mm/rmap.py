@@ -293,13 +293,19 @@ def folio_add_file_rmap_pte(kernel, folio, vma):
 
 
 def folio_remove_rmap_pte(kernel, folio, vma):
-    """A PTE mapping the folio was cleared.  Context: ptl held."""
+    """A PTE mapping the folio was cleared.  The last mapping takes any mlock
+    with it (clear_page_mlock, as page_remove_rmap did before 5.18: exit's
+    munlock of that era clears VM_LOCKED before it looks at the pages, so a
+    page unmapped meanwhile -- by reclaim -- relies on this).  Context: ptl held."""
     n = atomic_add_return(folio, "_mapcount", -1)
     if n == 0 and folio.flags & PG_anon:
         kernel.nodes[folio.node].vm_stat["NR_ANON_MAPPED"].add(-folio.nr_pages())
     if vma.vm_flags & VM_LOCKED:
         from .mlock import munlock_vma_folio
         munlock_vma_folio(kernel, folio, vma)
+    if n == 0 and folio.flags & PG_mlocked:
+        from .mlock import clear_page_mlock
+        clear_page_mlock(kernel, folio)
 
 
 def mlock_on_map(kernel, folio, vma):
@@ -399,9 +405,12 @@ def folio_lock_anon_vma_read(folio, rwc):
     anon_vma = folio_anon_vma(folio)
     if anon_vma is None or not folio.folio_mapped():
         return None
-    if anon_vma_trylock_read(anon_vma):
+    # root_anon_vma = READ_ONCE(anon_vma->root): RCU keeps its rwsem a valid
+    # rwsem even if the anon_vma is freed meanwhile; touch only that.
+    root_rwsem = anon_vma.root.rwsem
+    if root_rwsem.down_read_trylock():
         if not folio.folio_mapped():
-            anon_vma_unlock_read(anon_vma)
+            root_rwsem.up_read()
             return None
         return anon_vma
     if rwc.try_lock:

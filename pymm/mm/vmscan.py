@@ -228,12 +228,21 @@ class Kswapd:
         return self.failures >= MAX_RECLAIM_RETRIES
 
     def wakeup(self):
-        """wakeup_kswapd for this node.  Context: any (the allocator)."""
+        """wakeup_kswapd for this node: only below the low watermark, and not
+        for a hopeless node.  A wakeup while a run is in progress is absorbed
+        by it.  Context: any (the allocator)."""
         if self._pending or self.hopeless() or self.pgdat.nr_free >= self.low:
             return
         with self._wait:
             self._pending = True
-            self._wait.notify()
+            self._wait.notify_all()
+
+    def wait_idle(self, timeout):
+        """Wait until no wakeup is pending (the run it asked for is done).
+        Returns False on timeout.  For tests and benchmarks."""
+        with self._wait:
+            return self._wait.wait_for(lambda: not self._pending or self.error is not None
+                                       or not self.thread.is_alive(), timeout)
 
     def _main(self):
         from ..task import _KernelContext
@@ -250,7 +259,9 @@ class Kswapd:
                     logger.error("kswapd{} died: {!r}", self.pgdat.node_id, e)
                     return
                 finally:
-                    self._pending = False
+                    with self._wait:
+                        self._pending = False
+                        self._wait.notify_all()
 
     def balance_pgdat(self):
         """Reclaim on this node until it has ``high`` free pages or nothing
