@@ -50,6 +50,20 @@ class PerCpuCounter:
         self._cells = {}
 
 
+def atomic_inc_not_zero(obj, field):
+    """``atomic_inc_not_zero``: add 1 unless the value is 0; True if it added.
+    The field is read raw: callers look objects up under rcu_read_lock in
+    SLAB_TYPESAFE_BY_RCU caches (anon_vma), where an object freed a moment
+    ago is still memory of that type whose count reads 0 -- not a
+    use-after-free."""
+    with _locks[id(obj) % _NR]:
+        v = object.__getattribute__(obj, field)
+        if v == 0:
+            return False
+        object.__setattr__(obj, field, v + 1)
+        return True
+
+
 def set_bits(obj, field, mask):
     """``set_bit``: atomically OR ``mask`` into ``obj.field``; returns the old value."""
     with _locks[id(obj) % _NR]:

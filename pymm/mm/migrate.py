@@ -17,8 +17,7 @@ from .filemap import folio_lock, folio_trylock, folio_unlock
 from .mm_types import (PG_anon, PG_dirty, PG_hugetlb, PG_isolated, PG_lru, PG_swapbacked,
                        PG_uptodate)
 from .page_alloc import __alloc_pages, folio_get, folio_put
-from .rmap import (folio_anon_vma, get_anon_vma, put_anon_vma, remove_migration_ptes,
-                   try_to_migrate)
+from .rmap import folio_get_anon_vma, put_anon_vma, remove_migration_ptes, try_to_migrate
 from .swap import folio_add_lru, lruvec_del_folio_locked
 
 MIGRATE_ASYNC, MIGRATE_SYNC_LIGHT, MIGRATE_SYNC = range(3)
@@ -133,14 +132,8 @@ def migrate_folio_unmap_and_move(kernel, src, get_new_folio, private, mode):
         if mode == MIGRATE_ASYNC:
             return -errno.EAGAIN, None
         folio_lock(src)
-    anon_vma = None
-    if src.flags & PG_anon and src.folio_mapped():
-        # folio_get_anon_vma: only a *mapped* folio's anon_vma is sure to be
-        # alive -- an unmapped one's may already be freed (munmap while the
-        # folio sat isolated: the kernel checks folio_mapped under RCU).
-        anon_vma = folio_anon_vma(src)
-        if anon_vma is not None:
-            get_anon_vma(anon_vma)
+    # an unmapped folio's anon_vma may be freed already (munmap while it sat isolated)
+    anon_vma = folio_get_anon_vma(src) if src.flags & PG_anon else None
     dst = get_new_folio(src, private)
     if dst is None:
         _unlock_src(kernel, src, anon_vma)

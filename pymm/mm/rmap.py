@@ -114,6 +114,27 @@ def put_anon_vma(anon_vma):
             put_anon_vma(root)
 
 
+def folio_get_anon_vma(folio):
+    """Pin the anon_vma of an anon folio that may be unmapped -- and its
+    anon_vma freed by munmap -- at any moment (the caller holds a folio
+    reference, e.g. isolation, not a mapping).  As the kernel: trust
+    folio->mapping only while the folio is mapped, under rcu_read_lock, and
+    take a reference only if the count is not already 0 (anon_vmas are
+    SLAB_TYPESAFE_BY_RCU).  Returns the anon_vma or None."""
+    from ..rcu import rcu_read
+    from .atomic import atomic_inc_not_zero
+    with rcu_read():
+        anon_vma = folio_anon_vma(folio)
+        if anon_vma is None or not folio.folio_mapped():
+            return None
+        if not atomic_inc_not_zero(anon_vma, "refcount"):
+            return None
+        if not folio.folio_mapped():        # unmapped meanwhile: maybe ours is the last ref
+            put_anon_vma(anon_vma)
+            return None
+    return anon_vma
+
+
 def anon_vma_chain_link(vma, avc, anon_vma):
     """Context: anon_vma root rwsem held for write."""
     vma.anon_vma_chain.append(avc)

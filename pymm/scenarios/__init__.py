@@ -9,6 +9,7 @@ import importlib
 
 SCENARIO_MODULES = {
     "populate": "populate",
+    "mbind": "mbind",
 }
 
 REGISTRY = {}
