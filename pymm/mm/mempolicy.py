@@ -55,8 +55,9 @@ Queued folios are safe without mmap_lock: isolation holds a reference.
 
 Not modelled: cpusets (every node is allowed), shmem's shared policies (a file
 page is allocated by the task policy; an mbind on a file mapping governs where
-its pages are migrated to), MPOL_F_NUMA_BALANCING's effect, per-VMA locks,
-hugetlb pages in queue_pages_range / move_pages (hugetlb VMAs are skipped).
+its pages are migrated to), MPOL_F_NUMA_BALANCING's effect, per-VMA locks.
+Huge pages are queued and moved (queue_folios_hugetlb, move_pages), but the
+hugetlb fault path allocates from its own pool without consulting policies.
 """
 import errno
 import functools
@@ -410,13 +411,23 @@ def folio_maybe_mapped_shared(folio):
     return folio._mapcount > 1
 
 
+def folio_isolate(kernel, folio, pagelist):
+    """Isolate ``folio`` for migration onto ``pagelist`` (off the LRU, or out
+    of the hugetlb active list); False if someone else has it isolated."""
+    if folio.flags & PG_hugetlb:
+        from .hugetlb import folio_isolate_hugetlb
+        return folio_isolate_hugetlb(kernel, folio, pagelist)
+    if not folio_isolate_lru(kernel, folio):
+        return False
+    pagelist.append(folio)
+    return True
+
+
 def migrate_folio_add(kernel, folio, pagelist, flags):
     """Isolate and queue ``folio``; a shared folio is left alone unless
     MPOL_MF_MOVE_ALL (not a failure).  False if it could not be isolated."""
     if flags & MPOL_MF_MOVE_ALL or not folio_maybe_mapped_shared(folio):
-        if not folio_isolate_lru(kernel, folio):
-            return False
-        pagelist.append(folio)
+        return folio_isolate(kernel, folio, pagelist)
     return True
 
 
@@ -462,6 +473,28 @@ def queue_folios_pte_range(vma, pt, addr, end, qp):
     return 0
 
 
+def queue_folios_hugetlb(vma, start, end, qp):
+    """queue_folios_pte_range for the huge pages of a hugetlb VMA (looked up
+    under its vma_lock and ptl).  A shared huge page stays unless
+    MPOL_MF_MOVE_ALL; that is not a failure.  Returns 0 or -EIO."""
+    from .hugetlb import hugetlb_folio_at
+    flags = qp.flags
+    addr = start & C.HPAGE_MASK
+    while addr < end:
+        folio = hugetlb_folio_at(vma.vm_mm, addr)
+        if folio is not None:
+            if queue_folio_required(folio, qp):
+                if not flags & (MPOL_MF_MOVE | MPOL_MF_MOVE_ALL) or not vma_migratable(vma):
+                    qp.nr_failed += 1
+                elif not migrate_folio_add(qp.kernel, folio, qp.pagelist, flags):
+                    qp.nr_failed += 1
+            folio_put(folio, qp.kernel)
+            if qp.nr_failed and strictly_unmovable(flags):
+                return -errno.EIO
+        addr += C.HPAGE_SIZE
+    return 0
+
+
 def queue_pages_range(mm, start, end, nmask, flags, pagelist):
     """Walk [start, end) and queue (isolate onto ``pagelist``) the folios that
     need migration: those not on ``nmask`` with MPOL_MF_INVERT (mbind), those
@@ -490,9 +523,13 @@ def queue_pages_range(mm, start, end, nmask, flags, pagelist):
             continue
         if not flags & (MPOL_MF_STRICT | MPOL_MF_MOVE | MPOL_MF_MOVE_ALL):
             continue
+        lo, hi = max(start, vma.vm_start), min(end, vma.vm_end)
         if vma.vm_flags & VM_HUGETLB:
-            continue                                      # hugetlb queueing: not modelled
-        for pt, lo, hi in _pte_tables(mm, max(start, vma.vm_start), min(end, vma.vm_end)):
+            err = queue_folios_hugetlb(vma, lo, hi, qp)
+            if err:
+                return err
+            continue
+        for pt, lo, hi in _pte_tables(mm, lo, hi):
             err = queue_folios_pte_range(vma, pt, lo, hi, qp)
             if err:
                 return err
@@ -798,7 +835,8 @@ def _folio_at(vma, addr):
     """follow_page: the folio mapped at ``addr`` with a reference, the zero
     page (no reference), or None.  Context: mmap_lock held."""
     if vma.vm_flags & VM_HUGETLB:
-        return None                     # hugetlb entries: not modelled here
+        from .hugetlb import hugetlb_folio_at
+        return hugetlb_folio_at(vma.vm_mm, addr)    # takes the vma_lock and the ptl
     pt = pte_offset(vma.vm_mm, addr)
     if pt is None:
         return None
@@ -853,8 +891,7 @@ def add_page_for_migration(mm, addr, node, pagelist, migrate_all):
                 err = 0
             elif folio_maybe_mapped_shared(folio) and not migrate_all:
                 err = -errno.EACCES
-            elif folio_isolate_lru(kernel, folio):
-                pagelist.append(folio)
+            elif folio_isolate(kernel, folio, pagelist):
                 err = 1
             else:
                 err = -errno.EBUSY

@@ -403,6 +403,27 @@ def test_move_pages_to_a_full_node_reports_busy():
     assert k.check() == [] and k.findings() == [] and k.lru_disable_count == 0
 
 
+def test_huge_pages_move_with_mbind_migrate_pages_and_move_pages():
+    k = pymm.Kernel(nodes=2, pages_per_node=256, hugepages_per_node=4)
+    p = k.spawn("a")
+    H = pymm.HPAGE_SIZE
+    a = p.mmap(0, 2 * H, RW, ANON | pymm.MAP_HUGETLB)
+    p.store(a + 5, b"first huge")
+    p.store(a + H + 7, b"second huge")
+    home = p.move_pages([a, a + H], None)[0]
+    assert p.move_pages([a, a + H], None) == [home, home]
+    assert p.move_pages([a + 4096], [other(home)]) == [other(home)]     # any address in it
+    p.mbind(a, 2 * H, MPOL_BIND, {other(home)}, MPOL_MF_MOVE)
+    assert p.move_pages([a, a + H], None) == [other(home)] * 2
+    assert p.migrate_pages({other(home)}, {home}) == 0
+    assert p.move_pages([a, a + H], None) == [home] * 2
+    assert p.load(a + 5, 10) == b"first huge" and p.load(a + H + 7, 11) == b"second huge"
+    assert k.meminfo()["HugePages_Free"] == 6
+    p.exit()
+    assert k.meminfo()["HugePages_Free"] == 8
+    assert k.check() == [] and k.findings() == [] and k.lru_disable_count == 0
+
+
 # -- bad input: the errno the man page gives, and nothing changes --------------------------------
 
 def _state(k, p, a, n):
