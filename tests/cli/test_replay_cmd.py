@@ -31,6 +31,11 @@ def token_of(finding):
     return finding["replay"].removeprefix("pymm replay ")
 
 
+def headline(text):
+    """The first line that is not a "=====" rule (lockdep splats open with one)."""
+    return next(ln for ln in text.splitlines() if ln.strip("=- "))
+
+
 def report(text):
     """A controlled report without its provenance lines ("found with
     strategy=random seed=..." vs "found with strategy=replay", and the token)."""
@@ -76,11 +81,20 @@ def test_two_replays_in_separate_processes_print_identical_text(drop_retake):
     assert a.out == b.out
 
 
-# Reports that print a process-global counter differ between runs of one schedule.
+# Reports that print a value that differs between runs of one schedule.
 MM_ID = pytest.mark.xfail(strict=True, reason="pymm/mm/mm_types.py: mm_struct.id comes from a "
                           "process-global itertools.count, and the suspicious-RCU report prints it "
                           "(<mm N pid 1>): each replay prints another N")
-REPLAY_BUGS = {("mbind", "early-unlock-vma-callback"): MM_ID, ("mbind", "unlock-before-ilx"): MM_ID}
+LOCKDEP_IDS = pytest.mark.xfail(strict=True, reason="pymm/locking/lockdep_report.py: lockdep splats "
+                                "print id(lock) (lock_desc) and the OS thread ident (thread_label): "
+                                "each replay prints other values")
+PFN = pytest.mark.xfail(strict=True, reason="pymm/fs/hugetlbfs.py _bad_page_cache: pfn from id(folio) "
+                        "instead of page_alloc._pfn(kernel, folio): each replay prints another pfn")
+REPLAY_BUGS = {("mbind", "early-unlock-vma-callback"): MM_ID, ("mbind", "unlock-before-ilx"): MM_ID,
+               ("hugetlb-anon-migrate", "rmap-locked"): LOCKDEP_IDS,
+               ("hugetlb-file-migrate", "relock-under-folio"): LOCKDEP_IDS,
+               ("hugetlb-wp", "fault-mutex-under-folio"): LOCKDEP_IDS,
+               ("hugetlb-truncate", "mapped-check-unlocked"): PFN}
 
 
 @pytest.mark.parametrize("scenario,variant", [pytest.param(s, v, marks=REPLAY_BUGS.get((s, v), ()))
@@ -92,6 +106,6 @@ def test_every_buggy_variant_replays_its_controlled_finding(scenario, variant, c
     f = r.findings[0]
     first, second = (cli("replay", token_of(f)) for _ in range(2))
     assert first.rc == 0, first.err
-    assert first.out.splitlines()[0] == f["title"]
+    assert headline(first.out) == f["title"]
     assert first.out == second.out
     assert report(first.out) == report(f["text"])
