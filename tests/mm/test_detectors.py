@@ -5,8 +5,8 @@ import pytest
 
 import pymm
 from pymm import MAP_ANONYMOUS, MAP_PRIVATE, PAGE_SIZE, PROT_READ, PROT_WRITE
-from pymm.mm.mm_types import MM_ANONPAGES, VM_LOCKED
-from pymm.mm.mmap_lock import mmap_read_lock, mmap_read_unlock, mmap_write_lock, mmap_write_unlock
+from pymm.mm.mm_types import MM_ANONPAGES
+from pymm.mm.mmap_lock import mmap_read_lock, mmap_read_unlock
 from pymm.mm.pgtable import pte_offset
 from pymm.mm.vma import vm_area_dup, vm_area_free
 from pymm.rcu import rcu_read
@@ -169,30 +169,30 @@ def test_clean_exit_reports_no_rss_counter(kernel):
 
 # -- bad page state --------------------------------------------------------------------------
 
-def clear_vm_locked_behind_mlocks_back(mm, addr):
-    """The injected bug: VM_LOCKED goes away without munlocking the pages
-    (locked_vm is kept consistent so only the page state is wrong)."""
-    mmap_write_lock(mm)
-    vma = mm.mm_mt.vma_lookup(addr)
-    vma.vm_flags &= ~VM_LOCKED
-    mm.locked_vm -= vma.vma_pages()
-    mmap_write_unlock(mm)
+def mlock_after_last_unmap(k, p, addr):
+    """The injected bug (SCENARIOS.md E, race 2): something holding a reference
+    mlocks the folio after its last mapping is gone, then lets go of it."""
+    from pymm.mm.mlock import mlock_folio
+    from pymm.mm.page_alloc import folio_get, folio_put
+    folio = pte_folio(p, addr)
+    folio_get(folio)                                 # e.g. reclaim's isolation reference
+    p.munmap(addr, P)                                # the last unmap (clears any mlock)
+    k.run_syscall(mlock_folio, k, folio)             # ... and now it is mlocked again
+    k.run_syscall(folio_put, folio)                  # the last reference: freed mlocked
 
 
 @pytest.mark.pymm_expect("bad-page-state")
 def test_folio_freed_mlocked_is_bad_page_state(kernel):
     k = kernel
     p = k.spawn("p")
-    a = p.mmap(0, 2 * P, RW, ANON)
-    p.mlock(a, 2 * P)
-    assert k.meminfo()["Mlocked"] == 8
-    k.run_syscall(clear_vm_locked_behind_mlocks_back, p.mm, a)
-    p.munmap(a, 2 * P)                               # zap: no munlock, the pages are freed mlocked
+    a = p.mmap(0, P, RW, ANON)
+    p.store(a, b"x")
+    mlock_after_last_unmap(k, p, a)
     bad = [f for f in k.findings() if f.title == "BUG: Bad page state"]
     assert bad, k.findings()
     assert "mlocked" in bad[0].text and "PAGE_FLAGS_CHECK_AT_FREE" in bad[0].text
     assert "page dumped because" in bad[0].text
-    assert k.meminfo()["MemFree"] == k.meminfo()["MemTotal"]   # the pages were still returned
+    assert k.meminfo()["MemFree"] == k.meminfo()["MemTotal"]   # the page was still returned
     assert any("NR_MLOCK" in f.title for f in k.check())       # and the counter stayed wrong
 
 
