@@ -75,6 +75,7 @@ from .migrate import (MIGRATE_SYNC, MR_MEMPOLICY_MBIND, MR_SYSCALL, MigrationTar
                       alloc_migration_target, folio_isolate_lru, migrate_pages,
                       putback_movable_pages)
 from .mm_types import PG_hugetlb, PG_reserved, VM_HUGETLB, VM_IO, VM_PFNMAP, Folio
+from .mmap import mpol_equal        # identity, None, then Mempolicy.__eq__
 from .mmap_lock import (mmap_assert_locked, mmap_assert_write_locked, mmap_read_lock,
                         mmap_read_unlock, mmap_write_lock, mmap_write_unlock)
 from .page_alloc import __alloc_pages as _alloc_pages_nodemask
@@ -87,8 +88,6 @@ PAGE_SIZE = C.PAGE_SIZE
 MAX_NUMNODES = 1 << 10                 # CONFIG_NODES_SHIFT=10: node ids a nodemask can hold
 NO_INTERLEAVE_INDEX = -1               # (-1UL): "no index, use the task's il_prev"
 INTERLEAVE_MODES = (MPOL_INTERLEAVE, MPOL_WEIGHTED_INTERLEAVE)
-NODEMASK_MODES = (MPOL_BIND, MPOL_INTERLEAVE, MPOL_PREFERRED, MPOL_PREFERRED_MANY,
-                  MPOL_WEIGHTED_INTERLEAVE)
 
 # internal flags (MPOL_MF_INTERNAL << n)
 MPOL_MF_INTERNAL = 1 << 4
@@ -176,10 +175,6 @@ def mpol_dup(pol):
     if pol is None:
         return None
     return Mempolicy(pol.mode, pol.flags, pol.nodes, pol.user_nodemask)
-
-
-def mpol_equal(a, b):
-    return a is b or (a is not None and b is not None and a == b)
 
 
 def mpol_new(mode, flags, nodes):
@@ -353,15 +348,6 @@ def alloc_file_folio(kernel, file, index, order=0):
     folio = alloc_pages_mpol(kernel, order, pol, ilx, numa_node_id(kernel))
     pol.put()                           # (a no-op for the static default)
     return folio
-
-
-def huge_node(vma, addr, order):
-    """For hugetlb allocation: (nid, nodemask, pol, ref) at ``addr``.
-    Context: mmap_lock held; drop ``pol`` with mpol_put if ``ref``."""
-    kernel = vma.vm_mm.kernel
-    pol, ilx, ref = get_vma_policy(vma, addr, order)
-    nodemask, nid = policy_nodemask(pol, ilx, numa_node_id(kernel))
-    return nid, nodemask, pol, ref
 
 
 # -- lru_cache_disable (mm/swap.c) ---------------------------------------------------------------
@@ -622,7 +608,8 @@ def new_folio(src, start):
             break
     if src.flags & PG_hugetlb:                          # alloc_hugetlb_folio_vma
         from . import hugetlb
-        nid, nodemask, pol, ref = huge_node(vma, address, src.order)
+        pol, ilx, ref = get_vma_policy(vma, address, src.order)
+        nodemask, nid = policy_nodemask(pol, ilx, numa_node_id(kernel))
         if ref:
             pol.put()
         return hugetlb.alloc_hugetlb_folio_nodemask(kernel, nid, nodemask)

@@ -403,8 +403,9 @@ def test_move_pages_to_a_full_node_reports_busy():
     assert k.check() == [] and k.findings() == [] and k.lru_disable_count == 0
 
 
-def test_huge_pages_move_with_mbind_migrate_pages_and_move_pages():
-    k = pymm.Kernel(nodes=2, pages_per_node=256, hugepages_per_node=4)
+@pytest.mark.parametrize("variant", ["hold-mmap-lock", "mpol-alloc"])
+def test_huge_pages_move_with_mbind_migrate_pages_and_move_pages(variant):
+    k = pymm.Kernel(nodes=2, pages_per_node=256, hugepages_per_node=4, variants={"mbind": variant})
     p = k.spawn("a")
     H = pymm.HPAGE_SIZE
     a = p.mmap(0, 2 * H, RW, ANON | pymm.MAP_HUGETLB)
@@ -735,7 +736,9 @@ def test_mmap_lock_across_migration(lockdep, monkeypatch, variant, held_in_mbind
     assert seen == [held_in_migrate_pages] * 4
     assert where(p, a, 4) == [0] * 4 and intact(p, a, data)
     quiet(k)
-    assert k.findings() == [] or variant in ("early-unlock-vma-callback", "unlock-before-ilx")
+    # single-threaded nothing is freed under the early unlock; the validator still sees the walk
+    expect = {"rcu"} if variant == "early-unlock-vma-callback" else set()
+    assert {f.kind for f in k.findings()} == expect
 
 
 def test_interleave_mbind_places_moved_pages_like_new_ones(lockdep):
