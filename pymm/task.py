@@ -225,9 +225,8 @@ class Process(Task):
         elif anon and shared:      # shared anonymous memory is a deleted tmpfs file
             from .fs.shmem import shmem_zero_setup
             file, pgoff = shmem_zero_setup(self.kernel, length), 0
-        vma = mmap_region(mm, addr, length, vm_flags, file, pgoff)
-        if huge:
-            hugetlbfs_file_mmap(vma, resv)
+        vma = mmap_region(mm, addr, length, vm_flags, file, pgoff,
+                          (lambda v: hugetlbfs_file_mmap(v, resv)) if huge else None)
         if populate:
             mm_populate_after_write(mm, vma, addr, addr + length)
         else:

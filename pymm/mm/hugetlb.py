@@ -1341,8 +1341,9 @@ def hugetlb_follow_page_mask(vma, address, write):
 
 
 def hugetlb_folio_at(mm, addr):
-    """The huge folio mapped at ``addr`` in ``mm``, or None (for tests and
-    the migration helpers).  Context: mmap_lock held; takes VL and the ptl."""
+    """The huge folio mapped at ``addr`` in ``mm`` with a reference taken
+    under the ptl (drop it with folio_put), or None -- what move_pages(2)'s
+    lookup does.  Context: mmap_lock held; takes VL and the ptl."""
     vma = mm.mm_mt.vma_lookup(addr)
     if vma is None or not vma.vm_flags & VM_HUGETLB:
         return None
@@ -1352,6 +1353,7 @@ def hugetlb_folio_at(mm, addr):
         if ptep is None:
             return None
         f = ptep[0].entries[ptep[1]]
+        folio_get(f)
         ptep[0].ptl.unlock()
         return f
     finally:

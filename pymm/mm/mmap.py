@@ -167,8 +167,10 @@ def get_unmapped_area(mm, addr, length, fixed, align=PAGE_SIZE):
         end = v.vm_start
 
 
-def mmap_region(mm, addr, length, vm_flags, file, pgoff):
+def mmap_region(mm, addr, length, vm_flags, file, pgoff, call_mmap=None):
     """Map [addr, addr+len) (replacing what is there).  Returns the VMA.
+    ``call_mmap(vma)``, if given, is the file's mmap method: it runs before
+    the VMA is visible to anyone (in the tree or the file's i_mmap).
     Context: mmap_lock held for write."""
     end = addr + length
     if mm.mm_mt.find_vma_intersection(addr, end) is not None:
@@ -176,6 +178,8 @@ def mmap_region(mm, addr, length, vm_flags, file, pgoff):
     if file is None:
         pgoff = addr >> 12
     vma = vm_area_alloc(mm, addr, end, vm_flags, pgoff, file)
+    if call_mmap is not None:
+        call_mmap(vma)
     mm.mm_mt.insert(vma)
     vma_link_file(vma)
     if vm_flags & VM_LOCKED:

@@ -10,6 +10,11 @@ import importlib
 SCENARIO_MODULES = {
     "populate": "populate",
     "mbind": "mbind",
+    "hugetlb-anon-migrate": "hugetlb_anon_migrate",
+    "hugetlb-file-migrate": "hugetlb_file_migrate",
+    "hugetlb-pmd-share": "hugetlb_pmd_share",
+    "hugetlb-wp": "hugetlb_wp",
+    "hugetlb-truncate": "hugetlb_truncate",
 }
 
 REGISTRY = {}

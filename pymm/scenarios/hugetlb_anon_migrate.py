@@ -1,0 +1,54 @@
+"""C. Anonymous hugetlb migration under the wrong rmap lock (c0d0381ade79 ->
+336bf30eb765).
+
+Workload: a process with a private anonymous MAP_HUGETLB page migrates it
+to the other node and back (move_pages-style: look up, isolate,
+migrate_pages).  Racer: the process forks and the child exits -- fork links
+the child's VMA into the page's anon_vma tree (anon_vma_fork), exit unlinks
+and frees its chain nodes (unlink_anon_vmas), both under anon_vma->rwsem.
+
+``rmap-locked`` (5.7-5.9) takes i_mmap_rwsem of a file derived from the
+anon_vma's first VMA and walks the anon_vma tree with TTU_RMAP_LOCKED, i.e.
+without anon_vma->rwsem: rmap_walk_anon's lock assertion fires, and with the
+validator off the walk reads chain nodes the child's exit frees
+(use-after-free).  ``anon-vma-lock`` (5.10) lets the walk take
+anon_vma->rwsem itself.
+"""
+from types import SimpleNamespace
+
+from .. import constants as C
+from ..kernel import Kernel
+from . import register
+from .base import Scenario
+from .hugetlb_common import HS, RW, migrate_mapped_page
+
+
+@register
+class HugetlbAnonMigrateScenario(Scenario):
+    name = "hugetlb-anon-migrate"
+    variant_key = "hugetlb-anon-migrate"
+    caught_kinds = frozenset({"assertion", "use-after-free"})
+    controlled_steps = 1
+
+    def setup(self, variant, seed):
+        k = Kernel(nodes=2, pages_per_node=64, hugepages_per_node=3,
+                   variants={"hugetlb-anon-migrate": variant}, seed=seed)
+        p = k.spawn("anon")
+        a = p.mmap(0, HS, RW, C.MAP_PRIVATE | C.MAP_ANONYMOUS | C.MAP_HUGETLB)
+        p.store(a, b"anon")
+        return SimpleNamespace(kernel=k, p=p, a=a)
+
+    def migrate(self, st, rng):
+        migrate_mapped_page(st.p, st.a)
+
+    def fork(self, st, rng):
+        """Edit the page's anon_vma tree: a child is linked in, then exits."""
+        st.p.fork().exit()
+
+    roles = (("migrate", migrate), ("fork", fork))
+
+    def teardown(self, st):
+        data = st.p.load(st.a, 4)
+        st.p.exit()
+        if data != b"anon":
+            raise AssertionError(f"migration lost the page's contents: {data!r}")

@@ -1,0 +1,53 @@
+"""Helpers shared by the hugetlb scenario modules (C, C2, D): sizes, and
+migrating one huge folio the way move_pages(2) does for a hugetlb page
+(isolate it, then migrate_pages to a node)."""
+from .. import constants as C
+from ..mm import hugetlb as H
+from ..mm.filemap import filemap_get_folio
+from ..mm.migrate import (MIGRATE_SYNC, MR_SYSCALL, MigrationTargetControl, alloc_migration_target,
+                          migrate_pages)
+from ..mm.mmap_lock import mmap_read_lock, mmap_read_unlock
+from ..mm.page_alloc import folio_put
+
+HS = C.HPAGE_SIZE
+RW = C.PROT_READ | C.PROT_WRITE
+
+
+def migrate_folio_to(kernel, folio, nid):
+    """Isolate ``folio`` (a referenced huge folio) and migrate it to node
+    ``nid``; returns the number of folios that could not be moved (0 or 1),
+    or None if it could not be isolated.  Context: no lock held; drops the
+    caller's reference."""
+    ok = H.folio_isolate_hugetlb(kernel, folio)
+    folio_put(folio, kernel)
+    if not ok:
+        return None
+    mtc = MigrationTargetControl(nid, {nid})
+    return migrate_pages(kernel, [folio], lambda src, priv: alloc_migration_target(kernel, src, priv),
+                         None, mtc, MIGRATE_SYNC, MR_SYSCALL)
+
+
+def migrate_file_page(kernel, file, idx):
+    """Move huge page ``idx`` of ``file`` to the other node (compaction and
+    memory failure find folios this way, by page rather than by address)."""
+    def body():
+        folio = filemap_get_folio(file.mapping, idx << H.HUGETLB_PAGE_ORDER)
+        if folio is None:
+            return None
+        return migrate_folio_to(kernel, folio, 1 - folio.node)
+    return kernel.run_syscall(body)
+
+
+def migrate_mapped_page(p, addr):
+    """Move the huge page ``p`` maps at ``addr`` to the other node, as
+    move_pages(2) would: the folio is looked up under mmap_lock."""
+    k = p.kernel
+
+    def body():
+        mmap_read_lock(p.mm)
+        folio = H.hugetlb_folio_at(p.mm, addr)
+        mmap_read_unlock(p.mm)
+        if folio is None:
+            return None
+        return migrate_folio_to(k, folio, 1 - folio.node)
+    return k.run_syscall(body)
