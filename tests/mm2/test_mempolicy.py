@@ -643,8 +643,7 @@ def migrate_program(variant, racer):
 @pytest.mark.parametrize("racer", ["munmap", "fault"])
 @pytest.mark.parametrize("variant", ["early-unlock-vma-callback", "unlock-before-ilx"])
 def test_buggy_mbind_variants_are_caught_as_suspicious_rcu_usage(lockdep, variant, racer):
-    setup, threads = mbind_program(variant, racer)[:2]
-    check = mbind_program(variant, racer)[2]
+    setup, threads, check = mbind_program(variant, racer)
     res = explore(setup, threads, check, strategy="random", seed=0, max_schedules=200)
     f = res.failure
     assert f is not None, f"{variant} ran {res.schedules_run} schedules clean"
