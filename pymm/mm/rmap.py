@@ -385,6 +385,15 @@ def _walk_vmas(folio, vmas, rwc):
             break
 
 
+def anon_vma_interval_tree_foreach(anon_vma, start, last):
+    """Yield the VMA of each chain node of ``anon_vma`` overlapping [start,
+    last], reading each node only as the walk reaches it, as the kernel's
+    iterator does: a walker without the anon_vma lock reads nodes that a
+    racing unlink_anon_vmas has freed.  Context: anon_vma->rwsem held."""
+    for avc in anon_vma.rb_root.iter(start, last):
+        yield avc.vma
+
+
 def rmap_walk_anon(folio, rwc, locked):
     """Walk every VMA that may map an anon folio.  Context: folio locked;
     with ``locked`` the caller holds the anon_vma lock, else it is taken for
@@ -409,10 +418,7 @@ def rmap_walk_anon(folio, rwc, locked):
         anon_vma_lock_read(anon_vma)
     start = folio.index
     last = start + folio.nr_pages() - 1
-    # chain nodes are read one at a time, as the kernel's interval-tree
-    # iterator does: a walker without the anon_vma lock reads nodes that a
-    # racing unlink_anon_vmas frees
-    _walk_vmas(folio, (avc.vma for avc in anon_vma.rb_root.iter(start, last)), rwc)
+    _walk_vmas(folio, anon_vma_interval_tree_foreach(anon_vma, start, last), rwc)
     if not locked:
         anon_vma_unlock_read(anon_vma)
 
