@@ -188,11 +188,11 @@ class Kernel:
         from .mm.vmscan import kswapd_run
         from .sched import is_controlled
         present = self.nodes[0].present_pages
+        for name, v in (("low", low), ("high", high)):
+            if v is not None and (type(v) is not int or v < 0 or v > present):
+                raise ValueError(f"start_kswapd: {name} must be an int in 0..{present}, got {v!r}")
         low = max(1, present // 16) if low is None else low
         high = max(low + 1, present // 8) if high is None else high
-        for name, v in (("low", low), ("high", high)):
-            if type(v) is not int or v < 0 or v > present:
-                raise ValueError(f"start_kswapd: {name} must be an int in 0..{present}, got {v!r}")
         if low > high:
             raise ValueError(f"start_kswapd: low ({low}) must not exceed high ({high})")
         if self.kswapd is not None:

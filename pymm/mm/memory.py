@@ -315,6 +315,9 @@ def zap_pte_range(vma, pt, start, end, details=None):
         to_put.append(entry)
     pt.ptl.unlock()
     for f in to_put:
+        if f.swap is not None:              # free_pages_and_swap_cache
+            from .swap_state import free_swap_cache
+            free_swap_cache(f)
         folio_put(f, k)
 
 

@@ -263,6 +263,17 @@ def folio_free_swap(folio):
     return True
 
 
+def free_swap_cache(folio):
+    """A zap dropped a mapping of a swap-cache folio: if that was the last and
+    no PTE holds its entry, the slot is useless -- free it now rather than
+    leave it to reclaim (trylock only: a holder of the folio lock decides).
+    Context: the caller holds a reference; no ptl."""
+    if folio.swap is not None and not folio.folio_mapped() and folio_trylock(folio):
+        if folio.swap is not None and not folio.folio_mapped():
+            folio_free_swap(folio)
+        folio_unlock(folio)
+
+
 def remove_swap_mapping(kernel, folio):
     """The swap half of __remove_mapping: if nobody but the swap cache and the
     isolating reclaimer holds the folio, take it out of the swap cache (the

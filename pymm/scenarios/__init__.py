@@ -8,6 +8,7 @@ scenario names to their classes."""
 import importlib
 
 SCENARIO_MODULES = {
+    "rmap-mlock": "rmap_mlock",
     "populate": "populate",
     "mbind": "mbind",
     "hugetlb-anon-migrate": "hugetlb_anon_migrate",
