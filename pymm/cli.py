@@ -216,7 +216,7 @@ def cmd_replay(args):
     try:
         failure = stress.replay(token)
     except (ValueError, KeyError) as e:
-        raise CliError(str(e).strip("'\""))
+        raise CliError(e.args[0] if e.args else str(e))
     if failure is None:
         print("replay ran clean: the finding did not reproduce")
         return 1
@@ -235,6 +235,7 @@ def cmd_lockdep_graph(args):
     for n in chosen:
         if n not in names:
             raise CliError(f"unknown scenario {n!r}; expected one of {', '.join(names)}")
+    out_file = _open_for_write(args.output, "DOT file") if args.output else None
     deps = set()
     for n in chosen:
         cls = stress.get_scenario(n)
@@ -252,9 +253,9 @@ def cmd_lockdep_graph(args):
         out.append(f'  "{a}" -> "{b}" [{", ".join(attrs)}];')
     out.append("}")
     text = "\n".join(out) + "\n"
-    if args.output:
-        with _open_for_write(args.output, "DOT file") as fh:
-            fh.write(text)
+    if out_file is not None:
+        with out_file:
+            out_file.write(text)
     else:
         sys.stdout.write(text)
     return 0

@@ -35,6 +35,8 @@ def frames(handle):
     out = []
     for code, line in _stacks[handle]:
         fn = code.co_filename
+        if "/pymm/sched/" in fn:
+            break       # the scheduler and its caller are not the program's frames
         if any(s in fn for s in _SKIP):
             continue
         out.append(f"{_short(fn)}:{line} {code.co_name}")

@@ -159,10 +159,11 @@ def hugetlb_delete_from_page_cache(kernel, folio):
 
 def _bad_page_cache(kernel, folio):
     import threading
+    from ..mm.page_alloc import _pfn
     t = threading.current_thread()
     title = "BUG: Bad page cache"
     text = "\n".join([
-        f"BUG: Bad page cache in process {t.name}  pfn:{id(folio) >> 4 & 0xfffff:05x}",
+        f"BUG: Bad page cache in process {t.name}  pfn:{_pfn(kernel, folio):05x}",
         f"page: refcount:{folio._refcount} mapcount:{folio._mapcount} index:{folio.index:#x} "
         f"node:{folio.node} order:{folio.order}",
         "page dumped because: still mapped when deleted",

@@ -10,7 +10,7 @@ shared count inside the rwlock.
 from threading import get_ident
 
 from . import events as _ev
-from ._base import LockBase, check_subclass
+from ._base import LockBase
 
 
 def _api_try(lockable):

@@ -31,7 +31,7 @@ from ..errors import PymmError
 from . import events as _ev
 from . import lockdep
 from .lockdep_report import (Report, capture_stack, format_held, format_stack, lock_desc,
-                             lock_mode, thread_label, thread_name)
+                             lock_addr, lock_mode, thread_label, thread_name)
 
 __all__ = ["enable", "disable", "is_enabled", "start", "stop", "is_running", "check_now",
            "waiting"]
@@ -203,7 +203,7 @@ def _hung_report(tid, lock, read, waited, threshold, frames, all_held):
             [" nobody (it was released; the waiter has not run yet)"]
     body += _show_all(all_held)
     data = {"thread": {"name": name, "tid": tid}, "classes": [lock.key.name],
-            "lock": {"class": lock.key.name, "kind": lock.KIND, "lock": f"{id(lock):#x}",
+            "lock": {"class": lock.key.name, "kind": lock.KIND, "lock": lock_addr(lock),
                      "mode": mode},
             "waited": round(waited, 6), "threshold": threshold, "holders": holders,
             "stack": stack, "all_held": _all_held_data(all_held)}
@@ -224,7 +224,7 @@ def _deadlock_report(cycle, waits, frames, all_held):
         body.append(f" {thread_label(thread_name(tid), tid)} waits to {mode} "
                     f"{_lock_line(lock, read)}, held by {holder}")
         steps.append({"thread": {"name": thread_name(tid), "tid": tid}, "class": lock.key.name,
-                      "lock": f"{id(lock):#x}", "mode": mode,
+                      "lock": lock_addr(lock), "mode": mode,
                       "holder": {"name": thread_name(nxt), "tid": nxt},
                       "stack": _stack_of(tid, frames)})
     for s in steps:

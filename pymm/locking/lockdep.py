@@ -65,7 +65,8 @@ from ..errors import LockdepError, LockUsageError
 from . import events as _ev
 from ._base import MAX_LOCKDEP_SUBCLASSES, all_class_keys
 from .lockdep_report import (_LOCKING_DIR, HeldLock, Report, capture_stack, caller_site,
-                             format_held, format_stack, lock_desc, thread_label, thread_name)
+                             format_held, format_stack, lock_addr, lock_desc, reset_labels,
+                             thread_label, thread_name)
 
 __all__ = ["enable", "disable", "is_enabled", "reset", "reports", "configure",
            "subscribe", "unsubscribe", "held_locks", "lockdep_assert_held",
@@ -821,7 +822,7 @@ def _report_bad_unlock(st, lock, read, downgrade, may_raise=True):
                 site, "but there are no more locks to release!"]
     body += ["", "other info that might help us debug this:"] + _held_lines(st, held)
     body += ["", "stack backtrace:"] + format_stack(stack)
-    data = {"thread": _thread(st), "classes": [name], "lock": f"{id(lock):#x}",
+    data = {"thread": _thread(st), "classes": [name], "lock": lock_addr(lock),
             "read": read, "held": [_entry_data(h) for h in held], "stack": stack}
     return record_report(Report(kind, title, body, data, (kind, name, site)), may_raise)
 
@@ -874,6 +875,7 @@ def reset():
     with _reports_lock:
         _reports.clear()
         _seen.clear()
+    reset_labels()
 
 
 def reports():
@@ -967,11 +969,11 @@ def _assert(lock, ok, what, why, name):
     label = f"{name or what}({lock.key.name})"
     title = f"WARNING: {label} failed"
     body = [f"{_label(st)} at {site}:",
-            f"{id(lock):#x} ({lock.key.name}){{{lock.KIND}}} {why}", ""]
+            f"{lock_addr(lock)} ({lock.key.name}){{{lock.KIND}}} {why}", ""]
     body += _held_lines(st, held)
     body += ["", "stack backtrace:"] + format_stack(stack)
     data = {"thread": _thread(st), "classes": [lock.key.name], "assertion": name or what,
-            "lock": f"{id(lock):#x}", "held": [_entry_data(h) for h in held], "stack": stack}
+            "lock": lock_addr(lock), "held": [_entry_data(h) for h in held], "stack": stack}
     return record_report(Report("assertion", title, body, data,
                                 ("assertion", name or what, lock.key.name, site)), True)
 

@@ -18,9 +18,10 @@ import sys
 import threading
 
 __all__ = ["Report", "HeldLock", "capture_stack", "caller_site", "lock_desc",
-           "format_held", "thread_label", "thread_name"]
+           "format_held", "thread_label", "thread_name", "lock_addr", "reset_labels"]
 
 _LOCKING_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+_SCHED_DIR = os.path.join(os.path.dirname(os.path.dirname(_LOCKING_DIR)), "sched") + os.sep
 _STACK_LIMIT = 24
 _short_names = {}
 
@@ -53,6 +54,8 @@ def capture_stack(limit=_STACK_LIMIT, frame=None):
     out = []
     while f is not None and len(out) < limit:
         co = f.f_code
+        if co.co_filename.startswith(_SCHED_DIR):
+            break       # the controlled scheduler's frames and whatever called it: not the program's
         out.append(f"{_short(co.co_filename)}:{f.f_lineno} {co.co_name}")
         f = f.f_back
     return out
@@ -75,9 +78,28 @@ def thread_name(tid, default=None):
     return default if default is not None else f"thread-{tid}"
 
 
+# Reports print locks and threads by ordinal numbers handed out in order of
+# first appearance since the last lockdep.reset(), not by id() or OS thread
+# ids: a replay of a controlled schedule then prints the very same report.
+_lock_nos = {}
+_thread_nos = {}
+
+
+def reset_labels():
+    _lock_nos.clear()
+    _thread_nos.clear()
+
+
+def lock_addr(lock):
+    """A stable pseudo-address for ``lock`` in reports."""
+    n = _lock_nos.setdefault(id(lock), len(_lock_nos))
+    return f"{0xFFFF_8880_0200_0000 + n * 0x40:#x}"
+
+
 def thread_label(name, tid):
-    """``comm/pid`` as lockdep prints a task."""
-    return f"{name}/{tid}"
+    """``comm/pid`` as lockdep prints a task (pid: the thread's ordinal)."""
+    n = _thread_nos.setdefault(tid, len(_thread_nos) + 1)
+    return f"{name}/{n}"
 
 
 class HeldLock:
@@ -107,7 +129,7 @@ class HeldLock:
         return lock_desc(self.lock, self.name, self.read, self.site)
 
     def as_dict(self):
-        return {"class": self.name, "lock": f"{id(self.lock):#x}", "kind": self.lock.KIND,
+        return {"class": self.name, "lock": lock_addr(self.lock), "kind": self.lock.KIND,
                 "mode": self.mode(), "trylock": self.trylock, "site": self.site}
 
     def __repr__(self):
@@ -126,7 +148,7 @@ def lock_desc(lock, name, read, site):
     """``print_lock()``: ``<addr> (<class>){<kind>}, at: <site>``."""
     mode = lock_mode(lock, read)
     kind = f"{lock.KIND}:{mode}" if mode else lock.KIND
-    return f"{id(lock):#x} ({name}){{{kind}}}, at: {site or '?'}"
+    return f"{lock_addr(lock)} ({name}){{{kind}}}, at: {site or '?'}"
 
 
 def format_held(name, tid, held):

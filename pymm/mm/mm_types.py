@@ -130,7 +130,7 @@ class MmStruct(KasanObject):
         return self.rss_stat[member].sum()
 
     def __repr__(self):
-        return f"<mm {self.id} pid {self.owner_pid}>"
+        return f"<mm of pid {self.owner_pid}>"
 
 
 class VmAreaStruct(KasanObject):

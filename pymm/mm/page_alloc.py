@@ -124,7 +124,7 @@ def bad_page(folio, reason, kernel=None):
     mapping = folio.mapping
     title = "BUG: Bad page state"
     text = "\n".join([
-        f"BUG: Bad page state in process {t.name}  pfn:{id(folio) >> 4 & 0xfffff:05x}",
+        f"BUG: Bad page state in process {t.name}  pfn:{_pfn(kernel, folio):05x}",
         f"page: refcount:{folio._refcount} mapcount:{folio._mapcount} mapping:{type(mapping).__name__ if mapping is not None else '0000000000000000'} index:{folio.index:#x} node:{folio.node} order:{folio.order}",
         f"flags: {flag_names(folio.flags, PAGE_FLAG_NAMES)}",
         f"page dumped because: {reason}",
@@ -133,3 +133,9 @@ def bad_page(folio, reason, kernel=None):
     ])
     report("bad-page-state", title, text, kernel=kernel,
            data={"reason": reason, "flags": flag_names(folio.flags, PAGE_FLAG_NAMES)})
+
+
+def _pfn(kernel, folio):
+    """A stable pseudo page-frame number for reports (see Kernel.kasan_address)."""
+    kernel = kernel or current_kernel()
+    return ((kernel.kasan_address(folio) >> 9) & 0xFFFFF) if kernel is not None else 0

@@ -84,13 +84,7 @@ def no_work(monkeypatch):
         monkeypatch.setattr(mod, name, refuse)
 
 
-XFAIL = {
-    "lockdep-graph -o in a missing directory": pytest.mark.xfail(
-        strict=True, reason="pymm/cli.py cmd_lockdep_graph opens -o only after running every scenario"),
-}
-
-
-@pytest.mark.parametrize("name", [pytest.param(n, marks=XFAIL.get(n, ())) for n in CASE_NAMES])
+@pytest.mark.parametrize("name", CASE_NAMES)
 def test_bad_input_is_one_line_naming_the_problem(name, cli, tmp_path, no_work):
     argv, names = cases(tmp_path)[name]
     res = cli(*argv)
@@ -108,14 +102,9 @@ def test_plot_without_matplotlib_is_one_line(cli, no_work):
     assert "matplotlib" in res.error_line() and res.out == ""
 
 
-QUOTES_BUG = pytest.mark.xfail(
-    strict=True, reason="pymm/cli.py cmd_replay strips quotes off str(e): the closing quote of a "
-    "repr at the end of a ValueError message goes with them")
-
-
 @pytest.mark.parametrize("token", [
-    pytest.param("pymm:v1:populate", marks=QUOTES_BUG),
-    pytest.param(f"pymm:v1:populate:nope:seed=2:threads=1:{GOOD_SCHEDULE}", marks=QUOTES_BUG),
+    "pymm:v1:populate",
+    f"pymm:v1:populate:nope:seed=2:threads=1:{GOOD_SCHEDULE}",
     f"pymm:v1:nope:drop-retake:seed=2:threads=1:{GOOD_SCHEDULE}",      # a KeyError's message
 ], ids=["too-few-fields", "unknown-variant", "unknown-scenario"])
 def test_error_quotes_are_balanced(token, cli):

@@ -81,24 +81,7 @@ def test_two_replays_in_separate_processes_print_identical_text(drop_retake):
     assert a.out == b.out
 
 
-# Reports that print a value that differs between runs of one schedule.
-MM_ID = pytest.mark.xfail(strict=True, reason="pymm/mm/mm_types.py: mm_struct.id comes from a "
-                          "process-global itertools.count, and the suspicious-RCU report prints it "
-                          "(<mm N pid 1>): each replay prints another N")
-LOCKDEP_IDS = pytest.mark.xfail(strict=True, reason="pymm/locking/lockdep_report.py: lockdep splats "
-                                "print id(lock) (lock_desc) and the OS thread ident (thread_label): "
-                                "each replay prints other values")
-PFN = pytest.mark.xfail(strict=True, reason="pymm/fs/hugetlbfs.py _bad_page_cache: pfn from id(folio) "
-                        "instead of page_alloc._pfn(kernel, folio): each replay prints another pfn")
-REPLAY_BUGS = {("mbind", "early-unlock-vma-callback"): MM_ID, ("mbind", "unlock-before-ilx"): MM_ID,
-               ("hugetlb-anon-migrate", "rmap-locked"): LOCKDEP_IDS,
-               ("hugetlb-file-migrate", "relock-under-folio"): LOCKDEP_IDS,
-               ("hugetlb-wp", "fault-mutex-under-folio"): LOCKDEP_IDS,
-               ("hugetlb-truncate", "mapped-check-unlocked"): PFN}
-
-
-@pytest.mark.parametrize("scenario,variant", [pytest.param(s, v, marks=REPLAY_BUGS.get((s, v), ()))
-                                              for s, v in BUGGY], ids=[f"{s}-{v}" for s, v in BUGGY])
+@pytest.mark.parametrize("scenario,variant", BUGGY, ids=[f"{s}-{v}" for s, v in BUGGY])
 def test_every_buggy_variant_replays_its_controlled_finding(scenario, variant, cli):
     """The stress run's report, again, twice over."""
     r = stress.run_controlled(scenario, variant, seed=0)

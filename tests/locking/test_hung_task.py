@@ -12,6 +12,8 @@ import threading
 
 import pytest
 
+from pymm.locking.lockdep_report import thread_label
+
 from pymm.errors import PymmError
 from pymm.locking import Mutex, RwSemaphore, events, hung_task, lockdep
 
@@ -165,9 +167,10 @@ def test_a_blocked_thread_is_reported_with_the_holders_and_all_held_locks():
     assert r.kind == "hung-task"
     assert r.title == f"INFO: task ht2-writer:{t.ident} blocked for more than 0 seconds."
     assert r.text.startswith(r.title + "\n")
-    assert f" MainThread/{threading.get_ident()} (read)" in r.text    # rwsem readers count
+    me = thread_label("MainThread", threading.get_ident())
+    assert f" {me} (read)" in r.text    # rwsem readers count
     assert "Showing all locks held in the system:" in r.text
-    assert f"1 lock held by MainThread/{threading.get_ident()}:" in r.text
+    assert f"1 lock held by {me}:" in r.text
     assert "Call Trace:" in r.text and "writer" in r.text
     assert r.data["holders"] == [{"name": "MainThread", "tid": threading.get_ident(),
                                   "mode": "read"}]

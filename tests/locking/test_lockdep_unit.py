@@ -12,6 +12,8 @@ import threading
 
 import pytest
 
+from pymm.locking.lockdep_report import thread_label
+
 from pymm.errors import LockdepError, LockUsageError
 from pymm.locking import Mutex, RwLock, RwSemaphore, SpinLock, lockdep
 
@@ -480,7 +482,8 @@ def test_circular_report_has_the_kernel_skeleton():
     title = "WARNING: possible circular locking dependency detected"
     assert lines[:3] == ["=" * len(title), title, "-" * len(title)]
     assert r.title == title
-    tid = threading.get_ident()
+    # tasks print as comm/N, N the thread's ordinal since the last reset (stable across replays)
+    tid = thread_label("MainThread", threading.get_ident()).split("/")[1]
     assert lines[3] == f"MainThread/{tid} is trying to acquire lock:"
     assert "(txt.A){mutex}, at: " in lines[4] and "test_circular_report_has_the_kernel_skeleton" in lines[4]
     order = ["but task is already holding lock:", "which lock already depends on the new lock.",
@@ -501,7 +504,7 @@ def test_circular_report_has_the_kernel_skeleton():
     # structured data, JSON-ready
     d = json.loads(json.dumps(r.data))
     assert d["kind"] == "circular" and d["title"] == title
-    assert d["thread"] == {"name": "MainThread", "tid": tid}
+    assert d["thread"] == {"name": "MainThread", "tid": threading.get_ident()}   # the data keeps the real id
     assert d["classes"] == ["txt.A", "txt.B"]
     assert [(e["from"], e["to"], e["types"]) for e in d["edges"]] == [
         ("txt.B", "txt.A", ["EN"]), ("txt.A", "txt.B", ["EN"])]
