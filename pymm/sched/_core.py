@@ -566,8 +566,7 @@ class _Run:
         elif failure.report is not None and failure.report is self.failure.report:
             pass
         else:
-            first = failure.detail.strip().splitlines()[0] if failure.detail.strip() else ""
-            self.failure.notes.append(f"then {failure.kind}: {first}")
+            self.failure.notes.append(f"then {failure.kind}: {_headline(failure)}")
         if self.aborting:
             return
         self.aborting = True
@@ -730,3 +729,14 @@ def _find_cycle(graph):
             if c:
                 return c
     return None
+
+
+def _headline(failure):
+    """A failure's one-line summary: the report's title, else the first line
+    of its description that is not a ruler ("=====")."""
+    if failure.report is not None:
+        return failure.report.title
+    for line in failure.detail.splitlines():
+        if line.strip() and set(line.strip()) - set("=-"):
+            return line.strip()
+    return ""
