@@ -174,11 +174,13 @@ class VmAreaStruct(KasanObject):
     def is_anonymous(self):
         return self.vm_file is None
 
-    def __repr__(self):
-        from .mm_types import VM_FLAG_NAMES, flag_names
+    def dump_vma(self):
+        """The VMA as text (the kernel's dump_vma: on a freed VMA, KASAN says so)."""
         return (f"<vma {self.vm_start:#x}-{self.vm_end:#x} "
                 f"{flag_names(self.vm_flags, VM_FLAG_NAMES)} pgoff {self.vm_pgoff:#x}"
                 f"{' file ' + self.vm_file.name if self.vm_file else ''}>")
+
+    __repr__ = dump_vma
 
 
 class AnonVma(KasanObject):
