@@ -59,7 +59,7 @@ from ..locking import Mutex, RwSemaphore, SpinLock, lockdep
 from ..sched import point
 from .atomic import atomic_add_return, clear_bits, set_bits
 from .filemap import folio_lock, folio_trylock, folio_unlock, folio_wait_locked
-from .memory import (FAULT_FLAG_WRITE, VM_FAULT_OOM, VM_FAULT_SIGBUS, is_cow_mapping)
+from .memory import FAULT_FLAG_WRITE, VM_FAULT_SIGBUS, is_cow_mapping
 from .mm_types import (PAGE_FLAGS_CHECK_AT_FREE, PG_anon, PG_dirty, PG_hugetlb, PG_isolated,
                        PG_swapbacked, PG_uptodate, VM_HUGETLB, VM_LOCKED_MASK, VM_MAYSHARE,
                        VM_NORESERVE, VM_SHARED, VM_WRITE, Folio)
@@ -138,10 +138,6 @@ class Hstate:
     def __repr__(self):
         return (f"<hstate 2048kB total {self.nr_huge_pages} free {self.free_huge_pages} "
                 f"resv {self.resv_huge_pages}>")
-
-
-def hstate_of(kernel):
-    return kernel.hstate
 
 
 def hugetlb_fault_mutex_hash(file, idx):
@@ -288,8 +284,7 @@ class ResvMap:
     def region_chg(self, f, t):
         """How many indices of [f, t) are not in the map."""
         self.lock.lock()
-        n = sum(1 for i in range(f, t) if i not in self.regions) if t - f < 4096 else \
-            (t - f) - sum(1 for i in self.regions if f <= i < t)
+        n = (t - f) - sum(1 for i in self.regions if f <= i < t)
         self.lock.unlock()
         return n
 
@@ -461,9 +456,6 @@ def __vma_private_lock(vma):
     p = _priv(vma)
     return (not vma.vm_flags & VM_MAYSHARE and p is not None and p.resv_map is not None
             and bool(p.flags & HPAGE_RESV_OWNER))
-
-
-vma_shareable_lock = __vma_shareable_lock
 
 
 def _vma_lock_sem(vma):
@@ -999,7 +991,7 @@ def hugetlb_no_page(vmf):
     if is_vma_resv_set(vma, HPAGE_RESV_UNMAPPED):
         # the owner of this private mapping took the page back on a failed COW
         return _no_page_out(vmf, ret)
-    new_folio = new_anon = False
+    new_anon = False
     folio = filemap_lock_hugetlb_folio(file, vmf.pgoff)
     if folio is not None:
         vmf.locked.append(folio)
@@ -1011,7 +1003,6 @@ def hugetlb_no_page(vmf):
         folio = alloc_hugetlb_folio(vma, vmf.address, False)
         if folio is None:
             return _no_page_out(vmf, VM_FAULT_SIGBUS)        # -ENOSPC
-        new_folio = True
         if vma.vm_flags & VM_MAYSHARE:
             if hugetlb_add_to_page_cache(folio, file, vmf.pgoff):
                 restore_reserve_on_error(vma, vmf.address, folio)
@@ -1240,7 +1231,7 @@ def copy_hugetlb_page_range(dst_vma, src_vma):
     A shared PMD table (the child shared the parent's) needs no copy.
     Context: both mmap_locks held for write; for shared mappings takes the
     source's vma_lock for read (hugetlb_walk's rule)."""
-    src_mm, dst_mm = src_vma.vm_mm, dst_vma.vm_mm
+    dst_mm = dst_vma.vm_mm
     cow = is_cow_mapping(src_vma.vm_flags)
     if not cow:
         hugetlb_vma_lock_read(src_vma)
