@@ -2,10 +2,10 @@
 call in flight): page accounting per node, mapcounts and refcounts, mlock
 accounting, rss counters, the VMA tree, page-table entry counts.  Every
 violation becomes a finding."""
-from ..mm.mm_types import (MM_SWAPENTS, PG_anon, PG_hugetlb, PG_mlocked, VM_HUGETLB, VM_LOCKED, Folio,
+from ..mm.mm_types import (MM_SWAPENTS, PG_hugetlb, PG_mlocked, VM_HUGETLB, VM_LOCKED, Folio,
                            RSS_NAMES)
 from ..mm.memory import mm_counter
-from ..mm.pgtable import PmdTable, PteTable
+from ..mm.pgtable import PteTable
 from ..mm.swap_state import SwapEntry, check_swap
 from .report import report
 
@@ -33,7 +33,7 @@ def run_checks(k):
         errs = mm.mm_mt.check()
         problems += [("assertion", "BUG: VMA tree corrupted", f"{p!r}: {e}") for e in errs]
         rss = [0] * len(RSS_NAMES)
-        locked_vm = sum(v.vma_pages() for v in mm.mm_mt._vmas if v.vm_flags & VM_LOCKED)
+        locked_vm = sum(v.vma_pages() for v in mm.mm_mt.all_unchecked() if v.vm_flags & VM_LOCKED)
         if locked_vm != mm.locked_vm:
             problems.append(("bad-page-state", "BUG: locked_vm accounting",
                              f"{p!r}: locked_vm {mm.locked_vm} != {locked_vm} pages in VM_LOCKED VMAs"))
@@ -150,7 +150,7 @@ def check_hugetlb(k, live):
                                      f"covers it"))
                 if ent[1] == 1 and isinstance(e, Folio):
                     maps.setdefault(id(e), [e, 0])[1] += 1
-        for v in mm.mm_mt._vmas:
+        for v in mm.mm_mt.all_unchecked():
             d = v.vm_private_data
             if v.vm_flags & VM_HUGETLB and isinstance(d, HugetlbPrivate) and d.resv_map is not None \
                     and d.flags & HPAGE_RESV_OWNER:
@@ -194,9 +194,4 @@ def check_hugetlb(k, live):
 
 
 def _vma_at(mm, addr):
-    t = mm.mm_mt
-    from bisect import bisect_right
-    i = bisect_right(t._ends, addr)
-    if i < len(t._vmas) and t._starts[i] <= addr:
-        return t._vmas[i]
-    return None
+    return mm.mm_mt.lookup_unchecked(addr)

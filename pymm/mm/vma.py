@@ -1,12 +1,19 @@
 """The VMA tree (the kernel's maple tree, mm->mm_mt) and VMA allocation.
 
-Lookups are O(log n): bisect over parallel lists of starts and ends, so a
-lookup does not read the VMAs themselves.  Every lookup checks the kernel's
-rule -- mmap_lock held (read or write) or an RCU read section -- and reports
-"WARNING: suspicious RCU usage" otherwise, as the maple tree's
-rcu_dereference_check does.  Modifications require mmap_lock for write.
+Like the maple tree, a shallow B-tree: the VMAs are kept in order in chunks
+of at most 2 * LOAD, each chunk holding parallel lists of starts, ends and
+VMAs, with one small list of each chunk's last end above them.  A lookup is
+two bisections -- one in the small top list, one in a chunk -- so it stays
+O(log n) and touches little memory even at 100,000 VMAs, and it never reads
+the VMAs themselves (a freed VMA is never touched by a lookup).
+Modifications are O(LOAD + n / LOAD).
+
+Every lookup checks the kernel's rule -- mmap_lock held (read or write) or
+an RCU read section -- and reports "WARNING: suspicious RCU usage"
+otherwise, as the maple tree's rcu_dereference_check does.  Modifications
+require mmap_lock for write.
 """
-from bisect import bisect_left, bisect_right
+from bisect import bisect_right
 
 from ..debug import stackdepot
 from ..debug.kasan import kasan_poison
@@ -15,124 +22,207 @@ from ..rcu import rcu_read_lock_held
 from .mm_types import VmAreaStruct
 from .mmap_lock import mmap_assert_write_locked, mmap_lock_is_held
 
+LOAD = 64
+
 
 class VmaTree:
-    __slots__ = ("mm", "_starts", "_ends", "_vmas")
+    """Positions are (chunk, index) pairs; ``_maxes[c]`` is chunk c's last end."""
+
+    __slots__ = ("mm", "_maxes", "_starts", "_ends", "_vmas", "_len")
 
     def __init__(self, mm):
         self.mm = mm
+        self._maxes = []
         self._starts = []
         self._ends = []
         self._vmas = []
+        self._len = 0
 
     # -- the locking rule ----------------------------------------------------------
     def _check(self):
         if not rcu_read_lock_held() and not mmap_lock_is_held(self.mm):
             _suspicious_rcu_usage(self.mm)
 
+    # -- positions -------------------------------------------------------------------
+    def _locate(self, addr):
+        """Position of the first VMA with vm_end > addr, or None."""
+        c = bisect_right(self._maxes, addr)
+        if c == len(self._maxes):
+            return None
+        return c, bisect_right(self._ends[c], addr)
+
+    def _next(self, pos):
+        c, i = pos
+        if i + 1 < len(self._vmas[c]):
+            return c, i + 1
+        return (c + 1, 0) if c + 1 < len(self._vmas) else None
+
+    def _prev(self, pos):
+        c, i = pos
+        if i > 0:
+            return c, i - 1
+        return (c - 1, len(self._vmas[c - 1]) - 1) if c > 0 else None
+
+    def _at(self, pos):
+        return None if pos is None else self._vmas[pos[0]][pos[1]]
+
+    def _last(self):
+        return (len(self._vmas) - 1, len(self._vmas[-1]) - 1) if self._vmas else None
+
     # -- lookups ---------------------------------------------------------------
     def find_vma(self, addr):
         """The first VMA with vm_end > addr (find_vma)."""
         self._check()
-        i = bisect_right(self._ends, addr)
-        return self._vmas[i] if i < len(self._vmas) else None
+        return self._at(self._locate(addr))
 
     def vma_lookup(self, addr):
         """The VMA containing addr, or None."""
         self._check()
-        i = bisect_right(self._ends, addr)
-        if i < len(self._vmas) and self._starts[i] <= addr:
-            return self._vmas[i]
+        return self.lookup_unchecked(addr)
+
+    def lookup_unchecked(self, addr):
+        """vma_lookup without the locking check: for the invariant checks,
+        which run when the system is quiescent."""
+        pos = self._locate(addr)
+        if pos is not None and self._starts[pos[0]][pos[1]] <= addr:
+            return self._vmas[pos[0]][pos[1]]
         return None
 
     def find_vma_intersection(self, start, end):
         self._check()
-        i = bisect_right(self._ends, start)
-        if i < len(self._vmas) and self._starts[i] < end:
-            return self._vmas[i]
+        pos = self._locate(start)
+        if pos is not None and self._starts[pos[0]][pos[1]] < end:
+            return self._vmas[pos[0]][pos[1]]
         return None
 
     def find_vma_prev(self, addr):
         """(vma, prev) as find_vma_prev."""
         self._check()
-        i = bisect_right(self._ends, addr)
-        vma = self._vmas[i] if i < len(self._vmas) else None
-        prev = self._vmas[i - 1] if i > 0 else None
-        return vma, prev
+        pos = self._locate(addr)
+        prev = self._at(self._prev(pos)) if pos is not None else self._at(self._last())
+        return self._at(pos), prev
 
     def range(self, start, end):
         """VMAs intersecting [start, end), in order (for_each_vma_range)."""
         self._check()
-        i = bisect_right(self._ends, start)
-        j = bisect_left(self._starts, end)
-        return self._vmas[i:j]
+        out = []
+        pos = self._locate(start)
+        while pos is not None and self._starts[pos[0]][pos[1]] < end:
+            out.append(self._vmas[pos[0]][pos[1]])
+            pos = self._next(pos)
+        return out
 
     def all(self):
         self._check()
-        return list(self._vmas)
+        return self.all_unchecked()
+
+    def all_unchecked(self):
+        return [v for chunk in self._vmas for v in chunk]
 
     def neighbours(self, start, end):
         """(prev, next): the VMAs just below start and at/above end."""
         self._check()
-        i = bisect_right(self._ends, start)
-        prev = self._vmas[i - 1] if i > 0 and self._ends[i - 1] <= start else None
-        j = bisect_left(self._starts, end)
-        nxt = self._vmas[j] if j < len(self._vmas) else None
-        return prev, nxt
+        pos = self._locate(start)
+        prev = self._at(self._prev(pos)) if pos is not None else self._at(self._last())
+        while pos is not None and self._starts[pos[0]][pos[1]] < end:
+            pos = self._next(pos)
+        return prev, self._at(pos)
 
     def __len__(self):
-        return len(self._vmas)
+        return self._len
 
     # -- modification (mmap_lock held for write) -------------------------------
     def insert(self, vma):
         mmap_assert_write_locked(self.mm)
-        i = bisect_left(self._starts, vma.vm_start)
-        if (i < len(self._vmas) and self._starts[i] < vma.vm_end) or \
-                (i > 0 and self._ends[i - 1] > vma.vm_start):
+        start, end = vma.vm_start, vma.vm_end
+        pos = self._locate(start)
+        prev = self._at(self._prev(pos)) if pos is not None else self._at(self._last())
+        if (pos is not None and self._starts[pos[0]][pos[1]] < end) or \
+                (prev is not None and prev.vm_end > start):
             raise AssertionError(f"VMA tree: {vma!r} overlaps an existing VMA")
-        self._starts.insert(i, vma.vm_start)
-        self._ends.insert(i, vma.vm_end)
-        self._vmas.insert(i, vma)
+        if not self._vmas:
+            self._maxes.append(end)
+            self._starts.append([start])
+            self._ends.append([end])
+            self._vmas.append([vma])
+        else:
+            c, i = pos if pos is not None else (len(self._vmas) - 1, len(self._vmas[-1]))
+            self._starts[c].insert(i, start)
+            self._ends[c].insert(i, end)
+            self._vmas[c].insert(i, vma)
+            self._maxes[c] = self._ends[c][-1]
+            if len(self._vmas[c]) > 2 * LOAD:
+                self._split(c)
+        self._len += 1
         vma.detached = False
         self.mm.map_count += 1
 
+    def _split(self, c):
+        for lst in (self._starts, self._ends, self._vmas):
+            lst.insert(c + 1, lst[c][LOAD:])
+            del lst[c][LOAD:]
+        self._maxes[c] = self._ends[c][-1]
+        self._maxes.insert(c + 1, self._ends[c + 1][-1])
+
     def erase(self, vma):
         mmap_assert_write_locked(self.mm)
-        i = self._index(vma)
-        del self._starts[i], self._ends[i], self._vmas[i]
+        c, i = self._index(vma)
+        del self._starts[c][i], self._ends[c][i], self._vmas[c][i]
+        if self._vmas[c]:
+            self._maxes[c] = self._ends[c][-1]
+        else:
+            del self._starts[c], self._ends[c], self._vmas[c], self._maxes[c]
+        self._len -= 1
         vma.detached = True
         self.mm.map_count -= 1
 
     def update(self, vma):
-        """The VMA's range changed (vma_set_range): refresh its keys."""
+        """The VMA's range changed (vma_set_range): refresh its keys.  Its
+        place in the order cannot change: VMAs only grow into gaps."""
         mmap_assert_write_locked(self.mm)
-        i = self._index(vma)
-        self._starts[i] = vma.vm_start
-        self._ends[i] = vma.vm_end
+        c, i = self._index(vma)
+        self._starts[c][i] = vma.vm_start
+        self._ends[c][i] = vma.vm_end
+        self._maxes[c] = self._ends[c][-1]
 
     def _index(self, vma):
-        for i in range(len(self._vmas)):
-            if self._vmas[i] is vma:
-                return i
+        """The position of ``vma`` (by identity).  Its stored keys may be stale
+        (update), but its chunk is the one its current start locates; a
+        linear scan is the fallback that keeps a corrupted tree diagnosable."""
+        c = min(bisect_right(self._maxes, vma.vm_start), len(self._vmas) - 1)
+        for cc in (c, c - 1, c + 1):
+            if 0 <= cc < len(self._vmas):
+                chunk = self._vmas[cc]
+                for i in range(len(chunk)):
+                    if chunk[i] is vma:
+                        return cc, i
+        for cc, chunk in enumerate(self._vmas):
+            for i, v in enumerate(chunk):
+                if v is vma:
+                    return cc, i
         raise AssertionError(f"VMA tree: {vma!r} is not in the tree")
 
     def check(self):
-        """Invariants: sorted, non-overlapping, keys match the VMAs."""
+        """Invariants: sorted, non-overlapping, keys and chunk maxima match the VMAs."""
         errs = []
         prev_end = 0
-        for s, e, v in zip(self._starts, self._ends, self._vmas):
-            if s != v.vm_start or e != v.vm_end:
-                errs.append(f"stale key {s:#x}-{e:#x} for {v!r}")
-            if s >= e or s < prev_end:
-                errs.append(f"bad order/overlap at {v!r}")
-            prev_end = e
-        if len(self._vmas) != self.mm.map_count:
-            errs.append(f"map_count {self.mm.map_count} != {len(self._vmas)} VMAs")
+        n = 0
+        for c, chunk in enumerate(self._vmas):
+            if not chunk:
+                errs.append(f"empty chunk {c}")
+                continue
+            if self._maxes[c] != self._ends[c][-1]:
+                errs.append(f"chunk {c}: stale maximum {self._maxes[c]:#x}")
+            for s, e, v in zip(self._starts[c], self._ends[c], chunk):
+                if s != v.vm_start or e != v.vm_end:
+                    errs.append(f"stale key {s:#x}-{e:#x} for {v!r}")
+                if s >= e or s < prev_end:
+                    errs.append(f"bad order/overlap at {v!r}")
+                prev_end = e
+                n += 1
+        if n != self._len or n != self.mm.map_count:
+            errs.append(f"map_count {self.mm.map_count}, tree size {self._len}, {n} VMAs")
         return errs
-
-
-# Index lookups by identity above are O(n); they run only on modifications
-# (split/merge/erase), never on lookups.  Kept simple on purpose.
 
 
 def vm_area_alloc(mm, start, end, flags, pgoff, file=None):

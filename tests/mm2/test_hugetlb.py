@@ -503,7 +503,7 @@ def test_huge_pmd_unshare_asserts_i_mmap_rwsem_and_the_vma_lock():
 
 def _no_change(k, p):
     return (mi(k, "HugePages_Free", "HugePages_Rsvd"),
-            [(v.vm_start, v.vm_end, v.vm_flags) for v in p.mm.mm_mt._vmas])
+            [(v.vm_start, v.vm_end, v.vm_flags) for v in p.mm.mm_mt.all_unchecked()])
 
 
 @pytest.mark.parametrize("call, err", [
