@@ -169,6 +169,8 @@ def mlock_vma_page(kernel, folio):
     (try_to_unmap_one): NR_MLOCK and the unevictable LRU follow; mlock_count
     is left alone (the folio is isolated: whoever maps it VM_LOCKED counts).
     Context: folio locked; takes lru_lock."""
+    from ..sched import point
+    point("mlock_vma_page")      # section E's window: VM_LOCKED was seen, PG_mlocked not yet set
     lruvec = kernel.nodes[folio.node].lruvec
     lruvec.lru_lock.lock()
     if not set_bits(folio, "flags", PG_mlocked) & PG_mlocked:

@@ -26,7 +26,7 @@ from itertools import islice
 from loguru import logger
 
 from ..sched import point
-from .atomic import atomic_add_return, clear_bits, set_bits
+from .atomic import atomic_inc_not_zero, clear_bits, set_bits
 from .filemap import folio_trylock, folio_unlock
 from .mm_types import PG_anon, PG_dirty, PG_isolated, PG_mlocked
 from .page_alloc import folio_put
@@ -64,9 +64,10 @@ def isolate_lru_folios(lruvec, lru, nr_to_scan, dst):
     scanned = 0
     for folio in islice(lruvec.lists[lru], nr_to_scan):
         scanned += 1
-        if folio._refcount <= 0:        # being freed: folio_try_get() would fail
+        # folio_try_get: the lru_lock does not stop the last folio_put, which
+        # drops the count to 0 before it takes the lru_lock to unlink the folio
+        if not atomic_inc_not_zero(folio, "_refcount"):
             continue
-        atomic_add_return(folio, "_refcount", 1)
         lruvec_del_folio_locked(lruvec, folio)
         set_bits(folio, "flags", PG_isolated)
         dst.append(folio)
@@ -264,13 +265,19 @@ class Kswapd:
                         self._wait.notify_all()
 
     def balance_pgdat(self):
-        """Reclaim on this node until it has ``high`` free pages or nothing
-        more can be reclaimed.  Context: the kswapd thread; no locks held."""
+        """Reclaim on this node until it has ``high`` free pages (allocations
+        may go on meanwhile) or a pass reclaims nothing.  Context: the kswapd
+        thread; no locks held."""
         self.runs += 1
-        want = self.high - self.pgdat.nr_free
         got = 0
-        if want > 0:
-            got = try_to_free_pages(self.kernel, want, nodes=[self.pgdat.node_id])
+        while True:
+            want = self.high - self.pgdat.nr_free
+            if want <= 0:
+                break
+            n = try_to_free_pages(self.kernel, want, nodes=[self.pgdat.node_id])
+            got += n
+            if n == 0:
+                break
         self.reclaimed += got
         self.failures = 0 if got else self.failures + 1
 

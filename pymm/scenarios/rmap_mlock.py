@@ -1,44 +1,61 @@
 """E. mlock from rmap: mmap_lock trylock vs the pte lock (seed: b87537d9).
 
-Workload: "families" of processes.  An owner maps anonymous memory, writes
-it, makes it read-only and forks a witness (which shares those pages and
-never locks them) and a locker (which mlocks them at once); the owner also
-maps a tmpfs file privately and writes it, getting its own anonymous COW copy.
+Race 2, truncation vs reclaim.  Three "cow" processes each map a tmpfs file
+privately.  A cow cycle: munlock the mapping, write it (new anonymous COW
+copies, which kswapd may isolate), mlock it (mlock(2) sets VM_LOCKED before
+it reaches the pages), truncate the file (unmap_mapping_range with even_cows
+zaps the copies and munlocks them), grow it back.  The ``cow`` role cycles
+the first process.
 
-- owner: mlock the COW copy, truncate the file (unmap_mapping_range with
-  even_cows zaps the copy, munlocking it), mlock the shared pages, exit --
-  with the munlock of exit_mmap before 5.18: VM_LOCKED cleared and pages
-  munlocked in two phases with no mmap_lock held.
-- locker: exit; its munlock phase 2 (try_to_munlock) runs try_to_unmap_one
-  on the shared pages against the owner's VMA.
-- kswapd: ``k.reclaim``: try_to_unmap_one on what it isolated, which mlocks
-  a page it finds in a VM_LOCKED VMA.
-- touch: a witness reads its pages (swapping them in) and checks the bytes.
+Race 1, exit vs reclaim (and vs exit).  A "family": an owner maps anonymous
+memory, writes it, makes it read-only and forks a witness (which shares
+those pages and never locks them) and a locker (which mlocks them at once).
+``owner``: mlock the pages and exit -- with the munlock of exit_mmap before
+5.18: VM_LOCKED cleared and the pages munlocked in two phases with no
+mmap_lock held.  ``locker``: the locker exits too; its munlock phase 2
+(try_to_munlock) runs try_to_unmap_one against the owner's VMA.  The family
+made at setup is the one controlled runs explore.  In free mode an owner
+step with no family pending starts one now and then (families cost forks)
+and otherwise cycles the second cow process; an idle locker step cycles the
+third (idle steps that spin would take the CPU from kswapd).
 
-``mmap-trylock`` (<= 4.3: drop the ptl, mmap_read_trylock, recheck VM_LOCKED,
-mlock) is caught: truncation vs reclaim frees the COW copy with PG_mlocked
-("BUG: Bad page state"); exit vs reclaim (or vs the locker's exit) leaves a
-witness's page mlocked in no VM_LOCKED VMA, which the invariant check reports.
-``pte-lock`` (mlock under the ptl) runs clean.
+``kswapd``: ``k.reclaim``: try_to_unmap_one on what it isolated, which
+mlocks a page it finds in a VM_LOCKED VMA.
+
+``mmap-trylock`` (<= 4.3: drop the ptl, mmap_read_trylock, recheck
+VM_LOCKED, mlock) is caught: race 2 frees a copy with PG_mlocked ("BUG: Bad
+page state"); race 1 leaves a witness's page mlocked in no VM_LOCKED VMA,
+which the invariant check (run before teardown lets the witnesses exit)
+reports.  ``pte-lock`` (mlock under the ptl) runs clean, and every witness
+still reads the bytes its owner wrote.
 """
-import itertools
 from types import SimpleNamespace
 
 from .. import constants as C
-from ..errors import BusError
 from ..kernel import Kernel
 from . import register
 from .base import Scenario
 
 P = C.PAGE_SIZE
-ANON = 0x4000_0000             # the shared read-only pages
+RW = C.PROT_READ | C.PROT_WRITE
+ANON = 0x4000_0000             # a family's shared read-only pages
 ANON_PAGES = 2
-COW = 0x5000_0000              # the private file mapping (one COW page)
+COW = 0x5000_0000              # the private file mapping of the cow process
+COW_PAGES = 2
 MAX_WITNESSES = 4              # free mode: older witnesses exit
+NEW_FAMILY = 0.125             # free mode: chance that an idle owner step starts a family
 
 
 def _pattern(i):
     return b"shared page %d " % i * 4
+
+
+def _check_witness(w):
+    """The witness's shared pages hold what the owner wrote (swapped out and
+    in any number of times)."""
+    for i in range(ANON_PAGES):
+        got = w.load(ANON + i * P, len(_pattern(i)))
+        assert got == _pattern(i), f"witness page {i}: {got!r}"
 
 
 @register
@@ -50,90 +67,90 @@ class RmapMlockScenario(Scenario):
 
     def setup(self, variant, seed):
         k = Kernel(nodes=1, pages_per_node=256, variants={"rmap-mlock": variant}, seed=seed)
-        st = SimpleNamespace(kernel=k, owners=[], lockers=[], witnesses=[], files=[],
-                             names=itertools.count())
+        st = SimpleNamespace(kernel=k, cows=[], owners=[], lockers=[], witnesses=[])
+        for n in range(3):
+            f = k.create_file(f"rmap-mlock-{n}", COW_PAGES * P)
+            q = k.spawn("cow")
+            q.mmap(COW, COW_PAGES * P, RW, C.MAP_PRIVATE | C.MAP_FIXED, fd=f)
+            self._write_copies(q)
+            st.cows.append((q, f))
         self._family(st)
         return st
 
-    def _family(self, st):
-        """A new owner with its witness and locker; the owner is queued for
-        the owner role, the locker for the locker role."""
-        k = st.kernel
-        try:
-            f = st.files.pop()
-        except IndexError:
-            f = k.create_file(f"rmap-mlock-{next(st.names)}", P)
-        f.ftruncate(P)
-        p = k.spawn("owner")
-        p.mmap(ANON, ANON_PAGES * P, C.PROT_READ | C.PROT_WRITE,
-               C.MAP_PRIVATE | C.MAP_ANONYMOUS | C.MAP_FIXED)
+    @staticmethod
+    def _write_copies(q):
+        for i in range(COW_PAGES):
+            q.store(COW + i * P, b"private copy %d" % i)
+
+    @staticmethod
+    def _family(st):
+        """A new owner with its witness and locker."""
+        p = st.kernel.spawn("owner")
+        p.mmap(ANON, ANON_PAGES * P, RW, C.MAP_PRIVATE | C.MAP_ANONYMOUS | C.MAP_FIXED)
         for i in range(ANON_PAGES):
             p.store(ANON + i * P, _pattern(i))
         p.mprotect(ANON, ANON_PAGES * P, C.PROT_READ)     # mlock's populate must not COW
-        p.mmap(COW, P, C.PROT_READ | C.PROT_WRITE, C.MAP_PRIVATE | C.MAP_FIXED, fd=f)
-        p.store(COW, b"private copy")
-        w = p.fork()
-        w.munmap(COW, P)                # the witness keeps only the shared pages
+        st.witnesses.append(p.fork())
         locker = p.fork()
-        locker.munmap(COW, P)
         locker.mlock(ANON, ANON_PAGES * P)
-        st.witnesses.append(w)
         st.lockers.append(locker)
-        st.owners.append((p, f))
+        st.owners.append(p)
 
-    def owner(self, st, rng):
-        """mlock, truncate (race 2), exit (race 1)."""
+    def cow(self, st, rng, n=0):
+        """Race 2: fresh copies in an unlocked VMA, mlock them, truncate them away."""
+        q, f = st.cows[n]
         try:
-            p, f = st.owners.pop(0)
-        except IndexError:
-            self._family(st)
-            return
-        try:
-            p.mlock(COW, P)
-            f.ftruncate(0)
-            p.mlock(ANON, ANON_PAGES * P)
+            q.munlock(COW, COW_PAGES * P)
+            self._write_copies(q)
+            q.mlock(COW, COW_PAGES * P)
         finally:
             f.ftruncate(0)
+            f.ftruncate(COW_PAGES * P)
+
+    def owner(self, st, rng):
+        """Race 1: mlock the shared pages and exit.  Free mode: when the last
+        family is done, start a new one now and then (families cost forks;
+        the cow cycles should keep most of the CPU)."""
+        if not st.owners:
+            if rng.random() >= NEW_FAMILY:
+                return self.cow(st, rng, 1)     # meanwhile, race 2 on the second cow process
+            while len(st.witnesses) >= MAX_WITNESSES:
+                st.witnesses.pop(0).exit()
+            self._family(st)
+        try:
+            p = st.owners.pop(0)
+        except IndexError:
+            return                        # another owner thread took it
+        try:
+            p.mlock(ANON, ANON_PAGES * P)
+        finally:
             p.exit()
-            st.files.append(f)
-        while len(st.witnesses) > MAX_WITNESSES:
-            st.witnesses.pop(0).exit()
 
     def locker(self, st, rng):
-        """The second locker exits: its munlock re-mlocks through the rmap."""
+        """The locker exits (its munlock re-mlocks through the rmap); with
+        none pending, race 2 on the third cow process."""
         try:
-            st.lockers.pop(0).exit()
+            locker = st.lockers.pop(0)
         except IndexError:
-            pass
+            return self.cow(st, rng, 2)
+        locker.exit()
 
     def kswapd(self, st, rng):
-        st.kernel.reclaim(4 * ANON_PAGES)
+        st.kernel.reclaim(2 * (ANON_PAGES + COW_PAGES))
 
-    def touch(self, st, rng):
-        """A witness reads the shared pages back; the bytes must be intact."""
-        try:
-            w = st.witnesses[rng.randrange(len(st.witnesses))]
-        except (IndexError, ValueError):
-            return
-        i = rng.randrange(ANON_PAGES)
-        try:
-            got = w.load(ANON + i * P, len(_pattern(i)))
-        except (BusError, OSError):
-            return                        # exited meanwhile (free mode)
-        assert got == _pattern(i), f"witness page {i}: {got!r}"
-
-    roles = (("owner", owner), ("locker", locker), ("kswapd", kswapd), ("touch", touch))
+    roles = (("cow", cow), ("owner", owner), ("locker", locker), ("kswapd", kswapd))
 
     def teardown(self, st):
         # Race 1's evidence is a witness's page left mlocked: look before the
         # witnesses exit (their last unmap would clear it).
         st.kernel.check()
-        for p, f in st.owners:
-            p.exit()
-            f.ftruncate(0)
-        for q in st.lockers + st.witnesses:
+        for w in st.witnesses:
+            _check_witness(w)
+        for q in [q for q, f in st.cows] + st.owners + st.lockers + st.witnesses:
             if not q.exited:
                 q.exit()
+        for q, f in st.cows:
+            f.ftruncate(0)
 
     def check(self, st):
         k = st.kernel

@@ -132,7 +132,8 @@ class Failure:
         self.schedule_index = schedule_index
         self.leaked_threads = list(run.leaked_threads)
         self.leaked_locks = list(run.leaked_locks)
-        self.released_on_abort = list(run.released_on_abort)
+        # threads unwind concurrently: order by thread (stable), not by who finished first
+        self.released_on_abort = sorted(run.released_on_abort, key=lambda s: s.split(":", 1)[0])
         self.token = encode_schedule(self.schedule, strategy,
                                      seed=seed, **{k: v for k, v in params.items()})
         parts = [self.detail]
