@@ -34,7 +34,7 @@ import threading
 import pytest
 
 import pymm
-from pymm import (MADV_DONTNEED, MAP_ANONYMOUS, MAP_FIXED, MAP_PRIVATE, MAP_SHARED, MCL_CURRENT,
+from pymm import (MADV_DONTNEED, MAP_ANONYMOUS, MAP_PRIVATE, MAP_SHARED, MCL_CURRENT,
                   MLOCK_ONFAULT, PAGE_SIZE, PROT_READ, PROT_WRITE)
 from pymm.mm.mm_types import MM_ANONPAGES, MM_SWAPENTS, PG_mlocked, Folio
 from pymm.mm.pgtable import pte_index, pte_offset
