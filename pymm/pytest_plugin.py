@@ -178,14 +178,15 @@ def pymm_stress(stress_config):
     (with seed and replay command) when the verdict does not hold."""
     from pymm import stress
 
-    def run(scenario, variant, mode=None):
+    def run(scenario, variant, mode=None, seconds=None):
+        """``seconds`` overrides the free-mode budget for this run."""
         mode = mode or stress_config.mode
         if mode == "both":
             raise ValueError("pymm_stress.run: pass mode= when the configured mode is 'both'")
         if mode == "controlled":
             r = stress.run_controlled(scenario, variant, stress_config.seed, stress_config.schedules)
         else:
-            r = stress.run_free(scenario, variant, stress_config.seed, stress_config.seconds)
+            r = stress.run_free(scenario, variant, stress_config.seed, seconds or stress_config.seconds)
         if not r.ok:
             lines = [f"{scenario}/{variant} ({mode}, seed {r.seed}): expected {r.expected}, "
                      f"got {r.verdict}"]

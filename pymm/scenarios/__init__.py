@@ -8,7 +8,6 @@ scenario names to their classes."""
 import importlib
 
 SCENARIO_MODULES = {
-    "rmap-mlock": "rmap_mlock",
     "populate": "populate",
     "mbind": "mbind",
     "hugetlb-anon-migrate": "hugetlb_anon_migrate",
@@ -16,6 +15,7 @@ SCENARIO_MODULES = {
     "hugetlb-pmd-share": "hugetlb_pmd_share",
     "hugetlb-wp": "hugetlb_wp",
     "hugetlb-truncate": "hugetlb_truncate",
+    "rmap-mlock": "rmap_mlock",
 }
 
 REGISTRY = {}
