@@ -64,7 +64,8 @@ from .mm_types import (PAGE_FLAGS_CHECK_AT_FREE, PG_anon, PG_dirty, PG_hugetlb, 
                        PG_swapbacked, PG_uptodate, VM_HUGETLB, VM_LOCKED_MASK, VM_MAYSHARE,
                        VM_NORESERVE, VM_SHARED, VM_WRITE, Folio)
 from .page_alloc import bad_page, folio_get, folio_put
-from .pgtable import _PAGE_DIRTY, _PAGE_RW, PMD_SHIFT, PTRS_PER_TABLE, PUD_SHIFT, PmdTable, PteTable
+from .pgtable import (_PAGE_DIRTY, _PAGE_RW, PMD_SHIFT, PTRS_PER_TABLE, PUD_SHIFT, PteTable,
+                      pmd_alloc)
 from .rmap import (TTU_RMAP_LOCKED, anon_vma_lock_read, anon_vma_prepare, anon_vma_unlock_read,
                    folio_anon_vma, get_anon_vma, i_mmap_assert_write_locked, i_mmap_lock_read,
                    i_mmap_lock_write, i_mmap_trylock_write, i_mmap_unlock_read, i_mmap_unlock_write,
@@ -639,19 +640,7 @@ def _walk_rule_violated(vma, addr):
 def _pmd_alloc(mm, addr):
     """pmd_alloc for a hugetlb address: the PMD table, allocated if needed.
     Returns the ptep.  Context: mmap_lock held; takes page_table_lock."""
-    key = addr >> PUD_SHIFT
-    pmd = mm.pgd.get(key)
-    if pmd is None:
-        new = PmdTable(addr & PUD_MASK)
-        mm.page_table_lock.lock()
-        pmd = mm.pgd.get(key)
-        if pmd is None:
-            mm.pgd[key] = pmd = new
-            mm.pgtables_bytes.add(4096)
-            new = None
-        mm.page_table_lock.unlock()
-        if new is not None:
-            kasan_poison(new)
+    pmd = pmd_alloc(mm, addr)
     i = pmd_index(addr)
     if isinstance(pmd.entries[i], PteTable):
         report("assertion", "kernel BUG at mm/hugetlb.c: BUG_ON(pte_present(pteval) && !pte_huge(pteval))",

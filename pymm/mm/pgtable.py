@@ -106,11 +106,9 @@ def pte_offset_map_lock(mm, addr):
     return pt, pte_index(addr)
 
 
-def pte_alloc(mm, addr):
-    """Return the PTE table for addr, allocating the PMD and PTE tables as
-    needed (__pmd_alloc / __pte_alloc).  New tables are allocated before
-    taking page_table_lock and dropped if another thread installed one first.
-    Context: mmap_lock held; may sleep."""
+def pmd_alloc(mm, addr):
+    """The PMD table covering addr, allocated and installed in the PUD entry
+    if needed (__pmd_alloc).  Context: mmap_lock held; takes page_table_lock."""
     key = addr >> PUD_SHIFT
     pmd = mm.pgd.get(key)
     if pmd is None:
@@ -124,6 +122,15 @@ def pte_alloc(mm, addr):
         mm.page_table_lock.unlock()
         if new is not None:
             kasan_poison(new)
+    return pmd
+
+
+def pte_alloc(mm, addr):
+    """Return the PTE table for addr, allocating the PMD and PTE tables as
+    needed (__pmd_alloc / __pte_alloc).  New tables are allocated before
+    taking page_table_lock and dropped if another thread installed one first.
+    Context: mmap_lock held; may sleep."""
+    pmd = pmd_alloc(mm, addr)
     i = pmd_index(addr)
     pt = pmd.entries[i]
     if pt is None:
