@@ -26,6 +26,7 @@ from .sched.trace import decode_schedule
 DEFAULT_SCHEDULES = 200
 DEFAULT_SECONDS = 2.0
 HUNG_THRESHOLD = 1.0        # free mode: a thread blocked this long on a lock is hung
+ROUND_SECONDS = 0.5         # free mode: setup ... teardown + checks, again and again
 REPLAY_PREFIX = "pymm:v1"
 
 
@@ -242,7 +243,15 @@ def replay(token):
 # -- free mode -------------------------------------------------------------------------
 
 def run_free(name, variant, seed=0, seconds=DEFAULT_SECONDS, threads_per_role=1,
-             probability=0.05, max_sleep=1e-4, stop_when_caught=True, lockstat=False):
+             probability=0.05, max_sleep=1e-4, stop_when_caught=True, lockstat=False,
+             round_seconds=ROUND_SECONDS):
+    """Real threads for ``seconds``, in rounds of ``round_seconds``: each round
+    sets the scenario up afresh, runs its roles concurrently, then tears down
+    and runs the invariant checks -- so bugs that only show at teardown (rss
+    counters, leaked pages, mlock accounting) are seen within a round, not at
+    the end of the budget.  A buggy variant stops at the first round that
+    catches it.  Threads blocked on a lock for HUNG_THRESHOLD seconds end the
+    run with the hung-task check's findings (they are left behind: daemons)."""
     from .locking import hung_task
     cls = get_scenario(name)
     scn = cls()
@@ -252,18 +261,44 @@ def run_free(name, variant, seed=0, seconds=DEFAULT_SECONDS, threads_per_role=1,
     if lockstat:
         lock_stat.reset()
         lock_stat.enable()
-    st = scn.setup(variant, seed)
+    hung_was = hung_task.is_enabled()
+    hung_task.enable()
+    t0 = time.perf_counter()
+    deadline = t0 + seconds
+    rnd = 0
+    try:
+        with free_mode(seed, probability=probability, max_sleep=max_sleep):
+            while True:
+                now = time.perf_counter()
+                stuck = _free_round(scn, r, variant, seed, rnd, threads_per_role,
+                                    min(deadline, now + round_seconds), stop_when_caught, hung_task)
+                rnd += 1
+                if stuck or (stop_when_caught and r.expected == "caught" and r.caught) or \
+                        time.perf_counter() >= deadline:
+                    break
+    finally:
+        r.seconds = time.perf_counter() - t0
+        if not hung_was:
+            hung_task.disable()
+        if lockstat:
+            r.lockstat = lock_stat.format()
+            lock_stat.disable()
+    return r
+
+
+def _free_round(scn, r, variant, seed, rnd, threads_per_role, deadline, stop_when_caught, hung_task):
+    """One round of a free run; returns the threads left stuck (if any)."""
+    st = scn.setup(variant, seed + rnd)
     roles = [(n, fn) for n, fn in scn.roles for _ in range(threads_per_role)]
     stop = threading.Event()
     ops = [0] * len(roles)
     errors = []
-    deadline = time.perf_counter() + seconds
 
     def caught():
         return any(f.kind in scn.caught_kinds for f in _findings(st))
 
     def body(i, fn):
-        rng = random.Random((seed or 0) * 1000003 + i)
+        rng = random.Random((seed or 0) * 1000003 + rnd * 1009 + i)
         try:
             while not stop.is_set() and time.perf_counter() < deadline:
                 try:
@@ -277,19 +312,12 @@ def run_free(name, variant, seed=0, seconds=DEFAULT_SECONDS, threads_per_role=1,
             import traceback
             errors.append((roles[i][0], e, traceback.format_exc()))
 
-    hung_was = hung_task.is_enabled()
-    hung_task.enable()
-    t0 = time.perf_counter()
-    ths = [threading.Thread(target=body, args=(i, fn), name=f"{name}-{n}-{i}", daemon=True)
+    ths = [threading.Thread(target=body, args=(i, fn), name=f"{scn.name}-{n}-{i}", daemon=True)
            for i, (n, fn) in enumerate(roles)]
-    with free_mode(seed, probability=probability, max_sleep=max_sleep):
-        for t in ths:
-            t.start()
-        stuck = _join_or_hang(ths, deadline, hung_task)
-    r.seconds = time.perf_counter() - t0
-    if not hung_was:
-        hung_task.disable()
-    r.ops = sum(ops)
+    for t in ths:
+        t.start()
+    stuck = _join_or_hang(ths, deadline, stop, hung_task)
+    r.ops += sum(ops)
     for role, e, tb in errors:
         _add_free(r, {"kind": "assertion", "title": f"unexpected {type(e).__name__} in {role}: {e}",
                       "text": tb, "replay": ""})
@@ -305,10 +333,7 @@ def run_free(name, variant, seed=0, seconds=DEFAULT_SECONDS, threads_per_role=1,
                           "text": traceback.format_exc(), "replay": ""})
     for f in _findings(st):
         _add_free(r, {"kind": f.kind, "title": f.title, "text": f.text, "replay": ""})
-    if lockstat:
-        r.lockstat = lock_stat.format()
-        lock_stat.disable()
-    return r
+    return stuck
 
 
 def _add_free(r, d):
@@ -316,13 +341,26 @@ def _add_free(r, d):
         r.findings.append(d)
 
 
-def _join_or_hang(ths, deadline, hung_task):
-    """Join the workers; threads still alive well after the deadline are
-    stuck: report them through the hung-task check (which names wait-for
-    cycles as deadlocks) and leave them behind (they are daemons)."""
-    for t in ths:
-        t.join(max(0.0, deadline - time.perf_counter()) + HUNG_THRESHOLD * 2)
+def _join_or_hang(ths, deadline, stop, hung_task):
+    """Wait for the workers, watching for threads blocked on a lock for
+    HUNG_THRESHOLD seconds (a periodic poll, like the kernel's khungtaskd).
+    Blocked threads are reported through the hung-task check (which names
+    wait-for cycles as deadlocks), the others are told to stop, and the
+    blocked ones are left behind (they are daemons)."""
+    tids = {t.ident for t in ths}
+    while any(t.is_alive() for t in ths):
+        if time.perf_counter() > deadline + HUNG_THRESHOLD * 2:
+            break
+        blocked = [tid for tid, (_, _, waited) in hung_task.waiting().items()
+                   if tid in tids and waited > HUNG_THRESHOLD]
+        if blocked:
+            break
+        ths[0].join(0.05) if ths[0].is_alive() else next(t for t in ths if t.is_alive()).join(0.05)
     alive = [t for t in ths if t.is_alive()]
     if alive:
-        hung_task.check_now(HUNG_THRESHOLD, tids={t.ident for t in ths})
+        hung_task.check_now(HUNG_THRESHOLD, tids=tids)
+        stop.set()
+        for t in alive:
+            t.join(HUNG_THRESHOLD)
+        alive = [t for t in alive if t.is_alive()]
     return alive
