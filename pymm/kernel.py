@@ -2,7 +2,6 @@
 import errno
 import itertools
 import random
-import threading
 
 from . import variants as _variants
 from .debug import report as _report
@@ -10,7 +9,6 @@ from .locking import lockdep
 from .mm import mempolicy as _mempolicy
 from .mm.mm_types import PG_reserved, Folio
 from .mm.page_alloc import PgData
-from .mm.page_alloc import __alloc_pages as alloc_pages  # (a dunder name would be mangled in the class)
 from .task import Process, Task, _KernelContext
 
 HPAGE_PAGES = 512

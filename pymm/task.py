@@ -14,7 +14,6 @@ import functools
 import threading
 
 from . import constants as C
-from .errors import BusError, SegmentationFault
 from .locking import SpinLock, lockdep
 
 _tls = threading.local()

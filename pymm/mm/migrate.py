@@ -16,7 +16,7 @@ from .atomic import atomic_add_return, clear_bits, set_bits
 from .filemap import folio_lock, folio_trylock, folio_unlock
 from .mm_types import (PG_anon, PG_dirty, PG_hugetlb, PG_isolated, PG_lru, PG_swapbacked,
                        PG_uptodate)
-from .page_alloc import __alloc_pages, folio_get, folio_put
+from .page_alloc import __alloc_pages, folio_put
 from .rmap import folio_get_anon_vma, put_anon_vma, remove_migration_ptes, try_to_migrate
 from .swap import folio_add_lru, lruvec_del_folio_locked
 
