@@ -348,14 +348,14 @@ def _join_or_hang(ths, deadline, stop, hung_task):
     wait-for cycles as deadlocks), the others are told to stop, and the
     blocked ones are left behind (they are daemons)."""
     tids = {t.ident for t in ths}
-    while any(t.is_alive() for t in ths):
-        if time.perf_counter() > deadline + HUNG_THRESHOLD * 2:
+    while True:
+        alive = [t for t in ths if t.is_alive()]
+        if not alive or time.perf_counter() > deadline + HUNG_THRESHOLD * 2:
             break
-        blocked = [tid for tid, (_, _, waited) in hung_task.waiting().items()
-                   if tid in tids and waited > HUNG_THRESHOLD]
-        if blocked:
+        if any(tid in tids and waited > HUNG_THRESHOLD
+               for tid, (_, _, waited) in hung_task.waiting().items()):
             break
-        ths[0].join(0.05) if ths[0].is_alive() else next(t for t in ths if t.is_alive()).join(0.05)
+        alive[0].join(0.05)
     alive = [t for t in ths if t.is_alive()]
     if alive:
         hung_task.check_now(HUNG_THRESHOLD, tids=tids)
