@@ -401,15 +401,18 @@ def do_swap_page(vmf, entry):
     bits = 0
     if exclusive and vmf.flags & FAULT_FLAG_WRITE and vma.vm_flags & VM_WRITE:
         bits = _PAGE_RW | _PAGE_DIRTY
+    if exclusive:
+        # The slot is no longer needed.  As the kernel does, leave the swap
+        # cache BEFORE the PTE is set: once it is, a racing zap may drop the
+        # PTE's reference, and the swap cache's must not be the last one put.
+        folio_free_swap(folio)
     pt.ptes[i] = folio                   # our reference becomes the PTE's
     pt.bits[i] = bits
     mm = vma.vm_mm
     mm.rss_stat[MM_SWAPENTS].add(-1)
     mm.rss_stat[MM_ANONPAGES].add(1)
+    folio_unlock(folio)                  # still under the ptl: a zap cannot free it yet
     pt.ptl.unlock()
-    if exclusive:
-        folio_free_swap(folio)           # the slot is no longer needed
-    folio_unlock(folio)
     return 0
 
 
