@@ -430,13 +430,18 @@ class _Run:
             nxt = self.choose(en, me)
             self.schedule.append(nxt.index)
             if nxt is not me:
-                self.cur = nxt
-                self.cur_tid = nxt.tid
-                nxt.gate.release()
-                me.gate.acquire()
-                if self.aborting:
-                    me.unwinding = True
-                    raise SchedAbort
+                self._hand_over(me, nxt)
+
+    def _hand_over(self, me, nxt):
+        """Pass the baton: open ``nxt``'s gate, wait on our own.  Raises
+        SchedAbort in ``me`` if the run was aborted while it waited."""
+        self.cur = nxt
+        self.cur_tid = nxt.tid
+        nxt.gate.release()
+        me.gate.acquire()
+        if self.aborting:
+            me.unwinding = True
+            raise SchedAbort
 
     def _block(self, me, raw):
         """``me`` cannot get ``raw``: park it until a release re-enables it."""
@@ -454,14 +459,7 @@ class _Run:
             self._fail(self._deadlock())
             me.unwinding = True
             raise SchedAbort
-        nxt = en[0] if len(en) == 1 else self._pick(en, None)
-        self.cur = nxt
-        self.cur_tid = nxt.tid
-        nxt.gate.release()
-        me.gate.acquire()
-        if self.aborting:
-            me.unwinding = True
-            raise SchedAbort
+        self._hand_over(me, en[0] if len(en) == 1 else self._pick(en, None))
 
     def _wake(self, waiters, raw):
         en = self.enabled
