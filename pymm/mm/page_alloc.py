@@ -59,16 +59,8 @@ def __alloc_pages(kernel, order, preferred_nid, nodemask=None):
     return None
 
 
-def folio_alloc(kernel, preferred_nid=0, nodemask=None):
-    return __alloc_pages(kernel, 0, preferred_nid, nodemask)
-
-
 def folio_get(folio):
     atomic_add_return(folio, "_refcount", 1)
-
-
-def folio_ref_count(folio):
-    return folio._refcount
 
 
 def folio_put(folio, kernel=None):

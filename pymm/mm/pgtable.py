@@ -68,11 +68,6 @@ def pte_index(addr):
     return (addr >> 12) & (PTRS_PER_TABLE - 1)
 
 
-def pmd_offset(mm, addr):
-    """The PMD table covering addr, or None.  Context: mmap_lock held."""
-    return mm.pgd.get(addr >> PUD_SHIFT)
-
-
 def pte_offset(mm, addr):
     """The PTE table covering addr, or None.  Context: mmap_lock held."""
     pmd = mm.pgd.get(addr >> PUD_SHIFT)
@@ -94,16 +89,6 @@ def pte_ranges(mm, start, end):
         if pt is not None:
             yield pt, addr, nxt
         addr = nxt
-
-
-def pte_offset_map_lock(mm, addr):
-    """(table, index) with the table's ptl held, or (None, 0) if there is no
-    table.  Context: mmap_lock held (tables cannot be freed under us)."""
-    pt = pte_offset(mm, addr)
-    if pt is None:
-        return None, 0
-    pt.ptl.lock()
-    return pt, pte_index(addr)
 
 
 def pmd_alloc(mm, addr):
