@@ -3,13 +3,22 @@ import errno
 import itertools
 import random
 
+from loguru import logger
+
 from . import variants as _variants
 from .debug import report as _report
-from .locking import lockdep
+from .debug.checks import run_checks
+from .fs.hugetlbfs import HugetlbFile
+from .fs.shmem import MAX_LFS_FILESIZE, File
+from .locking import events, lockdep
 from .mm import mempolicy as _mempolicy
+from .mm.hugetlb import Hstate
 from .mm.mm_types import PG_reserved, Folio
 from .mm.page_alloc import PgData
-from .task import Process, Task, _KernelContext
+from .mm.swap_state import SwapInfo
+from .mm.vmscan import kswapd_run, kswapd_stop, try_to_free_pages
+from .sched import is_controlled
+from .task import Process, Task, _KernelContext, current
 
 HPAGE_PAGES = 512
 
@@ -33,7 +42,6 @@ class Kernel:
         self.random = random.Random(seed)
         self.nodes = [PgData(n, pages_per_node) for n in range(nodes)]
         self.hugepages_per_node = hugepages_per_node
-        from .mm.hugetlb import Hstate
         self.hstate = Hstate(nodes, hugepages_per_node)     # the huge page pool
         self.zero_page = Folio(0)
         self.zero_page.flags = PG_reserved
@@ -44,7 +52,6 @@ class Kernel:
         self._tasks = {}
         self.files = {}
         self.lru_disable_count = 0      # lru_cache_disable() nesting; atomic
-        from .mm.swap_state import SwapInfo
         self.swap_info = SwapInfo(self, pages_per_node * nodes)   # a swap device as big as RAM
         self.kswapd = None              # per-node Kswapd list while running (start_kswapd)
         self.init_task = Task(self, "swapper")
@@ -85,7 +92,6 @@ class Kernel:
         return list(self._tasks.values())
 
     def create_file(self, name, size, hugetlb=False):
-        from .fs.shmem import MAX_LFS_FILESIZE, File
         if not isinstance(name, str) or not name:
             raise ValueError(f"create_file: name must be a non-empty string, got {name!r}")
         if type(size) is not int or size < 0 or size > MAX_LFS_FILESIZE:
@@ -93,7 +99,6 @@ class Kernel:
         if hugetlb and size % (HPAGE_PAGES * 4096):
             raise OSError(errno.EINVAL, "create_file: a hugetlbfs file size must be a multiple of 2 MiB")
         if hugetlb:
-            from .fs.hugetlbfs import HugetlbFile
             f = HugetlbFile(self, name, size)
         else:
             f = File(self, name, size, hugetlb)
@@ -103,13 +108,11 @@ class Kernel:
     def run_syscall(self, fn, *args):
         """Run kernel code for a caller that is not a process (file operations):
         as the calling process if there is one, else as the init task."""
-        from .task import current
         with _KernelContext(current() or self.init_task):
             return fn(*args)
 
     # -- allocation -------------------------------------------------------------------
     def local_node(self):
-        from .task import current
         t = current()
         return (t.pid % len(self.nodes)) if t is not None else 0
 
@@ -170,7 +173,6 @@ class Kernel:
         pages go to swap, mlocked ones stay); returns how many were reclaimed.
         Runs in the calling thread, as the calling process if inside one of
         its system calls, else as the kernel's init task."""
-        from .mm.vmscan import try_to_free_pages
         if type(nr_pages) is not int or nr_pages < 0:
             raise ValueError(f"reclaim: nr_pages must be an int >= 0, got {nr_pages!r}")
         if nr_pages == 0:
@@ -182,9 +184,6 @@ class Kernel:
         node with fewer than ``low`` free pages, it reclaims until there are
         ``high`` (defaults: 1/16 and 1/8 of the node).  Free mode only: in a
         controlled run, call ``reclaim`` from a managed thread instead."""
-        from .locking import events
-        from .mm.vmscan import kswapd_run
-        from .sched import is_controlled
         present = self.nodes[0].present_pages
         for name, v in (("low", low), ("high", high)):
             if v is not None and (type(v) is not int or v < 0 or v > present):
@@ -203,13 +202,11 @@ class Kernel:
     def stop_kswapd(self, timeout=10.0):
         """Stop the kswapd threads and wait for them.  Returns False if none
         was running.  Raises RuntimeError if one is stuck or died."""
-        from .mm.vmscan import kswapd_stop
         return kswapd_stop(self, timeout)
 
     def check(self):
         """Run the invariant checks now (call it when no system call is in
         flight); each violation becomes a finding.  Returns the new findings."""
-        from .debug.checks import run_checks
         return run_checks(self)
 
 
@@ -223,7 +220,6 @@ def _on_lockdep_report(rep):
         rep.kind, "lockdep")
     f = _report.Finding(kind, rep.title, rep.text, {"signature": rep.signature, "lockdep": rep.kind})
     if k.add_finding(f):
-        from loguru import logger
         logger.opt(lazy=True).warning("{}", lambda: rep.text)
 
 

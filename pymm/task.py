@@ -11,55 +11,25 @@ from the man page.
 """
 import errno
 import functools
-import threading
 
 from . import constants as C
-from .locking import SpinLock, lockdep
-
-_tls = threading.local()
-
-
-def current():
-    """The task the calling thread is running as, or None (user space)."""
-    return getattr(_tls, "task", None)
-
-
-def current_kernel():
-    t = current()
-    return t.kernel if t is not None else None
-
-
-class _KernelContext:
-    """Enter kernel context as ``task``; the outermost exit runs the
-    return-to-user lockdep check."""
-
-    __slots__ = ("task", "prev")
-
-    def __init__(self, task):
-        self.task = task
-
-    def __enter__(self):
-        self.prev = getattr(_tls, "task", None)
-        _tls.task = self.task
-
-    def __exit__(self, *exc):
-        if self.prev is None:
-            works = self.task.task_works
-            while works:                  # task_work_run(): e.g. the final fput
-                works.pop(0)()
-        _tls.task = self.prev
-        if self.prev is None:
-            lockdep.lockdep_sys_exit()
-
-
-def task_work_add(fn):
-    """Run ``fn`` when the current task returns to user space (task_work_add
-    with TWA_RESUME), or now if there is no current task."""
-    t = current()
-    if t is None:
-        fn()
-    else:
-        t.task_works.append(fn)
+from .context import Task, _KernelContext, current, current_kernel, task_work_add  # noqa: F401 (public here too)
+from .fs.hugetlbfs import (hugetlb_file_setup, hugetlb_split_check, hugetlbfs_file_mmap,
+                           hugetlbfs_file_mmap_prepare)
+from .fs.shmem import File, shmem_zero_setup
+from .mm.fork import dup_mm
+from .mm.gup import mm_populate_after_write
+from .mm.madvise import VALID_ADVICE, do_madvise
+from .mm.mempolicy import (kernel_mbind, kernel_migrate_pages, kernel_move_pages,
+                           kernel_set_mempolicy, mpol_dup, mpol_put)
+from .mm.mlock import do_mlock, do_mlockall, do_munlock, mlock2_flags_to_vm
+from .mm.mm_types import (MmStruct, VM_DONTEXPAND, VM_HUGETLB, VM_LOCKED, VM_LOCKED_MASK,
+                          VM_MAYEXEC, VM_MAYREAD, VM_MAYSHARE, VM_MAYWRITE, VM_NORESERVE,
+                          VM_SHARED)
+from .mm.mmap import do_vmi_munmap, exit_mmap, get_unmapped_area, mmap_region, page_align, sys_brk
+from .mm.mmap_lock import mmap_read_lock, mmap_read_unlock, mmap_write_lock, mmap_write_unlock
+from .mm.mprotect import calc_vm_prot_bits, do_mprotect_pkey
+from .mm.uaccess import user_access
 
 
 def syscall(fn):
@@ -95,33 +65,10 @@ KNOWN_MAP_FLAGS = (C.MAP_SHARED | C.MAP_PRIVATE | C.MAP_FIXED | C.MAP_ANONYMOUS 
                    C.MAP_FIXED_NOREPLACE | C.MAP_UNINITIALIZED | C.MAP_HUGE_2MB | C.MAP_HUGE_1GB)
 
 
-class Task:
-    """A task without an mm (the kernel's own threads; file operations that
-    come from no process run as the kernel's init task)."""
-
-    def __init__(self, kernel, name, mm=None):
-        self.kernel = kernel
-        self.pid = kernel.alloc_pid()
-        self.comm = name
-        self.mm = mm
-        self.exited = False
-        self.task_works = []
-        # NUMA policy (mm/mempolicy.py): None is the system default; replaced
-        # under alloc_lock (task_lock); il_prev is the last node dynamic
-        # interleave used.
-        self.mempolicy = None
-        self.il_prev = -1
-        self.alloc_lock = SpinLock("&p->alloc_lock")
-
-    def __repr__(self):
-        return f"<{type(self).__name__} {self.comm}[{self.pid}]>"
-
-
 class Process(Task):
     """A user process: its system calls and user-space accesses."""
 
     def __init__(self, kernel, name, mm=None):
-        from .mm.mm_types import MmStruct
         super().__init__(kernel, name)
         self.mm = mm if mm is not None else MmStruct(kernel, self.pid)
         self.mm.owner_pid = self.pid
@@ -131,12 +78,6 @@ class Process(Task):
     # -- memory mapping --------------------------------------------------------
     @syscall
     def mmap(self, addr, length, prot, flags, fd=None, offset=0):
-        from .mm.gup import mm_populate_after_write
-        from .mm.mm_types import (VM_DONTEXPAND, VM_HUGETLB, VM_LOCKED, VM_LOCKED_MASK, VM_MAYEXEC,
-                                  VM_MAYREAD, VM_MAYSHARE, VM_MAYWRITE, VM_NORESERVE, VM_SHARED)
-        from .mm.mprotect import calc_vm_prot_bits
-        from .mm.mmap import get_unmapped_area, mmap_region, page_align
-        from .mm.mmap_lock import mmap_write_lock, mmap_write_unlock
         for n, v in (("addr", addr), ("length", length), ("prot", prot), ("flags", flags),
                      ("offset", offset)):
             _need_int(n, v)
@@ -166,7 +107,6 @@ class Process(Task):
         anon = bool(flags & C.MAP_ANONYMOUS)
         file = None
         if not anon:
-            from .fs.shmem import File
             if not isinstance(fd, File):
                 raise OSError(errno.EBADF, "mmap: a file mapping needs fd= a File (k.create_file)")
             file = fd
@@ -198,7 +138,6 @@ class Process(Task):
         if huge:
             vm_flags &= ~VM_LOCKED_MASK          # hugetlb VMAs are never VM_LOCKED (populated, though)
         if fixed:
-            from .fs.hugetlbfs import hugetlb_split_check
             if hugetlb_split_check(mm, addr, addr + length):
                 mmap_write_unlock(mm)
                 raise OSError(errno.EINVAL, "mmap: MAP_FIXED would split a hugetlb mapping "
@@ -213,7 +152,6 @@ class Process(Task):
             raise OSError(-addr, "mmap: no free address range of that length")
         resv = None
         if huge:                   # hugetlbfs_file_mmap_prepare: reserve the pages now
-            from .fs.hugetlbfs import hugetlb_file_setup, hugetlbfs_file_mmap, hugetlbfs_file_mmap_prepare
             if anon:               # anonymous MAP_HUGETLB memory is an unlinked hugetlbfs file
                 file, pgoff = hugetlb_file_setup(self.kernel, length), 0
             err, resv = hugetlbfs_file_mmap_prepare(file, pgoff, length, vm_flags)
@@ -222,7 +160,6 @@ class Process(Task):
                 raise OSError(-err, "mmap: not enough free huge pages to reserve" if
                               err == -errno.ENOMEM else "mmap: invalid hugetlb mapping")
         elif anon and shared:      # shared anonymous memory is a deleted tmpfs file
-            from .fs.shmem import shmem_zero_setup
             file, pgoff = shmem_zero_setup(self.kernel, length), 0
         vma = mmap_region(mm, addr, length, vm_flags, file, pgoff,
                           (lambda v: hugetlbfs_file_mmap(v, resv)) if huge else None)
@@ -234,9 +171,6 @@ class Process(Task):
 
     @syscall
     def munmap(self, addr, length):
-        from .mm.mmap import do_vmi_munmap
-        from .mm.mmap_lock import mmap_write_lock, mmap_write_unlock
-        from .fs.hugetlbfs import hugetlb_split_check
         start, end = self._range("munmap", addr, length)
         mmap_write_lock(self.mm)
         if hugetlb_split_check(self.mm, start, end):
@@ -248,15 +182,12 @@ class Process(Task):
 
     @syscall
     def mprotect(self, addr, length, prot):
-        from .mm.mprotect import do_mprotect_pkey
         _need_int("prot", prot)
         start, end = self._range("mprotect", addr, length)
         if prot & ~(C.PROT_READ | C.PROT_WRITE | C.PROT_EXEC):
             raise OSError(errno.EINVAL, f"mprotect: unknown prot bits {prot:#x}")
         if start == end:
             return 0
-        from .fs.hugetlbfs import hugetlb_split_check
-        from .mm.mmap_lock import mmap_read_lock, mmap_read_unlock
         mmap_read_lock(self.mm)
         bad = hugetlb_split_check(self.mm, start, end)
         mmap_read_unlock(self.mm)
@@ -268,7 +199,6 @@ class Process(Task):
     def brk(self, new_brk):
         """brk(2) as the system call (not the libc wrapper): returns the new
         break on success and the current one on failure; brk(0) queries."""
-        from .mm.mmap import sys_brk
         _need_int("brk", new_brk)
         return sys_brk(self.mm, new_brk)
 
@@ -285,7 +215,6 @@ class Process(Task):
         return self._mlock(addr, length, flags)
 
     def _mlock(self, addr, length, flags):
-        from .mm.mlock import do_mlock, mlock2_flags_to_vm
         start, end = self._range("mlock", addr, length, align_start=False)
         if start == end:
             return 0
@@ -293,7 +222,6 @@ class Process(Task):
 
     @syscall
     def munlock(self, addr, length):
-        from .mm.mlock import do_munlock
         start, end = self._range("munlock", addr, length, align_start=False)
         if start == end:
             return 0
@@ -301,7 +229,6 @@ class Process(Task):
 
     @syscall
     def mlockall(self, flags):
-        from .mm.mlock import do_mlockall
         _need_int("flags", flags)
         if not flags or flags & ~(C.MCL_CURRENT | C.MCL_FUTURE | C.MCL_ONFAULT) or \
                 flags == C.MCL_ONFAULT:
@@ -310,12 +237,10 @@ class Process(Task):
 
     @syscall
     def munlockall(self):
-        from .mm.mlock import do_mlockall
         return _err(do_mlockall(self.mm, 0), "munlockall")
 
     @syscall
     def madvise(self, addr, length, advice):
-        from .mm.madvise import VALID_ADVICE, do_madvise
         _need_int("advice", advice)
         if advice not in VALID_ADVICE:
             raise OSError(errno.EINVAL, f"madvise: unknown advice {advice}")
@@ -327,19 +252,15 @@ class Process(Task):
     # -- process lifetime ---------------------------------------------------------------
     @syscall
     def fork(self):
-        from .mm.fork import dup_mm
         child = Process(self.kernel, self.comm, mm=None)
         child.mm = dup_mm(self.kernel, self.mm, child.pid)
-        from .mm.mempolicy import mpol_dup
         child.mempolicy = mpol_dup(self.mempolicy)        # copy_process
         self.kernel._register(child)
         return child
 
     @syscall
     def exit(self):
-        from .mm.mmap import exit_mmap
         exit_mmap(self.mm)
-        from .mm.mempolicy import mpol_put
         pol, self.mempolicy = self.mempolicy, None         # mpol_put_task_policy
         mpol_put(pol)
         self.exited = True
@@ -351,20 +272,17 @@ class Process(Task):
     def mbind(self, addr, length, mode, nodes, flags=0):
         """mbind(2): set the policy of [addr, addr+length); with MPOL_MF_MOVE(_ALL)
         migrate the pages that break it; MPOL_MF_STRICT: EIO if some do and stay."""
-        from .mm.mempolicy import kernel_mbind
         return kernel_mbind(self, addr, length, mode, nodes, flags)
 
     @syscall
     def set_mempolicy(self, mode, nodes):
         """set_mempolicy(2): the policy of this process's future allocations."""
-        from .mm.mempolicy import kernel_set_mempolicy
         return kernel_set_mempolicy(self, mode, nodes)
 
     @syscall
     def migrate_pages(self, old_nodes, new_nodes):
         """migrate_pages(2) on this process: move its pages from old_nodes to
         new_nodes; returns the number of pages that could not be moved."""
-        from .mm.mempolicy import kernel_migrate_pages
         return kernel_migrate_pages(self, old_nodes, new_nodes)
 
     @syscall
@@ -373,7 +291,6 @@ class Process(Task):
         (nodes=None: only report where each page is).  Returns the status of
         each page: its node, or -errno (-ENOENT not present, -EFAULT unmapped or
         the zero page, -EACCES shared without MPOL_MF_MOVE_ALL, -EBUSY)."""
-        from .mm.mempolicy import kernel_move_pages
         return kernel_move_pages(self, addrs, nodes, flags)
 
     # -- user-space accesses ---------------------------------------------------------------
@@ -385,7 +302,6 @@ class Process(Task):
         data = bytes(data)
         if not data:
             return 0
-        from .mm.uaccess import user_access
         user_access(self, addr, len(data), True, data)
         return len(data)
 
@@ -397,7 +313,6 @@ class Process(Task):
             raise OSError(errno.EINVAL, "load: negative length")
         if length == 0:
             return b""
-        from .mm.uaccess import user_access
         return user_access(self, addr, length, False, None)
 
     # -- helpers ---------------------------------------------------------------------------

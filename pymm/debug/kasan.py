@@ -13,8 +13,9 @@ schedule at the report).  The kernel's finding list de-duplicates by title.
 import sys
 import threading
 
+from ..context import current
 from . import stackdepot
-from .report import report
+from .report import current_kernel, report
 
 _freed_classes = {}
 
@@ -112,8 +113,6 @@ def _report_double_free(obj, cls):
 def _where(obj):
     """(address, "thread/pid") for a report, stable across replays: the kernel's
     pseudo-address for the object and the pymm pid of the current task."""
-    from ..task import current
-    from .report import current_kernel
     k = current_kernel()
     t = current()
     addr = k.kasan_address(obj) if k is not None else id(obj)

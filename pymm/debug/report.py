@@ -11,6 +11,7 @@ import threading
 import weakref
 
 from loguru import logger
+from ..context import current
 
 KINDS = ("use-after-free", "lockdep", "bad-page-state", "data-corruption", "deadlock",
          "hung-task", "assertion", "rcu", "rss-counter")
@@ -39,7 +40,6 @@ def set_default_kernel(k):
 
 
 def current_kernel():
-    from ..task import current
     t = current()
     if t is not None:
         return t.kernel

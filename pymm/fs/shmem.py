@@ -2,6 +2,7 @@
 import errno
 
 from ..constants import FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE
+from ..context import task_work_add
 from ..mm import filemap
 from ..mm.filemap import filemap_add_folio, filemap_get_folio, folio_lock, folio_trylock, folio_unlock
 from ..mm.memory import (FAULT_FLAG_ALLOW_RETRY, FAULT_FLAG_RETRY_NOWAIT, VM_FAULT_LOCKED,
@@ -46,7 +47,6 @@ class File:
         frees its pages, deferred to the return to user space as __fput is
         (the caller may hold mmap_lock, which orders after the inode lock)."""
         if atomic_add_return(self, "f_count", -1) == 0 and self.unlinked:
-            from ..task import task_work_add
             task_work_add(self._evict)
 
     def _evict(self):

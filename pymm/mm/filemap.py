@@ -8,6 +8,7 @@ not track PG_locked; pymm does, because two of the historical bugs are
 folio_lock inversions).  Installing the lock object is a cmpxchg, so two
 threads locking a fresh folio at once agree on one lock.
 """
+from ..debug.report import report
 from ..locking import lockdep
 from ..locking._base import ExclusiveLock
 from ..sched import point
@@ -56,7 +57,6 @@ def folio_assert_locked(folio):
     """VM_BUG_ON_FOLIO(!folio_test_locked(folio)) and lockdep's view of it."""
     lk = folio.lock
     if lk is None:
-        from ..debug.report import report
         report("assertion", "WARNING: folio_assert_locked failed",
                f"folio {folio!r} was never locked")
         return

@@ -68,7 +68,9 @@ from ..constants import (MPOL_BIND, MPOL_DEFAULT, MPOL_F_NUMA_BALANCING, MPOL_F_
                          MPOL_MF_MOVE, MPOL_MF_MOVE_ALL, MPOL_MF_STRICT, MPOL_MF_VALID,
                          MPOL_MODE_FLAGS, MPOL_PREFERRED, MPOL_PREFERRED_MANY,
                          MPOL_WEIGHTED_INTERLEAVE)
+from ..context import current
 from ..debug.kasan import KasanObject, kasan_poison
+from ..debug.report import report
 from ..sched import point
 from .atomic import atomic_add_return
 from .migrate import (MIGRATE_SYNC, MR_MEMPOLICY_MBIND, MR_SYSCALL, MigrationTargetControl,
@@ -133,7 +135,6 @@ class Mempolicy(KasanObject):
         if n == 0:
             kasan_poison(self, skip=3)
         elif n < 0:
-            from ..debug.report import report
             report("assertion", "BUG: mempolicy refcount underflow",
                    f"mpol_put of a policy with no references left: {self!r}")
 
@@ -253,7 +254,6 @@ def get_vma_policy(vma, addr, order=0):
     ``ref`` says a reference was taken for the caller (the task policy), to
     be dropped with mpol_put.  Context: mmap_lock held (vm_policy and the
     VMA's range are protected by it)."""
-    from ..task import current
     pol = vma.vm_policy if vma is not None else None
     ref = False
     if pol is None:
@@ -282,7 +282,6 @@ def interleave_nid(pol, ilx):
 
 def interleave_nodes(pol):
     """Dynamic interleave (no index): the node after the task's il_prev."""
-    from ..task import current
     t = current()
     nodes = sorted(pol.nodes)
     prev = t.il_prev if t is not None else -1
@@ -323,7 +322,6 @@ def vma_alloc_folio(kernel, vma, addr, order=0):
     """Allocate the folio for a fault at ``addr`` in ``vma`` (None: the task
     policy alone).  Context: mmap_lock held -- vma and vma->vm_policy are
     read without a reference."""
-    from ..task import current
     if vma is not None and vma.vm_policy is None:
         t = current()
         if t is None or t.mempolicy is None:      # the default policy: local node
@@ -339,7 +337,6 @@ def vma_alloc_folio(kernel, vma, addr, order=0):
 def alloc_file_folio(kernel, file, index, order=0):
     """A page-cache folio for ``file``: the task policy (shmem's shared
     policies are not modelled), interleaved by inode number and index."""
-    from ..task import current
     t = current()
     if t is None or t.mempolicy is None:
         return _alloc_pages_nodemask(kernel, order, numa_node_id(kernel))
@@ -361,7 +358,6 @@ def lru_cache_disable(kernel):
 
 def lru_cache_enable(kernel):
     if atomic_add_return(kernel, "lru_disable_count", -1) < 0:
-        from ..debug.report import report
         report("assertion", "WARNING: lru_cache_enable without lru_cache_disable",
                "lru_disable_count went negative", kernel=kernel)
 
@@ -596,7 +592,6 @@ def new_folio(src, start):
     policy.  Context: needs mmap_lock -- it walks the VMA tree and reads the
     VMA and its policy (this is why mbind held mmap_write_lock across
     migration until 6.6)."""
-    from ..task import current
     mm = current().mm
     kernel = mm.kernel
     vma, address = None, -errno.EFAULT

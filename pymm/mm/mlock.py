@@ -6,6 +6,7 @@ Everything here runs under the node's lru_lock."""
 import errno
 
 from ..constants import MCL_CURRENT, MCL_FUTURE, MCL_ONFAULT, MLOCK_ONFAULT, TASK_SIZE
+from ..sched import point
 from .atomic import clear_bits, set_bits
 from .mm_types import PG_lru, PG_mlocked, VM_LOCKED, VM_LOCKED_MASK, VM_LOCKONFAULT, Folio
 from .mmap_lock import mmap_write_lock, mmap_write_unlock
@@ -169,7 +170,6 @@ def mlock_vma_page(kernel, folio):
     (try_to_unmap_one): NR_MLOCK and the unevictable LRU follow; mlock_count
     is left alone (the folio is isolated: whoever maps it VM_LOCKED counts).
     Context: folio locked; takes lru_lock."""
-    from ..sched import point
     point("mlock_vma_page")      # section E's window: VM_LOCKED was seen, PG_mlocked not yet set
     lruvec = kernel.nodes[folio.node].lruvec
     lruvec.lru_lock.lock()
@@ -203,7 +203,6 @@ def munlock_vma_pages_range(vma, start, end):
     """Clear VM_LOCKED, then munlock every page mapped in [start, end): pages
     are collected (with a reference) under each table's ptl, then handed to
     __munlock_pagevec.  Context: exit_mmap; no mmap_lock held."""
-    from ..sched import point
     from .page_alloc import folio_get
     mm = vma.vm_mm
     k = mm.kernel
@@ -228,7 +227,6 @@ def __munlock_pagevec(kernel, pvec):
     per isolated folio: folio_lock, recount any other VM_LOCKED mappings
     (__munlock_isolated_page), put it back on the LRU.  Drops the references
     the collection took."""
-    from ..sched import point
     from .filemap import folio_lock, folio_unlock
     from .page_alloc import folio_put
     from .swap import lruvec_del_folio_locked

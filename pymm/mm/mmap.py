@@ -3,6 +3,7 @@ import errno
 
 from ..constants import MMAP_MIN_ADDR, TASK_SIZE
 from ..debug.report import report
+from ..rcu import rcu_read
 from ..sched import point
 from .memory import unmap_vmas
 from .mm_types import (RSS_NAMES, VM_ACCOUNT, VM_DONTEXPAND, VM_HUGETLB, VM_IO, VM_LOCKED, VM_MAYEXEC,
@@ -298,7 +299,6 @@ def exit_mmap(mm):
     phases.  That is what reclaim's mlock (rmap-mlock, SCENARIOS.md section E)
     races with."""
     if mm.locked_vm:
-        from ..rcu import rcu_read
         from .mlock import munlock_vma_pages_all
         with rcu_read():
             vmas = mm.mm_mt.all()

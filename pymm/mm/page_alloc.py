@@ -13,6 +13,7 @@ from ..locking import SpinLock
 from .atomic import PerCpuCounter, atomic_add_return
 from .mm_types import (PAGE_FLAG_NAMES, PAGE_FLAGS_CHECK_AT_FREE, PG_hugetlb, PG_lru, PG_reserved,
                        Folio, flag_names)
+from .swap import LruVec, lruvec_del_folio_locked
 
 
 class PgData:
@@ -21,7 +22,6 @@ class PgData:
     __slots__ = ("node_id", "present_pages", "nr_free", "lock", "lruvec", "vm_stat")
 
     def __init__(self, node_id, pages):
-        from .swap import LruVec
         self.node_id = node_id
         self.present_pages = pages
         self.nr_free = pages            # zone lock
@@ -77,7 +77,6 @@ def folio_put(folio, kernel=None):
 
 
 def __folio_put(folio, kernel=None):
-    from .swap import lruvec_del_folio_locked
     kernel = kernel or current_kernel()
     if folio.flags & PG_hugetlb:            # back to the huge page pool, not the buddy
         from .hugetlb import free_huge_folio

@@ -11,6 +11,7 @@ reports a use-after-free of the table or its lock.
 PTE bits live in a bytearray beside the entries (one byte per PTE).
 """
 from ..debug.kasan import KasanObject, kasan_poison
+from ..debug.report import report
 from ..locking import SpinLock
 from ..sched import point
 
@@ -138,7 +139,6 @@ def free_pgd_range(mm, start, end, floor, ceiling):
     [floor, ceiling) -- the gap left between the neighbouring VMAs -- as
     free_pgd_range does.  Context: mmap_lock held for write, the range's VMAs
     already unlinked from rmap and every PTE in the range already zapped."""
-    from ..debug.report import report
     for key in sorted(k for k in list(mm.pgd) if (k << PUD_SHIFT) < end and ((k + 1) << PUD_SHIFT) > start):
         pmd = mm.pgd[key]
         base = key << PUD_SHIFT

@@ -33,6 +33,8 @@ comment can afford both; pymm's lockdep does.
 """
 from ..debug.kasan import kasan_poison
 from ..locking import lockdep
+from ..rcu import rcu_read
+from ..sched import point
 from .atomic import atomic_add_return, set_bits
 from .mm_types import (PG_anon, PG_dirty, PG_hugetlb, PG_mlocked, PG_swapbacked, VM_LOCKED, AnonVma,
                        AnonVmaChain)
@@ -121,7 +123,6 @@ def folio_get_anon_vma(folio):
     folio->mapping only while the folio is mapped, under rcu_read_lock, and
     take a reference only if the count is not already 0 (anon_vmas are
     SLAB_TYPESAFE_BY_RCU).  Returns the anon_vma or None."""
-    from ..rcu import rcu_read
     from .atomic import atomic_inc_not_zero
     with rcu_read():
         anon_vma = folio_anon_vma(folio)
@@ -371,7 +372,6 @@ def vma_address(folio, vma):
 
 
 def _walk_vmas(folio, vmas, rwc):
-    from ..sched import point
     for vma in vmas:
         address = vma_address(folio, vma)
         if address is None:
@@ -586,7 +586,6 @@ def try_to_unmap_one(folio, vma, address, flags):
                 _rmap_mlock(k, folio, flags)
                 pt.ptl.unlock()
                 return bool(flags & TTU_MUNLOCK)
-            from ..sched import point
             from .mmap_lock import mmap_read_trylock, mmap_read_unlock
             pt.ptl.unlock()
             point("try_to_unmap_one:out_mlock")

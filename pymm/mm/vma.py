@@ -15,9 +15,11 @@ require mmap_lock for write.
 """
 from bisect import bisect_right
 
+from ..context import current
 from ..debug import stackdepot
 from ..debug.kasan import kasan_poison
 from ..debug.report import report
+from ..locking import lockdep
 from ..rcu import rcu_read_lock_held
 from .mm_types import VmAreaStruct
 from .mmap_lock import mmap_assert_write_locked, mmap_lock_is_held
@@ -253,7 +255,6 @@ def vm_area_free(vma):
 
 def _suspicious_rcu_usage(mm):
     import threading
-    from ..locking import lockdep
     t = threading.current_thread()
     held = lockdep.held_locks()
     lines = [
@@ -275,6 +276,5 @@ def _suspicious_rcu_usage(mm):
 
 
 def _pid():
-    from ..task import current
     t = current()
     return t.pid if t is not None else 0

@@ -25,6 +25,7 @@ from itertools import islice
 
 from loguru import logger
 
+from ..context import Task, _KernelContext
 from ..sched import point
 from .atomic import atomic_inc_not_zero, clear_bits, set_bits
 from .filemap import folio_trylock, folio_unlock
@@ -206,7 +207,6 @@ class Kswapd:
     managed thread instead."""
 
     def __init__(self, kernel, pgdat, low, high):
-        from ..task import Task
         self.kernel = kernel
         self.pgdat = pgdat
         self.low = low                  # wake below this many free pages
@@ -246,7 +246,6 @@ class Kswapd:
                                        or not self.thread.is_alive(), timeout)
 
     def _main(self):
-        from ..task import _KernelContext
         with _KernelContext(self.task):
             while True:
                 with self._wait:

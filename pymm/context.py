@@ -1,0 +1,83 @@
+"""Task context: ``current`` and what every layer needs of a task.
+
+The kernel keeps ``current`` at the bottom (asm/current.h, linux/sched.h) so
+that mm, fs and the detectors can ask "which task am I?" without depending on
+the system-call layer above them.  pymm does the same: this module imports
+nothing of mm, fs, debug, the kernel or the system calls (only the locking
+layer, for the task's alloc_lock and the return-to-user lockdep check), and
+``pymm.task`` (Process and its system calls) builds on it.
+
+Any Python thread may run "in kernel context" as a task for the duration of a
+system call (``_KernelContext``); ``current()`` returns that task, or None in
+user space.
+"""
+import threading
+
+from .locking import SpinLock, lockdep
+
+_tls = threading.local()
+
+
+def current():
+    """The task the calling thread is running as, or None (user space)."""
+    return getattr(_tls, "task", None)
+
+
+def current_kernel():
+    t = getattr(_tls, "task", None)
+    return t.kernel if t is not None else None
+
+
+class _KernelContext:
+    """Enter kernel context as ``task``; the outermost exit runs the
+    return-to-user lockdep check."""
+
+    __slots__ = ("task", "prev")
+
+    def __init__(self, task):
+        self.task = task
+
+    def __enter__(self):
+        self.prev = getattr(_tls, "task", None)
+        _tls.task = self.task
+
+    def __exit__(self, *exc):
+        if self.prev is None:
+            works = self.task.task_works
+            while works:                  # task_work_run(): e.g. the final fput
+                works.pop(0)()
+        _tls.task = self.prev
+        if self.prev is None:
+            lockdep.lockdep_sys_exit()
+
+
+def task_work_add(fn):
+    """Run ``fn`` when the current task returns to user space (task_work_add
+    with TWA_RESUME), or now if there is no current task."""
+    t = current()
+    if t is None:
+        fn()
+    else:
+        t.task_works.append(fn)
+
+
+class Task:
+    """A task without an mm (the kernel's own threads; file operations that
+    come from no process run as the kernel's init task)."""
+
+    def __init__(self, kernel, name, mm=None):
+        self.kernel = kernel
+        self.pid = kernel.alloc_pid()
+        self.comm = name
+        self.mm = mm
+        self.exited = False
+        self.task_works = []
+        # NUMA policy (mm/mempolicy.py): None is the system default; replaced
+        # under alloc_lock (task_lock); il_prev is the last node dynamic
+        # interleave used.
+        self.mempolicy = None
+        self.il_prev = -1
+        self.alloc_lock = SpinLock("&p->alloc_lock")
+
+    def __repr__(self):
+        return f"<{type(self).__name__} {self.comm}[{self.pid}]>"
