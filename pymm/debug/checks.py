@@ -2,9 +2,10 @@
 call in flight): page accounting per node, mapcounts and refcounts, mlock
 accounting, rss counters, the VMA tree, page-table entry counts.  Every
 violation becomes a finding."""
-from ..mm.mm_types import (MM_SWAPENTS, PG_hugetlb, PG_mlocked, VM_HUGETLB, VM_LOCKED, Folio,
+from ..mm.mm_types import (MM_SWAPENTS, PG_anon, PG_hugetlb, PG_mlocked, VM_HUGETLB, VM_LOCKED, Folio,
                            RSS_NAMES)
 from ..mm.memory import mm_counter
+from ..mm.page_alloc import NODE_STAT_ITEMS
 from ..mm.pgtable import PteTable
 from ..mm.swap_state import SwapEntry, check_swap
 from .report import report
@@ -99,6 +100,10 @@ def run_checks(k):
         if fid not in maps and folio.flags & PG_mlocked:
             problems.append(("bad-page-state", "BUG: mlocked page in no VM_LOCKED VMA",
                              f"{folio!r}: unmapped page-cache folio still PG_mlocked"))
+    anon_mapped = [0] * len(k.nodes)
+    for folio, nmap, _ in maps.values():
+        if folio.flags & PG_anon:
+            anon_mapped[folio.node] += folio.nr_pages()
     seen = dict(maps)
     seen.update({fid: (f, 0, 0) for fid, f in cached.items() if fid not in maps})
     for fid, v in seen.items():
@@ -113,6 +118,14 @@ def run_checks(k):
                              f"node {n}: {pg.present_pages} pages, {pg.nr_free} free, so {used} in use, "
                              f"but {in_use[n]} pages are reachable (mapped or cached)"
                              + (" -- leaked pages" if used > in_use[n] else " -- pages in use twice")))
+        for item in NODE_STAT_ITEMS:
+            if pg.vm_stat[item].sum() < 0:
+                problems.append(("bad-page-state", f"BUG: negative {item}",
+                                 f"node {n}: {item} is {pg.vm_stat[item].sum()}"))
+        if pg.vm_stat["NR_ANON_MAPPED"].sum() != anon_mapped[n]:
+            problems.append(("bad-page-state", "BUG: NR_ANON_MAPPED accounting",
+                             f"node {n}: NR_ANON_MAPPED {pg.vm_stat['NR_ANON_MAPPED'].sum()} but "
+                             f"{anon_mapped[n]} mapped anonymous pages"))
         nr_mlock = pg.vm_stat["NR_MLOCK"].sum()
         if nr_mlock != mlocked_pages[n]:
             problems.append(("bad-page-state", "BUG: NR_MLOCK accounting",

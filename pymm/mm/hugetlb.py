@@ -67,7 +67,7 @@ from .page_alloc import bad_page, folio_get, folio_put
 from .pgtable import (_PAGE_DIRTY, _PAGE_RW, PMD_SHIFT, PTRS_PER_TABLE, PUD_SHIFT, PteTable,
                       pmd_alloc)
 from .rmap import (TTU_RMAP_LOCKED, anon_vma_lock_read, anon_vma_prepare, anon_vma_unlock_read,
-                   folio_anon_vma, get_anon_vma, i_mmap_assert_write_locked, i_mmap_lock_read,
+                   folio_anon_vma, folio_get_anon_vma, i_mmap_assert_write_locked, i_mmap_lock_read,
                    i_mmap_lock_write, i_mmap_trylock_write, i_mmap_unlock_read, i_mmap_unlock_write,
                    put_anon_vma)
 from .swapops import MigrationEntry
@@ -1510,9 +1510,9 @@ def unmap_and_move_huge_page(kernel, src, get_new_folio, private, mode):
         rc = -errno.EBUSY                       # truncated: being freed
     else:
         if src.flags & PG_anon:
-            anon_vma = folio_anon_vma(src)
-            if anon_vma is not None:
-                get_anon_vma(anon_vma)
+            # an unmapped folio's anon_vma may be freed already (munmap while
+            # it sat isolated): pin it only while the folio is still mapped
+            anon_vma = folio_get_anon_vma(src)
         if folio_trylock(dst):
             mapping, ttu = None, 0
             was_mapped = False

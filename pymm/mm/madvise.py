@@ -67,7 +67,6 @@ def do_madvise(mm, start, end, advice):
         for v in vmas:
             s, e = max(start, v.vm_start), min(end, v.vm_end)
             zap_page_range_single(v, s, e - s)
-        mm.user_shadow_drop(start, end)
         return 0
     finally:
         mmap_read_unlock(mm)

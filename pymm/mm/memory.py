@@ -289,6 +289,10 @@ def zap_pte_range(vma, pt, start, end, details=None):
     zero = k.zero_page
     to_put = []
     pt.ptl.lock()
+    if vma.vm_file is None and not vma.vm_flags & VM_SHARED:
+        # the integrity shadow (uaccess.py) follows the PTEs under their
+        # lock: what a process stored here is gone, its next load reads zeros
+        mm.user_shadow_drop(start, end)
     for i in range(pte_index(start), pte_index(end - 1) + 1):
         entry = pt.ptes[i]
         if entry is None:

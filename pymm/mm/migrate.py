@@ -85,8 +85,31 @@ def alloc_migration_target(kernel, src, mtc):
 
 def folio_expected_refs(folio):
     """References a fully unmapped folio has: the isolation one, plus the page
-    cache's for a file folio."""
-    return 1 + (0 if folio.flags & PG_anon or folio.mapping is None else 1)
+    cache's for a file folio or the swap cache's for an anon one in it."""
+    if folio.flags & PG_anon:
+        return 1 + (folio.swap is not None)
+    return 1 + (folio.mapping is not None)
+
+
+def folio_migrate_swap_cache(src, dst):
+    """The swap-cache half of folio_migrate_mapping: dst takes src's slot
+    in the swap cache, and the cache's reference moves with it.  Returns
+    False if someone else took a reference meanwhile.  Context: both folios
+    locked; takes si->lock then the swap cache lock (lookups take their
+    reference under it, so the count is stable there)."""
+    entry = src.swap
+    si = entry.si
+    si.lock.lock()
+    si.cache_lock.lock()
+    ok = si.cache.get(entry.offset) is src and src._refcount == folio_expected_refs(src)
+    if ok:
+        si.cache[entry.offset] = dst
+        dst.swap, src.swap = entry, None
+        atomic_add_return(dst, "_refcount", 1)
+        atomic_add_return(src, "_refcount", -1)
+    si.cache_lock.unlock()
+    si.lock.unlock()
+    return ok
 
 
 def move_to_new_folio(kernel, dst, src):
@@ -109,14 +132,16 @@ def move_to_new_folio(kernel, dst, src):
         for item in ("NR_FILE_PAGES", "NR_SHMEM"):
             st_src[item].add(-src.nr_pages())
             st_dst[item].add(dst.nr_pages())
+    elif src.flags & PG_anon and src.swap is not None and not folio_migrate_swap_cache(src, dst):
+        return -errno.EAGAIN
     if src.data is not None:
         dst.write_bytes(0, src.data)
     set_bits(dst, "flags", src.flags & (PG_anon | PG_swapbacked | PG_uptodate | PG_dirty | PG_hugetlb))
     dst.mapping = mapping
     dst.index = src.index
     if src.flags & PG_anon:
-        kernel.nodes[src.node].vm_stat["NR_ANON_MAPPED"].add(-src.nr_pages())
-        kernel.nodes[dst.node].vm_stat["NR_ANON_MAPPED"].add(dst.nr_pages())
+        # NR_ANON_MAPPED follows the mappings: try_to_migrate took src's
+        # out, remove_migration_ptes counts dst's first one in
         src.mapping = None
     point("move_to_new_folio")
     return MIGRATEPAGE_SUCCESS

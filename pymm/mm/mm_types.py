@@ -122,9 +122,12 @@ class MmStruct(KasanObject):
         self.user_shadow = {}
 
     def user_shadow_drop(self, start, end):
+        """Forget what the process stored in [start, end) (at most one page
+        table's span: the zap calls it under that table's ptl)."""
         sh = self.user_shadow
-        for a in [a for a in list(sh) if start <= a < end]:
-            sh.pop(a, None)
+        if sh:
+            for a in range(start & ~0xFFF, end, 0x1000):
+                sh.pop(a, None)
 
     def get_mm_counter(self, member):
         return self.rss_stat[member].sum()

@@ -223,7 +223,6 @@ def do_vmi_munmap(mm, start, length):
         split_vma(vmas[-1], end)
     vmas = mm.mm_mt.range(start, end)
     prev, nxt = mm.mm_mt.neighbours(start, end)
-    mm.user_shadow_drop(start, end)
     for v in vmas:
         mm.mm_mt.erase(v)
         if v.vm_flags & VM_LOCKED:

@@ -303,8 +303,11 @@ def folio_add_new_anon_rmap(kernel, folio, vma, address):
 
 
 def folio_add_anon_rmap_pte(kernel, folio, vma, address):
-    """Another PTE maps an existing anon folio (fork).  Context: ptl held."""
-    atomic_add_return(folio, "_mapcount", 1)
+    """Another PTE maps an existing anon folio (fork, swap-in, the end of a
+    migration).  The first mapping counts the folio in NR_ANON_MAPPED, as
+    __folio_add_anon_rmap does.  Context: ptl held."""
+    if atomic_add_return(folio, "_mapcount", 1) == 1:
+        kernel.nodes[folio.node].vm_stat["NR_ANON_MAPPED"].add(folio.nr_pages())
     mlock_on_map(kernel, folio, vma)
 
 

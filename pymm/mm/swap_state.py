@@ -388,21 +388,23 @@ def do_swap_page(vmf, entry):
         folio_put(folio, k)
         return 0
     left = swap_free(entry)              # this PTE no longer holds the entry
-    exclusive = left == 0
+    # Exclusive only if no other PTE holds the entry AND none maps the folio
+    # (a sharer that swapped it in first maps it read-only): the kernel's
+    # PageAnonExclusive / reuse_swap_page rule.  Mapping a page another
+    # process still maps writable would break COW isolation.
+    exclusive = left == 0 and not folio.folio_mapped()
     if not folio.flags & PG_anon:        # first mapping since it was read in
         folio_add_new_anon_rmap(k, folio, vma, vmf.address)
         if not exclusive:                # other PTEs, maybe in other mms: the oldest anon_vma
             folio.mapping = vma.anon_vma.root
         folio_add_lru(k, folio)
     else:
-        if not folio.folio_mapped():     # a swap-cache folio every PTE had let go of
-            k.nodes[folio.node].vm_stat["NR_ANON_MAPPED"].add(folio.nr_pages())
         folio_add_anon_rmap_pte(k, folio, vma, vmf.address)
     bits = 0
     if exclusive and vmf.flags & FAULT_FLAG_WRITE and vma.vm_flags & VM_WRITE:
         bits = _PAGE_RW | _PAGE_DIRTY
-    if exclusive:
-        # The slot is no longer needed.  As the kernel does, leave the swap
+    if left == 0:
+        # The slot is no longer needed (the folio may still be shared).  As the kernel does, leave the swap
         # cache BEFORE the PTE is set: once it is, a racing zap may drop the
         # PTE's reference, and the swap cache's must not be the last one put.
         folio_free_swap(folio)
