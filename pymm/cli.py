@@ -79,12 +79,24 @@ def build_parser():
     r = sub.add_parser("replay", help="re-run a controlled finding exactly")
     r.add_argument("token", metavar="TOKEN_OR_FILE")
 
+    from .experiment import EXPERIMENTS
     e = sub.add_parser("experiment", help="compare locking designs under one workload")
-    e.add_argument("name", choices=("populate", "mbind"))
-    e.add_argument("--seconds", type=_positive_float, default=3.0, help="per variant")
-    e.add_argument("--seed", type=_int, default=0)
+    e.add_argument("name", choices=tuple(EXPERIMENTS))
+    e.add_argument("--variants", metavar="V1,V2,...", help="designs to compare (default: all)")
+    e.add_argument("--clock", choices=("virtual", "wall"), default="virtual",
+                   help="virtual: kernel-calibrated virtual time, deterministic (default); "
+                        "wall: free mode and wall-clock time (measures Python)")
+    e.add_argument("--cpus", type=_positive_int, help="simulated CPUs (default: one per thread)")
+    e.add_argument("--seeds", type=_positive_int, default=1,
+                   help="runs per design (mean and 95%% CI per figure)")
+    e.add_argument("--seed", type=_int, default=0, help="the first seed")
+    e.add_argument("--duration-ms", type=_positive_float, metavar="T",
+                   help="per run: virtual ms (default 5) or, with --clock wall, wall ms (default 3000)")
+    e.add_argument("--seconds", type=_positive_float, help=argparse.SUPPRESS)   # older spelling: wall seconds
+    e.add_argument("--cost-model", metavar="FILE", help="JSON {name: ns} overriding the default costs")
     e.add_argument("--json", metavar="PATH")
-    e.add_argument("--plot", metavar="FILE.png", help="latency distributions (needs matplotlib)")
+    e.add_argument("--trace", metavar="PATH", help="Chrome trace-event JSON of the first seed (Perfetto)")
+    e.add_argument("--plot", metavar="FILE.png", help="latency CDFs (needs matplotlib)")
 
     g = sub.add_parser("lockdep-graph", help="export the observed lock dependency graph (DOT)")
     g.add_argument("--scenario", action="append", help="scenarios to run first (default: all, fixed variants)")
@@ -270,12 +282,41 @@ def cmd_experiment(args):
             import matplotlib  # noqa: F401
         except ImportError:
             raise CliError("--plot needs matplotlib: pip install 'pymm-locksim[plot]'")
+    from .sched.cost_model import CostModel
+    cls = experiment.EXPERIMENTS[args.name]
+    variants = None
+    if args.variants:
+        variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+        bad = [v for v in variants if v not in cls.variants]
+        if bad or not variants:
+            raise CliError(f"unknown variant {', '.join(map(repr, bad)) or repr(args.variants)} for "
+                           f"experiment {args.name!r}; expected some of {', '.join(cls.variants)}")
+    if args.clock == "wall" and args.trace:
+        raise CliError("--trace needs --clock virtual (a wall-clock run has no simulated CPUs)")
+    model = None
+    if args.cost_model:
+        if args.clock == "wall":
+            raise CliError("--cost-model needs --clock virtual")
+        try:
+            model = CostModel.load(args.cost_model)
+        except ValueError as err:
+            raise CliError(str(err))
+    duration = args.duration_ms
+    if args.seconds is not None:
+        duration = args.seconds * 1000
     jf = _open_for_write(args.json, "JSON file") if args.json else None
-    res = experiment.run(args.name, seconds=args.seconds, seed=args.seed)
+    tf = _open_for_write(args.trace, "trace file") if args.trace else None
+    res = experiment.run(args.name, variants, cpus=args.cpus, seeds=args.seeds, seed=args.seed,
+                         duration_ms=duration, clock=args.clock, cost_model=model,
+                         trace=bool(args.trace))
     print(experiment.format_result(res))
     if jf:
         with jf:
-            json.dump({k: v for k, v in res.items() if k != "_raw"}, jf, indent=1)
+            jf.write(experiment.dumps(res))
+    if tf:
+        with tf:
+            json.dump(experiment.trace_document(res), tf)
+        print(f"\ntrace written to {args.trace} (open it in https://ui.perfetto.dev)")
     if args.plot:
         experiment.plot(res, args.plot)
         print(f"\nlatency plot written to {args.plot}")

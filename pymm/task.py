@@ -30,13 +30,19 @@ from .mm.mmap import do_vmi_munmap, exit_mmap, get_unmapped_area, mmap_region, p
 from .mm.mmap_lock import mmap_read_lock, mmap_read_unlock, mmap_write_lock, mmap_write_unlock
 from .mm.mprotect import calc_vm_prot_bits, do_mprotect_pkey
 from .mm.uaccess import user_access
+from .sched import charge
 
 
 def syscall(fn):
+    # virtual time: a user load/store is not a system call; it costs a TLB-hit
+    # access (a miss faults, and the fault charges its own work)
+    cost = "load" if fn.__name__ in ("load", "store") else "syscall"
+
     @functools.wraps(fn)
     def wrapper(self, *args, **kw):
         if self.exited:
             raise OSError(errno.ESRCH, f"{fn.__name__}: process {self.pid} has exited")
+        charge(cost)
         with _KernelContext(self):
             return fn(self, *args, **kw)
     return wrapper

@@ -56,8 +56,9 @@ from ..debug import stackdepot
 from ..debug.kasan import KasanObject, kasan_poison
 from ..debug.report import report
 from ..locking import Mutex, RwSemaphore, SpinLock, lockdep
-from ..sched import point
+from ..sched import charge, point
 from .atomic import atomic_add_return, clear_bits, set_bits
+from .util import folio_copy
 from .filemap import folio_lock, folio_trylock, folio_unlock, folio_wait_locked
 from .memory import FAULT_FLAG_WRITE, VM_FAULT_SIGBUS, is_cow_mapping
 from .mm_types import (PAGE_FLAGS_CHECK_AT_FREE, PG_anon, PG_dirty, PG_hugetlb, PG_isolated,
@@ -992,6 +993,7 @@ def hugetlb_no_page(vmf):
         folio = alloc_hugetlb_folio(vma, vmf.address, False)
         if folio is None:
             return _no_page_out(vmf, VM_FAULT_SIGBUS)        # -ENOSPC
+        charge("clear_huge_page")                             # folio_zero_user
         if vma.vm_flags & VM_MAYSHARE:
             if hugetlb_add_to_page_cache(folio, file, vmf.pgoff):
                 restore_reserve_on_error(vma, vmf.address, folio)
@@ -1090,8 +1092,7 @@ def hugetlb_wp(vmf):
         if ptep is None or ptep != vmf.pte or not huge_pte_same(ptep, pte):
             return 0                     # raced: our job is done
     anon_vma_prepare(vma)
-    if old.data is not None:
-        new.write_bytes(0, old.data)
+    folio_copy(new, old)
     point("hugetlb_wp_copy")
     table.ptl.lock()
     ptep = hugetlb_walk(vma, vmf.address)
@@ -1452,8 +1453,8 @@ def move_to_new_hugetlb_folio(kernel, dst, src):
         rc = hugetlbfs_migrate_folio(kernel, dst, src)
         if rc:
             return rc
-    if src.data is not None:
-        dst.write_bytes(0, src.data)
+    charge("migrate_page")
+    folio_copy(dst, src)
     set_bits(dst, "flags", src.flags & (PG_anon | PG_swapbacked | PG_dirty))
     dst.mapping = src.mapping
     dst.index = src.index

@@ -1,7 +1,8 @@
 """Page faults, zapping and fork's page-table copy (mm/memory.c)."""
 from .atomic import set_bits
 from ..locking import SINGLE_DEPTH_NESTING
-from ..sched import point
+from ..sched import charge, point
+from ..sched.vtime import span_begin, span_end
 from . import filemap
 from .mm_types import (MM_ANONPAGES, MM_FILEPAGES, MM_SHMEMPAGES, PG_anon, PG_dirty, PG_swapbacked,
                        VM_HUGETLB, VM_MAYWRITE, VM_PFNMAP, VM_SHARED, Folio)
@@ -11,6 +12,7 @@ from .pgtable import _PAGE_DIRTY, _PAGE_RW, _PAGE_SPECIAL, pte_alloc, pte_index,
 from .rmap import (anon_vma_prepare, folio_add_anon_rmap_pte, folio_add_file_rmap_pte,
                    folio_add_new_anon_rmap, folio_remove_rmap_pte)
 from .swap import folio_add_lru
+from .util import folio_copy
 
 # vm_fault_t (include/linux/mm_types.h)
 VM_FAULT_OOM = 0x000001
@@ -74,13 +76,18 @@ def handle_mm_fault(vma, address, flags):
     """
     mm = vma.vm_mm
     mmap_assert_locked(mm)
+    charge("fault")
+    span = span_begin("handle_mm_fault", "fault")
     point("handle_mm_fault")
-    if vma.vm_flags & VM_HUGETLB:
-        from . import hugetlb
-        return hugetlb.hugetlb_fault(mm, vma, address, flags)
-    vmf = VmFault(vma, address, flags)
-    vmf.pt = pte_alloc(mm, vmf.address)
-    return handle_pte_fault(vmf)
+    try:
+        if vma.vm_flags & VM_HUGETLB:
+            from . import hugetlb
+            return hugetlb.hugetlb_fault(mm, vma, address, flags)
+        vmf = VmFault(vma, address, flags)
+        vmf.pt = pte_alloc(mm, vmf.address)
+        return handle_pte_fault(vmf)
+    finally:
+        span_end(span)
 
 
 def handle_pte_fault(vmf):
@@ -105,6 +112,7 @@ def handle_pte_fault(vmf):
 def set_pte(vmf, folio, bits):
     """Install a present PTE.  Context: ptl held, the entry none."""
     pt, i = vmf.pt, vmf.idx
+    charge("pte")
     pt.ptes[i] = folio
     pt.bits[i] = bits
     pt.nr += 1
@@ -123,6 +131,7 @@ def do_anonymous_page(vmf):
     folio = k.vma_alloc_folio(vma, vmf.address)
     if folio is None:
         return VM_FAULT_OOM
+    charge("clear_page")                 # vma_alloc_zeroed_movable_folio
     point("do_anonymous_page")
     pt.ptl.lock()
     if pt.ptes[i] is not None:
@@ -193,8 +202,7 @@ def do_cow_fault(vmf):
         folio_put(new, k)
         return ret
     folio = vmf.folio
-    if folio.data is not None:
-        new.write_bytes(0, folio.data)
+    folio_copy(new, folio)
     r = finish_fault(vmf, new, _PAGE_RW | _PAGE_DIRTY, new_anon=True)
     filemap.folio_unlock(folio)
     folio_put(folio, k)
@@ -244,8 +252,10 @@ def wp_page_copy(vmf, old, special):
         if not special:
             folio_put(old, k)
         return VM_FAULT_OOM
-    if not special and old.data is not None:
-        new.write_bytes(0, old.data)
+    if special:
+        charge("clear_page")            # the zero page: __wp_page_copy_user clears
+    else:
+        folio_copy(new, old)
     point("wp_page_copy")
     pt.ptl.lock()
     if pt.ptes[i] is old:
@@ -318,6 +328,7 @@ def zap_pte_range(vma, pt, start, end, details=None):
         folio_remove_rmap_pte(k, entry, vma)
         to_put.append(entry)
     pt.ptl.unlock()
+    charge("zap_page", len(to_put))
     for f in to_put:
         if f.swap is not None:              # free_pages_and_swap_cache
             from .swap_state import free_swap_cache

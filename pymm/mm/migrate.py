@@ -11,7 +11,7 @@ and retried (-EAGAIN), up to NR_MAX_MIGRATE_PAGES_RETRY times.
 """
 import errno
 
-from ..sched import point
+from ..sched import charge, point
 from .atomic import atomic_add_return, clear_bits, set_bits
 from .filemap import folio_lock, folio_trylock, folio_unlock
 from .mm_types import (PG_anon, PG_dirty, PG_hugetlb, PG_isolated, PG_lru, PG_swapbacked,
@@ -19,6 +19,7 @@ from .mm_types import (PG_anon, PG_dirty, PG_hugetlb, PG_isolated, PG_lru, PG_sw
 from .page_alloc import __alloc_pages, folio_put
 from .rmap import folio_get_anon_vma, put_anon_vma, remove_migration_ptes, try_to_migrate
 from .swap import folio_add_lru, lruvec_del_folio_locked
+from .util import folio_copy
 
 MIGRATE_ASYNC, MIGRATE_SYNC_LIGHT, MIGRATE_SYNC = range(3)
 MIGRATEPAGE_SUCCESS = 0
@@ -134,8 +135,8 @@ def move_to_new_folio(kernel, dst, src):
             st_dst[item].add(dst.nr_pages())
     elif src.flags & PG_anon and src.swap is not None and not folio_migrate_swap_cache(src, dst):
         return -errno.EAGAIN
-    if src.data is not None:
-        dst.write_bytes(0, src.data)
+    charge("migrate_page")
+    folio_copy(dst, src)
     set_bits(dst, "flags", src.flags & (PG_anon | PG_swapbacked | PG_uptodate | PG_dirty | PG_hugetlb))
     dst.mapping = mapping
     dst.index = src.index

@@ -10,6 +10,7 @@ from ..debug import stackdepot
 from ..debug.kasan import kasan_poison
 from ..debug.report import current_kernel, report
 from ..locking import SpinLock
+from ..sched import charge
 from .atomic import PerCpuCounter, atomic_add_return
 from .mm_types import (PAGE_FLAG_NAMES, PAGE_FLAGS_CHECK_AT_FREE, PG_hugetlb, PG_lru, PG_reserved,
                        Folio, flag_names)
@@ -41,6 +42,7 @@ def __alloc_pages(kernel, order, preferred_nid, nodemask=None):
     """Allocate a folio of ``order`` on ``preferred_nid``, falling back to the
     other allowed nodes in order (the zonelist).  Returns None when all are
     empty.  Context: may sleep (the zone lock is a spinlock held briefly)."""
+    charge("page_alloc")
     nodes = kernel.nodes
     order_nodes = [preferred_nid] + [n for n in range(len(nodes)) if n != preferred_nid]
     for nid in order_nodes:

@@ -21,6 +21,7 @@ from ..debug.kasan import kasan_poison
 from ..debug.report import report
 from ..locking import lockdep
 from ..rcu import rcu_read_lock_held
+from ..sched import charge
 from .mm_types import VmAreaStruct
 from .mmap_lock import mmap_assert_write_locked, mmap_lock_is_held
 
@@ -136,6 +137,7 @@ class VmaTree:
     # -- modification (mmap_lock held for write) -------------------------------
     def insert(self, vma):
         mmap_assert_write_locked(self.mm)
+        charge("vma_op")
         start, end = vma.vm_start, vma.vm_end
         pos = self._locate(start)
         prev = self._at(self._prev(pos)) if pos is not None else self._at(self._last())
@@ -168,6 +170,7 @@ class VmaTree:
 
     def erase(self, vma):
         mmap_assert_write_locked(self.mm)
+        charge("vma_op")
         c, i = self._index(vma)
         del self._starts[c][i], self._ends[c][i], self._vmas[c][i]
         if self._vmas[c]:

@@ -16,6 +16,7 @@ next.  Same choices, same run.  See shared/docs/SCHEDULER.md and ``_core``.
 from ._api import DEFAULT_MAX_STEPS, DEFAULT_WATCHDOG, STRATEGIES, explore, replay, run_schedule
 from ._core import (CONTROLLED, Finding, SchedAbort, SchedUsageError, is_controlled, point,
                     report_finding)
+from .vtime import charge
 from .free import DelayInjector, free_mode, switch_interval
 from .trace import Failure, Outcome, Result, decode_schedule, encode_schedule
 
@@ -23,7 +24,7 @@ __all__ = [
     # controlled mode
     "explore", "replay", "run_schedule", "point", "report_finding", "is_controlled",
     "Finding", "Failure", "Result", "Outcome", "SchedAbort", "SchedUsageError",
-    "encode_schedule", "decode_schedule", "STRATEGIES", "DEFAULT_WATCHDOG",
+    "encode_schedule", "decode_schedule", "charge", "STRATEGIES", "DEFAULT_WATCHDOG",
     "DEFAULT_MAX_STEPS", "CONTROLLED",
     # free mode
     "DelayInjector", "switch_interval", "free_mode",
