@@ -6,8 +6,9 @@ import time
 from ._core import SchedUsageError, _Run, lockdep_raising
 from .strategies import PCT, BoundedDFS, RandomWalk, replay_chooser
 from .trace import Outcome, Result, cook, decode_schedule
+from .vtime import VirtualTime
 
-STRATEGIES = ("random", "pct", "dfs")
+STRATEGIES = ("random", "pct", "dfs", "vtime")
 DEFAULT_WATCHDOG = 10.0     # seconds without a scheduling point before a run is "hung"
 DEFAULT_MAX_STEPS = 200_000  # scheduling points in one schedule before it is a "livelock"
 MAX_THREADS = 255           # a schedule token stores one byte per choice
@@ -28,9 +29,10 @@ def explore(setup, threads, check=None, *, strategy="random", seed=0, max_schedu
 
     ``strategy``: "random" (schedule i uses seed+i), "pct" (depth
     ``pct_depth``; ``pct_k`` fixes the number of choice points instead of
-    estimating it from the first schedule) or "dfs" (preemption-bounded
+    estimating it from the first schedule), "dfs" (preemption-bounded
     enumeration, ``preemption_bound`` preemptions at most; stops early when
-    exhausted).  ``watchdog``: seconds without any scheduling point after
+    exhausted) or "vtime" (virtual time: the earliest virtual clock runs,
+    ties broken at random; see ``pymm.sched.vtime``).  ``watchdog``: seconds without any scheduling point after
     which a run is declared "hung"; ``max_steps``: scheduling points after
     which one schedule is declared a "livelock".
 
@@ -58,13 +60,15 @@ def explore(setup, threads, check=None, *, strategy="random", seed=0, max_schedu
         strat = RandomWalk(seed)
     elif strategy == "pct":
         strat = PCT(seed, pct_depth, pct_k)
+    elif strategy == "vtime":
+        strat = VirtualTime(seed)
     else:
         strat = BoundedDFS(preemption_bound)
 
     result = Result(strategy, seed)
     t0 = time.perf_counter()
     run = None
-    with lockdep_raising():
+    with lockdep_raising(), _closing(strat):
         for i in range(max_schedules):
             run = _Run(setup, fns, check, strat.chooser(i), watchdog, max_steps).execute()
             result.schedules_run += 1
@@ -82,6 +86,22 @@ def explore(setup, threads, check=None, *, strategy="random", seed=0, max_schedu
     result.schedule = list(run.schedule)
     result.elapsed = time.perf_counter() - t0
     return result
+
+
+class _closing:
+    """Let a strategy that installs hooks per schedule (vtime) remove them,
+    however the loop ends."""
+
+    def __init__(self, strat):
+        self.strat = strat
+
+    def __enter__(self):
+        return self.strat
+
+    def __exit__(self, *exc):
+        close = getattr(self.strat, "close", None)
+        if close is not None:
+            close()
 
 
 def run_schedule(setup, threads, schedule, check=None, *, watchdog=DEFAULT_WATCHDOG,

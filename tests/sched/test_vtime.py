@@ -145,3 +145,28 @@ def test_cost_model_file(tmp_path):
 def test_every_cost_names_its_source():
     for name, (ns, src) in DEFAULT.items():
         assert ns >= 0 and len(src) > 20, name
+
+
+def test_vtime_is_a_strategy_of_explore_and_replays():
+    from pymm.sched import explore, replay
+
+    def setup():
+        return {"m": Mutex("vt_m2"), "x": 0}
+
+    def inc(st):
+        for _ in range(3):
+            st["m"].lock()
+            v = st["x"]
+            st["m"].unlock()
+            st["m"].lock()
+            st["x"] = v + 1               # a lost update when another ran in between
+            st["m"].unlock()
+
+    def check(st):
+        assert st["x"] == 6, st["x"]
+
+    res = explore(setup, [inc, inc], check, strategy="vtime", seed=0, max_schedules=50)
+    assert res.failure is not None and res.failure.kind == "assertion"
+    assert vtime._charge is None                  # uninstalled after a failure too
+    again = replay(setup, [inc, inc], res.failure.schedule, check)
+    assert again is not None and again.kind == "assertion"
