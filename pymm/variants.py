@@ -37,14 +37,18 @@ VARIANTS = {
         "doc": "hugetlb PMD sharing without/with the hugetlb vma_lock (SCENARIOS.md D)",
     },
     "hugetlb-wp": {
-        "values": ("fault-mutex-under-folio", "unlock-folio-first"),
-        "default": "unlock-folio-first",
+        # fault-mutex-under-folio: 40549ba8f8e0 (6.1) .. 2025; unlock-folio-first: Gavin Guo's
+        # v1-v3 (not merged); folio-trylock: 2ae1ab9934c7 (Oscar Salvador, June 2025, mainline)
+        "values": ("fault-mutex-under-folio", "unlock-folio-first", "folio-trylock"),
+        "default": "folio-trylock",
         "buggy": ("fault-mutex-under-folio",),
         "doc": "hugetlb_wp retaking the fault mutex under the folio lock (SCENARIOS.md D)",
     },
     "hugetlb-truncate": {
-        "values": ("mapped-check-unlocked", "lock-folio-first"),
-        "default": "lock-folio-first",
+        # mapped-check-unlocked: 4aae8d1c051e .. 2025; lock-folio-first: the check under the
+        # lock, the unmap unlocked (pymm's earlier fix); lock-folio-across-unmap: 7b7387650dcf
+        "values": ("mapped-check-unlocked", "lock-folio-first", "lock-folio-across-unmap"),
+        "default": "lock-folio-across-unmap",
         "buggy": ("mapped-check-unlocked",),
         "doc": "remove_inode_single_folio's mapped check without the folio lock (SCENARIOS.md D)",
     },

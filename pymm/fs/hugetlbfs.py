@@ -30,7 +30,7 @@ from ..debug.report import report
 from ..locking import RwSemaphore
 from ..mm import hugetlb as H
 from ..mm.atomic import atomic_add_return, clear_bits
-from ..mm.filemap import filemap_get_folio, folio_lock, folio_unlock
+from ..mm.filemap import filemap_get_folio, folio_lock, folio_lock_nested, folio_unlock
 from ..mm.mm_types import PG_dirty, PG_uptodate, VM_HUGETLB, VM_MAYSHARE, VM_SHARED, VM_WRITE
 from ..mm.page_alloc import folio_put
 from ..mm.rmap import i_mmap_lock_write, i_mmap_unlock_write
@@ -273,24 +273,48 @@ def hugetlb_unmap_file_folio(file, folio, index):
             i_mmap_lock_write(mapping)
 
 
+def hugetlb_unmap_file_page(file, page, index):
+    """The 6.1 name (40549ba8f8e0, "hugetlb: use new vma_lock for pmd
+    sharing synchronization") of hugetlb_unmap_file_folio, which the folio
+    conversion renamed in 6.2: the 6.1-era truncation and hole punch
+    (``hugetlb-truncate`` ``mapped-check-unlocked``) call it by that name.
+    pymm has no tail pages, so the page is its folio."""
+    hugetlb_unmap_file_folio(file, page, index)
+
+
 def remove_inode_single_folio(file, folio, index, truncate_op):
     """Remove one folio from the file; returns True.
 
-    ``hugetlb-truncate``: ``lock-folio-first`` (7b7387650dcf) decides
-    "still mapped?" with the folio locked -- a migration holds that lock for
-    as long as the folio's PTEs are migration entries, so the answer cannot
-    be a transient zero; ``mapped-check-unlocked`` reads the mapcount
-    without it.  (The kernel's fix also keeps the folio locked across
-    hugetlb_unmap_file_folio, nesting i_mmap_rwsem and the vma_lock inside
-    the folio lock, against the hugetlbfs order; it gets away with that
-    because the fault mutex and the inode lock exclude every path with the
-    other order, and because its lockdep is blind to the page lock.  pymm's
-    lockdep is not, so the unmap runs unlocked and the check is repeated
-    under the lock: the same guarantee, in the documented order.)
+    ``hugetlb-truncate``:
+
+    - ``mapped-check-unlocked`` (4aae8d1c051e .. 2025) reads the mapcount
+      without the folio lock, then unmaps;
+    - ``lock-folio-first`` (pymm's earlier fix) decides "still mapped?" with
+      the folio locked, but unlocks it around the unmap and checks again;
+    - ``lock-folio-across-unmap`` (7b7387650dcf, mainline) locks the folio
+      before the check and keeps it across hugetlb_unmap_file_folio.
+
+    A migration holds the folio lock for as long as the folio's PTEs are
+    migration entries, so under the lock the answer cannot be a transient
+    zero.  7b7387650dcf nests i_mmap_rwsem and the vma_lock *inside* the
+    folio lock, against the hugetlbfs order (FM -> vma_lock -> i_mmap_rwsem
+    -> folio_lock).  It is safe: every path that takes i_mmap_rwsem before
+    a hugetlbfs folio lock (hole punch's partial-page zeroing) holds the
+    inode lock, which we hold, and every fault that holds a vma_lock and
+    waits for *this* folio holds the fault mutex of its index, which we
+    hold.  pymm tells lockdep so by taking the folio in subclass 1
+    (``folio_lock#hugetlbfs/1``): a lock in a role no path of the other
+    order can meet -- what ``mutex_lock_nested(&inode->i_rwsem,
+    I_MUTEX_PARENT)`` does for directories.  The pair is listed in
+    rmap.LOCK_ORDER_EXCEPTIONS.
     Context: the fault mutex for (file, index) and the inode lock held."""
     k = file.kernel
-    lock_first = k.variant("hugetlb-truncate") == "lock-folio-first"
-    if lock_first:
+    v = k.variant("hugetlb-truncate")
+    if v == "lock-folio-across-unmap":
+        folio_lock_nested(folio, 1)
+        if folio.folio_mapped():
+            hugetlb_unmap_file_folio(file, folio, index)
+    elif v == "lock-folio-first":
         folio_lock(folio)
         while folio.folio_mapped():
             folio_unlock(folio)
@@ -299,7 +323,7 @@ def remove_inode_single_folio(file, folio, index, truncate_op):
     else:
         point("remove_inode_single_folio")
         if folio.folio_mapped():
-            hugetlb_unmap_file_folio(file, folio, index)
+            hugetlb_unmap_file_page(file, folio, index)      # the 6.1 code: its name then
         folio_lock(folio)
     hugetlb_delete_from_page_cache(k, folio)
     if not truncate_op:

@@ -4,6 +4,7 @@ import errno
 from ..constants import FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE
 from ..context import task_work_add
 from ..mm import filemap
+from ..mm.filemap import __folio_set_locked as folio_set_locked_new   # (no mangling in methods)
 from ..mm.filemap import filemap_add_folio, filemap_get_folio, folio_lock, folio_trylock, folio_unlock
 from ..mm.memory import (FAULT_FLAG_ALLOW_RETRY, FAULT_FLAG_RETRY_NOWAIT, VM_FAULT_LOCKED,
                          VM_FAULT_NOPAGE, VM_FAULT_OOM, VM_FAULT_RETRY, VM_FAULT_SIGBUS)
@@ -132,7 +133,7 @@ class File:
         folio = self.kernel.alloc_file_folio(self, index)
         if folio is not None:
             folio.flags |= PG_swapbacked | PG_uptodate   # not yet visible to anyone
-            folio_lock(folio)
+            folio_set_locked_new(folio)
         return folio
 
     def fault(self, vmf):

@@ -7,13 +7,36 @@ and the controlled scheduler see page-lock ordering (the kernel's lockdep does
 not track PG_locked; pymm does, because two of the historical bugs are
 folio_lock inversions).  Installing the lock object is a cmpxchg, so two
 threads locking a fresh folio at once agree on one lock.
+
+Lock classes.  One class for every folio lock would make lockdep merge
+orders that never meet: an anon folio held across hugetlb_wp's fault-mutex
+drop (Oscar Salvador's 2025 fix) against a hugetlbfs page-cache folio taken
+under the fault mutex, or an ordinary page-cache folio taken under
+mmap_lock against a hugetlbfs one ranked below i_mmap_rwsem.  So, as if the
+kernel called ``lockdep_set_class`` on the page lock, a folio's lock belongs
+to one of three classes, chosen each time it is taken from what the folio
+is then (``folio_lock_class``):
+
+- ``folio_lock#anon``: anon folios and swap-cache folios;
+- ``folio_lock#hugetlbfs``: hugetlbfs page-cache folios (ranked below
+  i_mmap_rwsem: FM -> vma_lock -> i_mmap_rwsem -> folio_lock);
+- ``folio_lock#pagecache``: every other folio (page cache, tmpfs).
+
+A folio nobody else can reach yet (just allocated, not yet in a page table
+or the page cache) is locked with ``__folio_set_locked``: the kernel sets
+the bit non-atomically there, because nobody can be waiting; pymm records
+it as a successful trylock of the class the folio is about to have, so no
+dependency *into* it is recorded (none can be waited on) and the ones out
+of it are.  Rule (pymm's, the kernel's lockdep never sees page locks):
+every order lockdep checks between folio locks and other locks is per
+class; a fresh folio adds no edge into its class.
 """
 from ..debug.report import report
 from ..locking import lockdep
-from ..locking._base import ExclusiveLock
+from ..locking._base import ExclusiveLock, class_key
 from ..sched import point
 from .atomic import atomic_add_return, clear_bits, cmpxchg, set_bits
-from .mm_types import PG_locked
+from .mm_types import PG_anon, PG_hugetlb, PG_locked
 
 
 class FolioLock(ExclusiveLock):
@@ -24,10 +47,33 @@ class FolioLock(ExclusiveLock):
     __slots__ = ()
 
 
-def _lock_of(folio):
+FOLIO_LOCK_ANON = "folio_lock#anon"
+FOLIO_LOCK_PAGECACHE = "folio_lock#pagecache"
+FOLIO_LOCK_HUGETLBFS = "folio_lock#hugetlbfs"
+FOLIO_LOCK_CLASSES = (FOLIO_LOCK_ANON, FOLIO_LOCK_PAGECACHE, FOLIO_LOCK_HUGETLBFS)
+
+
+def folio_lock_class(folio):
+    """The lockdep class of ``folio``'s lock, from what the folio is now."""
+    if folio.flags & PG_anon or folio.swap is not None:
+        return FOLIO_LOCK_ANON
+    if folio.flags & PG_hugetlb:
+        return FOLIO_LOCK_HUGETLBFS
+    return FOLIO_LOCK_PAGECACHE
+
+
+def _lock_of(folio, cls=None):
+    """The folio's lock, in class ``cls`` (default: folio_lock_class).  The
+    class is (re)set only while nobody holds the lock: a folio changes what
+    it is (fresh -> anon, page cache -> truncated) between lockings."""
     lk = folio.lock
+    if cls is None:
+        cls = folio_lock_class(folio)
     if lk is None:
-        lk = cmpxchg(folio, "lock", None, FolioLock("folio_lock"))
+        lk = cmpxchg(folio, "lock", None, FolioLock(cls))
+    if lk.name is not cls and not lk.is_locked():
+        lk.key = class_key(cls, FolioLock.KIND, True)
+        lk.name = cls
     return lk
 
 
@@ -37,11 +83,27 @@ def folio_lock(folio):
     set_bits(folio, "flags", PG_locked)
 
 
-def folio_trylock(folio):
-    if _lock_of(folio).trylock():
+def folio_lock_nested(folio, subclass):
+    """folio_lock with a lockdep subclass: a folio lock held in a role that
+    no other path of its class can meet (see remove_inode_single_folio).
+    The kernel has no such call -- its lockdep does not see page locks."""
+    _lock_of(folio).lock_nested(subclass)
+    set_bits(folio, "flags", PG_locked)
+
+
+def folio_trylock(folio, cls=None):
+    if _lock_of(folio, cls).trylock():
         set_bits(folio, "flags", PG_locked)
         return True
     return False
+
+
+def __folio_set_locked(folio, cls=None):
+    """Lock a folio nobody else can reach yet (see the module comment):
+    a trylock that cannot fail, in class ``cls`` (the class the folio is
+    about to have)."""
+    if not folio_trylock(folio, cls):
+        raise AssertionError(f"__folio_set_locked: {folio!r} is already locked: it is not new")
 
 
 def folio_unlock(folio):

@@ -59,7 +59,8 @@ from ..locking import Mutex, RwSemaphore, SpinLock, lockdep
 from ..sched import charge, point
 from .atomic import atomic_add_return, clear_bits, set_bits
 from .util import folio_copy
-from .filemap import folio_lock, folio_trylock, folio_unlock, folio_wait_locked
+from .filemap import (FOLIO_LOCK_ANON, FOLIO_LOCK_HUGETLBFS, __folio_set_locked, folio_lock,
+                      folio_lock_class, folio_trylock, folio_unlock, folio_wait_locked)
 from .memory import FAULT_FLAG_WRITE, VM_FAULT_SIGBUS, is_cow_mapping
 from .mm_types import (PAGE_FLAGS_CHECK_AT_FREE, PG_anon, PG_dirty, PG_hugetlb, PG_isolated,
                        PG_swapbacked, PG_uptodate, VM_HUGETLB, VM_LOCKED_MASK, VM_MAYSHARE,
@@ -868,7 +869,7 @@ def hugetlb_add_to_page_cache(folio, file, idx):
     """Insert a new huge folio at huge index ``idx``, locked.  Returns 0 or
     -EEXIST.  Context: hugetlb fault mutex held for (file, idx)."""
     mapping = file.mapping
-    folio_lock(folio)
+    __folio_set_locked(folio, FOLIO_LOCK_HUGETLBFS)
     mapping.xa_lock.lock()
     index = idx << HUGETLB_PAGE_ORDER
     if mapping.i_pages.get(index) is not None:
@@ -918,8 +919,11 @@ def hugetlb_fault(mm, vma, address, flags):
     pagecache_folio = None
     to_put = []
     write = flags & FAULT_FLAG_WRITE
-    if write and not vma.vm_flags & VM_MAYSHARE and not vmf.orig_pte[1] & _PAGE_RW:
-        # (the kernel until 2025 locked the page-cache folio for the COW here)
+    # hugetlb-wp: until 2ae1ab9934c7 (2025) the page-cache folio was locked
+    # for the COW here, and the mapped folio trylocked whatever it was;
+    # since, only an anon folio is trylocked (hugetlb_wp may reuse it)
+    old_locking = vmf.kernel.variant("hugetlb-wp") != "folio-trylock"
+    if old_locking and write and not vma.vm_flags & VM_MAYSHARE and not vmf.orig_pte[1] & _PAGE_RW:
         pagecache_folio = filemap_lock_hugetlb_folio(vmf.file, vmf.pgoff)
         if pagecache_folio is not None:
             vmf.locked.append(pagecache_folio)
@@ -930,7 +934,8 @@ def hugetlb_fault(mm, vma, address, flags):
             folio = entry
             folio_get(folio)
             to_put.append(folio)
-            if folio is not pagecache_folio and not vmf.lock_folio(folio, trylock=True):
+            lock_it = folio is not pagecache_folio and (old_locking or folio.flags & PG_anon)
+            if lock_it and not vmf.lock_folio(folio, trylock=True):
                 # someone holds it (maybe dropping FM in hugetlb_wp): do not
                 # wait under FM -- back out, and wait once everything is unlocked
                 need_wait = folio
@@ -1002,7 +1007,9 @@ def hugetlb_no_page(vmf):
             vmf.locked.append(folio)
         else:
             new_anon = True
-            vmf.lock_folio(folio)
+            # folio_lock() in the kernel; nobody else can reach the folio yet
+            __folio_set_locked(folio, FOLIO_LOCK_ANON)
+            vmf.locked.append(folio)
     point("hugetlb_no_page")
     table.ptl.lock()
     if not huge_pte_same(vmf.pte, vmf.orig_pte):
@@ -1039,10 +1046,19 @@ def _no_page_out(vmf, ret):
 
 def _wp_drop_folio_locks(vmf):
     """Before hugetlb_wp drops the fault mutex to unmap the page from the
-    other processes: the ``hugetlb-wp`` variant decides whether the folio
-    locks go first (the 2025 fix) or stay held across the mutex
-    drop-and-retake (FM -> PL, then PL -> FM: an AB-BA against any other
-    fault on this index, which takes FM then the folio lock)."""
+    other processes, the ``hugetlb-wp`` variant decides what happens to the
+    folio locks:
+
+    - ``fault-mutex-under-folio`` (40549ba8f8e0, 6.1): the page-cache folio
+      and the old page stay locked across the mutex drop-and-retake
+      (FM -> PL, then PL -> FM: an AB-BA against any other fault on this
+      index, which takes FM then the page-cache folio's lock);
+    - ``unlock-folio-first`` (Gavin Guo's v1-v3, 2025, not merged): they are
+      unlocked first;
+    - ``folio-trylock`` (2ae1ab9934c7, mainline): only the old anon folio is
+      held, trylocked by hugetlb_fault; it stays locked across the drop.
+      Another fault on this index only trylocks it and waits after
+      dropping the mutex, so anon folio -> FM is never closed into a cycle."""
     if vmf.kernel.variant("hugetlb-wp") == "unlock-folio-first":
         vmf.unlock_all_folios()
 
@@ -1514,7 +1530,7 @@ def unmap_and_move_huge_page(kernel, src, get_new_folio, private, mode):
             # an unmapped folio's anon_vma may be freed already (munmap while
             # it sat isolated): pin it only while the folio is still mapped
             anon_vma = folio_get_anon_vma(src)
-        if folio_trylock(dst):
+        if folio_trylock(dst, folio_lock_class(src)):
             mapping, ttu = None, 0
             was_mapped = False
             if src.folio_mapped():

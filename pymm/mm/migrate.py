@@ -13,7 +13,7 @@ import errno
 
 from ..sched import charge, point
 from .atomic import atomic_add_return, clear_bits, set_bits
-from .filemap import folio_lock, folio_trylock, folio_unlock
+from .filemap import folio_lock, folio_lock_class, folio_trylock, folio_unlock
 from .mm_types import (PG_anon, PG_dirty, PG_hugetlb, PG_isolated, PG_lru, PG_swapbacked,
                        PG_uptodate)
 from .page_alloc import __alloc_pages, folio_put
@@ -164,7 +164,7 @@ def migrate_folio_unmap_and_move(kernel, src, get_new_folio, private, mode):
     if dst is None:
         _unlock_src(kernel, src, anon_vma)
         return -errno.ENOMEM, None
-    if not folio_trylock(dst):                       # a new folio: nobody else has it
+    if not folio_trylock(dst, folio_lock_class(src)):   # a new folio: nobody else has it
         raise AssertionError("migrate: destination folio already locked")
     was_mapped = src.folio_mapped()
     if was_mapped:

@@ -28,7 +28,7 @@ the page cache, which pymm does not model.
 from ..locking import SpinLock
 from ..sched import point
 from .atomic import atomic_add_return, clear_bits, set_bits
-from .filemap import folio_lock, folio_trylock, folio_unlock
+from .filemap import FOLIO_LOCK_ANON, __folio_set_locked, folio_lock, folio_trylock, folio_unlock
 from .mm_types import MM_ANONPAGES, MM_SWAPENTS, PG_anon, PG_dirty, PG_uptodate, VM_WRITE
 from .page_alloc import folio_put
 from .swapops import SwpEntry
@@ -319,7 +319,7 @@ def read_swap_cache_async(kernel, si, entry, new):
     (None, False) when the entry was freed meanwhile (its PTE changed).
     ``new`` is released unless it was used.  Context: may sleep; takes the
     new folio's lock, then si->lock and the swap cache lock."""
-    folio_lock(new)                 # nobody else can see it yet
+    __folio_set_locked(new, FOLIO_LOCK_ANON)     # nobody else can see it yet
     si.lock.lock()
     if not si._valid_locked(entry):
         si.lock.unlock()

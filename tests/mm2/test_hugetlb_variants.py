@@ -24,9 +24,11 @@ EPISODES = [
     ("hugetlb-file-migrate", "relock-under-folio", "keep-imap", {"lockdep"}),
     ("hugetlb-pmd-share", "no-vma-lock", "vma-lock", {"use-after-free", "rss-counter",
                                                       "bad-page-state"}),
-    ("hugetlb-wp", "fault-mutex-under-folio", "unlock-folio-first", {"lockdep"}),
-    ("hugetlb-truncate", "mapped-check-unlocked", "lock-folio-first", {"bad-page-state"}),
+    ("hugetlb-wp", "fault-mutex-under-folio", "folio-trylock", {"lockdep"}),
+    ("hugetlb-truncate", "mapped-check-unlocked", "lock-folio-across-unmap", {"bad-page-state"}),
 ]
+# fixed values kept beside mainline's (issue 12): clean too
+ALTERNATIVES = [("hugetlb-wp", "unlock-folio-first"), ("hugetlb-truncate", "lock-folio-first")]
 IDS = [e[0] for e in EPISODES]
 
 
@@ -112,6 +114,13 @@ def test_fixed_value_runs_clean_under_pct(name, buggy, fixed, kinds):
     assert res.failure is None, res.failure.message
 
 
+@pytest.mark.parametrize("name, fixed", ALTERNATIVES, ids=[f"{n}-{v}" for n, v in ALTERNATIVES])
+def test_alternative_fixed_value_runs_clean(name, fixed):
+    setup, threads, check = program(name, fixed)
+    res = explore(setup, threads, check, strategy="random", seed=0, max_schedules=CLEAN_SCHEDULES)
+    assert res.failure is None, res.failure.message
+
+
 # -- what each bug does, beyond the validator's report -----------------------------------------
 
 def test_rmap_locked_fires_the_anon_vma_assertion():
@@ -180,7 +189,9 @@ def test_fault_mutex_under_folio_hangs_against_a_fault_on_the_same_page(lockdep_
 
 
 @pytest.mark.parametrize("name, fixed", [("hugetlb-file-migrate", "keep-imap"),
-                                         ("hugetlb-wp", "unlock-folio-first")])
+                                         ("hugetlb-wp", "unlock-folio-first"),
+                                         ("hugetlb-wp", "folio-trylock"),
+                                         ("hugetlb-truncate", "lock-folio-across-unmap")])
 def test_fixed_values_never_hang(lockdep_off, name, fixed):
     setup, threads, check = program(name, fixed)
     res = explore(setup, threads, check, strategy="pct", seed=0, max_schedules=300)
