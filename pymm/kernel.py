@@ -16,7 +16,8 @@ from .mm.hugetlb import Hstate
 from .mm.mm_types import PG_reserved, Folio
 from .mm.page_alloc import PgData
 from .mm.swap_state import SwapInfo
-from .mm.vmscan import kswapd_run, kswapd_stop, try_to_free_pages
+from .mm.gfp import GFP_KERNEL
+from .mm.vmscan import direct_reclaim, kswapd_run, kswapd_stop
 from .sched import is_controlled
 from .task import Process, Task, _KernelContext, current
 
@@ -177,7 +178,8 @@ class Kernel:
             raise ValueError(f"reclaim: nr_pages must be an int >= 0, got {nr_pages!r}")
         if nr_pages == 0:
             return 0
-        return self.run_syscall(try_to_free_pages, self, nr_pages)
+        # the direct reclaim of a GFP_KERNEL allocation: fs_reclaim held across it
+        return self.run_syscall(direct_reclaim, self, GFP_KERNEL, nr_pages)
 
     def start_kswapd(self, low=None, high=None):
         """Start one kswapd thread per node: woken when an allocation leaves a

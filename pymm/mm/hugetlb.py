@@ -59,6 +59,7 @@ from ..locking import Mutex, RwSemaphore, SpinLock, lockdep
 from ..sched import charge, point
 from .atomic import atomic_add_return, clear_bits, set_bits
 from .util import folio_copy
+from .gfp import GFP_HIGHUSER_MOVABLE, GFP_KERNEL, might_alloc
 from .filemap import (FOLIO_LOCK_ANON, FOLIO_LOCK_HUGETLBFS, __folio_set_locked, folio_lock,
                       folio_lock_class, folio_trylock, folio_unlock, folio_wait_locked)
 from .memory import FAULT_FLAG_WRITE, VM_FAULT_SIGBUS, is_cow_mapping
@@ -214,6 +215,11 @@ def alloc_hugetlb_folio_nodemask(kernel, nid, nmask):
     if h.free_huge_pages - h.resv_huge_pages > 0:
         folio = _dequeue_hugetlb_folio(h, nid, nmask)
     h.hugetlb_lock.unlock()
+    if folio is None:
+        # the kernel falls back to a fresh page from the buddy allocator
+        # (alloc_migrate_hugetlb_folio, htlb_alloc_mask); pymm's pool has
+        # no surplus pages, but lockdep hears of the allocation
+        might_alloc(GFP_HIGHUSER_MOVABLE)
     return folio
 
 
@@ -285,10 +291,17 @@ class ResvMap:
         self.refs = 1
 
     def region_chg(self, f, t):
-        """How many indices of [f, t) are not in the map."""
+        """How many indices of [f, t) are not in the map.  When some are
+        not, the kernel's region_chg makes sure file_region descriptors are
+        there for the region_add to come: allocate_file_region_entries,
+        kmalloc(GFP_KERNEL) with resv->lock dropped -- pymm keeps a set and
+        allocates nothing, but tells lockdep it may (might_alloc).
+        Context: may sleep; takes resv->lock."""
         self.lock.lock()
         n = (t - f) - sum(1 for i in self.regions if f <= i < t)
         self.lock.unlock()
+        if n:
+            might_alloc(GFP_KERNEL)
         return n
 
     def region_add(self, f, t):
@@ -419,6 +432,7 @@ def hugetlb_reserve_pages(file, f, t, vm_flags):
         if added < chg:                  # raced with an allocation: give the difference back
             hugetlb_acct_memory(h, added - chg)
         return 0, None
+    might_alloc(GFP_KERNEL)                  # resv_map_alloc: kmalloc(GFP_KERNEL)
     if hugetlb_acct_memory(h, t - f):
         return -errno.ENOMEM, None
     return 0, ResvMap()
@@ -510,6 +524,7 @@ def hugetlb_vma_assert_locked(vma):
 def hugetlb_vma_lock_alloc(vma):
     """Give a VM_MAYSHARE hugetlb VMA its vma_lock."""
     if vma.vm_flags & VM_MAYSHARE and vma.vm_private_data is None:
+        might_alloc(GFP_KERNEL)              # kmalloc(sizeof(*vma_lock), GFP_KERNEL)
         vma.vm_private_data = HugetlbVmaLock(vma)
 
 

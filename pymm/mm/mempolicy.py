@@ -80,6 +80,8 @@ from .mm_types import PG_hugetlb, PG_reserved, VM_HUGETLB, VM_IO, VM_PFNMAP, Fol
 from .mmap import mpol_equal        # identity, None, then Mempolicy.__eq__
 from .mmap_lock import (mmap_assert_locked, mmap_assert_write_locked, mmap_read_lock,
                         mmap_read_unlock, mmap_write_lock, mmap_write_unlock)
+from .gfp import (__GFP_DIRECT_RECLAIM, __GFP_NOWARN, __GFP_RETRY_MAYFAIL, GFP_HIGHUSER_MOVABLE, GFP_KERNEL,
+                  might_alloc)
 from .page_alloc import __alloc_pages as _alloc_pages_nodemask
 from .page_alloc import folio_get, folio_put
 from .pgtable import PMD_SIZE, PUD_SHIFT, PUD_SIZE, pte_index, pte_offset
@@ -175,6 +177,7 @@ def mpol_dup(pol):
     """A private copy with its own refcount (None stays None)."""
     if pol is None:
         return None
+    might_alloc(GFP_KERNEL)                    # kmem_cache_alloc(policy_cache, GFP_KERNEL)
     return Mempolicy(pol.mode, pol.flags, pol.nodes, pol.user_nodemask)
 
 
@@ -193,6 +196,7 @@ def mpol_new(mode, flags, nodes):
             return -errno.EINVAL
     elif not nodes:
         return -errno.EINVAL
+    might_alloc(GFP_KERNEL)                    # kmem_cache_alloc(policy_cache, GFP_KERNEL)
     return Mempolicy(mode, flags)
 
 
@@ -304,31 +308,33 @@ def policy_nodemask(pol, ilx, nid):
     return None, nid                  # MPOL_LOCAL
 
 
-def alloc_pages_mpol(kernel, order, pol, ilx, nid):
+def alloc_pages_mpol(kernel, order, pol, ilx, nid, gfp=GFP_HIGHUSER_MOVABLE):
     """Allocate 2**order pages as ``pol`` says.  Touches no VMA and no mm:
     callable without mmap_lock as long as ``pol`` is pinned."""
     nodemask, nid = policy_nodemask(pol, ilx, nid)
     if pol.mode == MPOL_PREFERRED_MANY:
-        # two passes: the preferred nodes first, then anywhere
-        return (_alloc_pages_nodemask(kernel, order, nid, nodemask)
-                or _alloc_pages_nodemask(kernel, order, nid, None))
-    return _alloc_pages_nodemask(kernel, order, nid, nodemask)
+        # two passes: the preferred nodes first (without reclaim), then anywhere
+        return (_alloc_pages_nodemask(kernel, order, nid, nodemask,
+                                      (gfp | __GFP_NOWARN) & ~__GFP_DIRECT_RECLAIM)
+                or _alloc_pages_nodemask(kernel, order, nid, None, gfp))
+    return _alloc_pages_nodemask(kernel, order, nid, nodemask, gfp)
 
 
 folio_alloc_mpol = alloc_pages_mpol
 
 
-def vma_alloc_folio(kernel, vma, addr, order=0):
+def vma_alloc_folio(kernel, vma, addr, order=0, gfp=GFP_HIGHUSER_MOVABLE):
     """Allocate the folio for a fault at ``addr`` in ``vma`` (None: the task
-    policy alone).  Context: mmap_lock held -- vma and vma->vm_policy are
-    read without a reference."""
+    policy alone).  ``gfp``: every caller in pymm (anonymous fault, COW,
+    swap-in) passes GFP_HIGHUSER_MOVABLE in the kernel.  Context: mmap_lock
+    held -- vma and vma->vm_policy are read without a reference."""
     if vma is not None and vma.vm_policy is None:
         t = current()
         if t is None or t.mempolicy is None:      # the default policy: local node
-            return _alloc_pages_nodemask(kernel, order, numa_node_id(kernel))
+            return _alloc_pages_nodemask(kernel, order, numa_node_id(kernel), None, gfp)
     pol, ilx, ref = get_vma_policy(vma, addr, order)
     point("vma_alloc_folio")
-    folio = alloc_pages_mpol(kernel, order, pol, ilx, numa_node_id(kernel))
+    folio = alloc_pages_mpol(kernel, order, pol, ilx, numa_node_id(kernel), gfp)
     if ref:
         pol.put()
     return folio
@@ -336,10 +342,11 @@ def vma_alloc_folio(kernel, vma, addr, order=0):
 
 def alloc_file_folio(kernel, file, index, order=0):
     """A page-cache folio for ``file``: the task policy (shmem's shared
-    policies are not modelled), interleaved by inode number and index."""
+    policies are not modelled), interleaved by inode number and index.
+    GFP: mapping_gfp_mask() of a tmpfs mapping, GFP_HIGHUSER_MOVABLE."""
     t = current()
     if t is None or t.mempolicy is None:
-        return _alloc_pages_nodemask(kernel, order, numa_node_id(kernel))
+        return _alloc_pages_nodemask(kernel, order, numa_node_id(kernel), None, GFP_HIGHUSER_MOVABLE)
     pol = get_task_policy(t)
     ilx = file.inode.i_ino + (index >> order)
     folio = alloc_pages_mpol(kernel, order, pol, ilx, numa_node_id(kernel))
@@ -568,7 +575,8 @@ def alloc_migration_target_by_mpol(src, mmpol):
         from . import hugetlb
         nodemask, nid = policy_nodemask(pol, ilx, nid)
         return hugetlb.alloc_hugetlb_folio_nodemask(kernel, nid, nodemask)
-    return folio_alloc_mpol(kernel, order, pol, ilx, nid)
+    return folio_alloc_mpol(kernel, order, pol, ilx, nid,
+                            GFP_HIGHUSER_MOVABLE | __GFP_RETRY_MAYFAIL | __GFP_NOWARN)
 
 
 def page_address_in_vma(folio, vma):

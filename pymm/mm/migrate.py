@@ -16,6 +16,7 @@ from .atomic import atomic_add_return, clear_bits, set_bits
 from .filemap import folio_lock, folio_lock_class, folio_trylock, folio_unlock
 from .mm_types import (PG_anon, PG_dirty, PG_hugetlb, PG_isolated, PG_lru, PG_swapbacked,
                        PG_uptodate)
+from .gfp import __GFP_MOVABLE, __GFP_RETRY_MAYFAIL, GFP_USER
 from .page_alloc import __alloc_pages, folio_put
 from .rmap import folio_get_anon_vma, put_anon_vma, remove_migration_ptes, try_to_migrate
 from .swap import folio_add_lru, lruvec_del_folio_locked
@@ -79,7 +80,8 @@ def alloc_migration_target(kernel, src, mtc):
     if src.flags & PG_hugetlb:
         from . import hugetlb
         return hugetlb.alloc_hugetlb_folio_nodemask(kernel, mtc.nid, mtc.nmask)
-    return __alloc_pages(kernel, src.order, mtc.nid, mtc.nmask)
+    return __alloc_pages(kernel, src.order, mtc.nid, mtc.nmask,
+                         GFP_USER | __GFP_MOVABLE | __GFP_RETRY_MAYFAIL)
 
 
 # -- the per-folio core ----------------------------------------------------------------

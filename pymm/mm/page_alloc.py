@@ -12,6 +12,7 @@ from ..debug.report import current_kernel, report
 from ..locking import SpinLock
 from ..sched import charge
 from .atomic import PerCpuCounter, atomic_add_return
+from .gfp import GFP_HIGHUSER_MOVABLE, might_alloc
 from .mm_types import (PAGE_FLAG_NAMES, PAGE_FLAGS_CHECK_AT_FREE, PG_hugetlb, PG_lru, PG_reserved,
                        Folio, flag_names)
 from .swap import LruVec, lruvec_del_folio_locked
@@ -38,10 +39,15 @@ def node_stat_add(kernel, folio, item, n):
     kernel.nodes[folio.node].vm_stat[item].add(n)
 
 
-def __alloc_pages(kernel, order, preferred_nid, nodemask=None):
+def __alloc_pages(kernel, order, preferred_nid, nodemask=None, gfp=GFP_HIGHUSER_MOVABLE):
     """Allocate a folio of ``order`` on ``preferred_nid``, falling back to the
     other allowed nodes in order (the zonelist).  Returns None when all are
-    empty.  Context: may sleep (the zone lock is a spinlock held briefly)."""
+    empty: pymm's allocator does not reclaim by itself (direct reclaim is
+    ``Kernel.reclaim``, kswapd runs in the background), but every allocation
+    tells lockdep it may (``might_alloc(gfp)``, gfp.py).
+    Context: may sleep if ``gfp`` allows it (the zone lock is a spinlock
+    held briefly)."""
+    might_alloc(gfp)
     charge("page_alloc")
     nodes = kernel.nodes
     order_nodes = [preferred_nid] + [n for n in range(len(nodes)) if n != preferred_nid]

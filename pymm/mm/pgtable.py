@@ -14,6 +14,7 @@ from ..debug.kasan import KasanObject, kasan_poison
 from ..debug.report import report
 from ..locking import SpinLock
 from ..sched import point
+from .gfp import GFP_PGTABLE_USER, might_alloc
 
 PTRS_PER_TABLE = 512
 PMD_SHIFT = 21
@@ -98,6 +99,7 @@ def pmd_alloc(mm, addr):
     key = addr >> PUD_SHIFT
     pmd = mm.pgd.get(key)
     if pmd is None:
+        might_alloc(GFP_PGTABLE_USER)           # pmd_alloc_one
         new = PmdTable(addr & ~(PUD_SIZE - 1))
         mm.page_table_lock.lock()
         pmd = mm.pgd.get(key)
@@ -120,6 +122,7 @@ def pte_alloc(mm, addr):
     i = pmd_index(addr)
     pt = pmd.entries[i]
     if pt is None:
+        might_alloc(GFP_PGTABLE_USER)           # pte_alloc_one
         new = PteTable(addr & ~(PMD_SIZE - 1))
         mm.page_table_lock.lock()
         pt = pmd.entries[i]

@@ -40,6 +40,7 @@ from ..locking import lockdep
 from ..rcu import rcu_read
 from ..sched import point
 from .atomic import atomic_add_return, set_bits
+from .gfp import GFP_KERNEL, might_alloc
 from .mm_types import (PG_anon, PG_dirty, PG_hugetlb, PG_mlocked, PG_swapbacked, VM_LOCKED, AnonVma,
                        AnonVmaChain)
 
@@ -169,6 +170,7 @@ def anon_vma_prepare(vma):
     if vma.anon_vma is not None:
         return 0
     mm = vma.vm_mm
+    might_alloc(GFP_KERNEL)                 # anon_vma_chain_alloc, anon_vma_alloc: GFP_KERNEL
     anon_vma = AnonVma()
     avc = AnonVmaChain(vma, anon_vma)
     anon_vma_lock_write(anon_vma)
@@ -193,6 +195,9 @@ def anon_vma_clone(dst, src):
     Context: mmap_lock held for write."""
     for pavc in reversed(src.anon_vma_chain):
         anon_vma = pavc.anon_vma
+        # the kernel tries GFP_NOWAIT under the anon_vma lock, then GFP_KERNEL
+        # unlocked; pymm allocates before locking: the GFP_KERNEL case
+        might_alloc(GFP_KERNEL)
         avc = AnonVmaChain(dst, anon_vma)
         anon_vma_lock_write(anon_vma)
         anon_vma_chain_link(dst, avc, anon_vma)
@@ -213,11 +218,13 @@ def anon_vma_fork(vma, pvma):
     vma.anon_vma = None
     for pavc in reversed(pvma.anon_vma_chain):
         anon_vma = pavc.anon_vma
+        might_alloc(GFP_KERNEL)             # anon_vma_clone's chain (see there)
         avc = AnonVmaChain(vma, anon_vma)
         anon_vma_lock_write(anon_vma)
         anon_vma_chain_link(vma, avc, anon_vma)
         get_anon_vma(anon_vma)
         anon_vma_unlock_write(anon_vma)
+    might_alloc(GFP_KERNEL)                 # anon_vma_alloc, anon_vma_chain_alloc
     anon_vma = AnonVma(root=pvma.anon_vma.root)
     anon_vma.parent = pvma.anon_vma
     get_anon_vma(anon_vma.root)

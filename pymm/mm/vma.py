@@ -22,6 +22,7 @@ from ..debug.report import report
 from ..locking import lockdep
 from ..rcu import rcu_read_lock_held
 from ..sched import charge
+from .gfp import GFP_KERNEL, might_alloc
 from .mm_types import VmAreaStruct
 from .mmap_lock import mmap_assert_write_locked, mmap_lock_is_held
 
@@ -231,12 +232,14 @@ class VmaTree:
 
 
 def vm_area_alloc(mm, start, end, flags, pgoff, file=None):
+    might_alloc(GFP_KERNEL)                     # kmem_cache_alloc(vm_area_cachep, GFP_KERNEL)
     if file is not None:
         file.get_file()
     return VmAreaStruct(mm, start, end, flags, pgoff, file)
 
 
 def vm_area_dup(vma, mm=None):
+    might_alloc(GFP_KERNEL)                     # kmem_cache_alloc(vm_area_cachep, GFP_KERNEL)
     new = VmAreaStruct(mm or vma.vm_mm, vma.vm_start, vma.vm_end, vma.vm_flags,
                        vma.vm_pgoff, vma.vm_file)
     new.vm_policy = vma.vm_policy

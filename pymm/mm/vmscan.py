@@ -29,6 +29,10 @@ from ..context import Task, _KernelContext
 from ..sched import point
 from .atomic import atomic_inc_not_zero, clear_bits, set_bits
 from .filemap import folio_trylock, folio_unlock
+from .gfp import __fs_reclaim_acquire as raw_fs_reclaim_acquire   # (no mangling in methods)
+from .gfp import __fs_reclaim_release as raw_fs_reclaim_release
+from .gfp import (fs_reclaim_acquire, fs_reclaim_release, memalloc_noreclaim_restore,
+                  memalloc_noreclaim_save)
 from .mm_types import PG_anon, PG_dirty, PG_isolated, PG_mlocked
 from .page_alloc import folio_put
 from .rmap import try_to_unmap
@@ -195,6 +199,24 @@ def try_to_free_pages(kernel, nr_to_reclaim, nodes=None):
     return sc.nr_reclaimed
 
 
+def __perform_reclaim(kernel, gfp, nr_to_reclaim, nodes=None):
+    """Direct reclaim by an allocation that may wait (mm/page_alloc.c):
+    lockdep's fs_reclaim is held across it, and the task's own allocations
+    meanwhile never recurse into reclaim (memalloc_noreclaim_save: the
+    PF_MEMALLOC scope).  Returns the pages reclaimed.  Context: may sleep;
+    whatever locks the allocating caller holds."""
+    fs_reclaim_acquire(gfp)
+    noreclaim = memalloc_noreclaim_save()
+    try:
+        return try_to_free_pages(kernel, nr_to_reclaim, nodes)
+    finally:
+        memalloc_noreclaim_restore(noreclaim)
+        fs_reclaim_release(gfp)
+
+
+direct_reclaim = __perform_reclaim      # for callers inside classes (name mangling)
+
+
 # -- kswapd -------------------------------------------------------------------------------
 
 class Kswapd:
@@ -246,6 +268,7 @@ class Kswapd:
                                        or not self.thread.is_alive(), timeout)
 
     def _main(self):
+        memalloc_noreclaim_save()        # tsk->flags |= PF_MEMALLOC | PF_KSWAPD, for good
         with _KernelContext(self.task):
             while True:
                 with self._wait:
@@ -269,14 +292,18 @@ class Kswapd:
         thread; no locks held."""
         self.runs += 1
         got = 0
-        while True:
-            want = self.high - self.pgdat.nr_free
-            if want <= 0:
-                break
-            n = try_to_free_pages(self.kernel, want, nodes=[self.pgdat.node_id])
-            got += n
-            if n == 0:
-                break
+        raw_fs_reclaim_acquire()         # __fs_reclaim_acquire: kswapd is reclaim, held throughout
+        try:
+            while True:
+                want = self.high - self.pgdat.nr_free
+                if want <= 0:
+                    break
+                n = try_to_free_pages(self.kernel, want, nodes=[self.pgdat.node_id])
+                got += n
+                if n == 0:
+                    break
+        finally:
+            raw_fs_reclaim_release()
         self.reclaimed += got
         self.failures = 0 if got else self.failures + 1
 
