@@ -17,6 +17,8 @@ from .errors import BusError, LockdepError, LockUsageError, PymmError, Segmentat
 from .kernel import Kernel  # noqa: E402
 from .fs.shmem import File  # noqa: E402
 from .task import Process  # noqa: E402
+from .scenarios.base import Scenario  # noqa: E402
+from . import variants  # noqa: E402,F401  pymm.variants.register(...) for one's own keys
 
-__all__ = ["Kernel", "Process", "File", "PymmError", "LockUsageError", "LockdepError",
+__all__ = ["Kernel", "Process", "File", "Scenario", "PymmError", "LockUsageError", "LockdepError",
            "SegmentationFault", "BusError"] + list(_constants_all)

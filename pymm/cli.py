@@ -5,6 +5,8 @@
     pymm experiment populate|mbind   locking designs side by side
     pymm lockdep-graph   the observed lock dependency graph as DOT
     pymm bench           the benchmarks
+    pymm campaign        many seeds on every core (or a Ray cluster) into a crash database
+    pymm crashes         the unique crashes of a campaign database (crashes show ID: one)
 
 Bad input gets one line naming the problem on stderr and exit status 2.
 """
@@ -61,7 +63,8 @@ def build_parser():
     sub = p.add_subparsers(dest="cmd", required=True, parser_class=_Parser)
 
     s = sub.add_parser("stress", help="run the stress scenarios (the main job)")
-    s.add_argument("--scenario", action="append", help="only this scenario (repeatable; default: all)")
+    s.add_argument("--scenario", action="append", help="only this scenario (repeatable; default: all); "
+                   "also path/to/file.py:ClassName or package.module:ClassName")
     s.add_argument("--variant", action="append", help="only this variant (repeatable)")
     s.add_argument("--mode", choices=("controlled", "free"), action="append",
                    help="only this mode (default: both)")
@@ -103,6 +106,9 @@ def build_parser():
     g.add_argument("--seconds", type=_positive_float, default=0.5, help="free-mode seconds per scenario")
     g.add_argument("-o", "--output", metavar="FILE.dot", help="write here instead of stdout")
 
+    from . import campaign_cli
+    campaign_cli.add_parsers(sub, _positive_int, _positive_float)
+
     b = sub.add_parser("bench", help="run the benchmarks and print tables")
     b.add_argument("--section", action="append", help="run only this section (repeatable)")
     b.add_argument("--quick", action="store_true", help="smaller iteration counts")
@@ -114,11 +120,14 @@ def build_parser():
 
 def _plan(args):
     from . import stress
+    from .scenarios import ScenarioError
     names = stress.all_scenarios()
     chosen = args.scenario or names
     for n in chosen:
-        if n not in names:
-            raise CliError(f"unknown scenario {n!r}; expected one of {', '.join(names)}")
+        try:
+            stress.get_scenario(n)
+        except ScenarioError as e:
+            raise CliError(str(e))
     plan = []
     for n in chosen:
         vs = stress.get_scenario(n).variants()
@@ -336,8 +345,19 @@ def cmd_bench(args):
     return 0
 
 
+def cmd_campaign(args):
+    from . import campaign_cli
+    return campaign_cli.cmd_campaign(args, CliError)
+
+
+def cmd_crashes(args):
+    from . import campaign_cli
+    return campaign_cli.cmd_crashes(args, CliError)
+
+
 COMMANDS = {"stress": cmd_stress, "replay": cmd_replay, "experiment": cmd_experiment,
-            "lockdep-graph": cmd_lockdep_graph, "bench": cmd_bench}
+            "lockdep-graph": cmd_lockdep_graph, "bench": cmd_bench, "campaign": cmd_campaign,
+            "crashes": cmd_crashes}
 
 
 def main(argv=None):

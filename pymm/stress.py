@@ -13,9 +13,11 @@ a buggy variant must be caught with one of the scenario's ``caught_kinds``;
 a fixed variant must produce no finding at all.
 """
 import random
+import sys
 import threading
 import time
 from types import SimpleNamespace
+from urllib.parse import quote, unquote
 
 from . import scenarios, variants as _variants
 from .scenarios.base import Scenario
@@ -119,13 +121,34 @@ def _sub_step(i, fn):
 
 
 def get_scenario(name):
+    """The scenario class for ``name``: a built-in name, "mix", an entry
+    point's name, ``path/to/file.py:Class`` or ``package.module:Class``, or a
+    Scenario class itself (see ``pymm.scenarios.resolve``; a ScenarioError,
+    one line, when it does not resolve)."""
     if name == "mix":
         return _Mix
-    return scenarios.get(name)
+    return scenarios.resolve(name)
+
+
+def scenario_ref(scenario):
+    """The reference to store for ``scenario`` (a name or a reference string,
+    or a class, which must come from a module that can be imported again:
+    ``module:Class``)."""
+    if isinstance(scenario, str):
+        return scenario
+    scenarios.check_contract(scenario)
+    mod = sys.modules.get(scenario.__module__)
+    f = getattr(mod, "__file__", None)
+    if scenario.__module__.startswith("pymm_user_scenario_") and f:
+        return f"{f}:{scenario.__qualname__}"
+    if scenario.__module__ == "__main__" and f:
+        return f"{f}:{scenario.__qualname__}"
+    return f"{scenario.__module__}:{scenario.__qualname__}"
 
 
 def all_scenarios():
-    return scenarios.names() + ["mix"]
+    """Built-in scenarios, then those of installed packages, then "mix"."""
+    return scenarios.names() + scenarios.plugin_names() + ["mix"]
 
 
 def _kernels(st):
@@ -169,7 +192,9 @@ def _controlled_program(scn, variant, seed, threads_per_role, counter):
 
 
 def replay_token(scenario, variant, seed, threads_per_role, sched_token):
-    return f"{REPLAY_PREFIX}:{scenario}:{variant}:seed={seed}:threads={threads_per_role}:{sched_token}"
+    # a file or module reference has ':' (and maybe spaces): percent-encode it
+    ref = quote(scenario, safe="/._-~+@,")
+    return f"{REPLAY_PREFIX}:{ref}:{variant}:seed={seed}:threads={threads_per_role}:{sched_token}"
 
 
 def parse_replay_token(token):
@@ -180,6 +205,7 @@ def parse_replay_token(token):
     if len(parts) != 7:
         raise ValueError(f"malformed pymm replay token: {token!r}")
     _, _, scenario, variant, seed, threads, sched = parts
+    scenario = unquote(scenario)
     try:
         seed = int(seed.removeprefix("seed="))
         threads = int(threads.removeprefix("threads="))
@@ -210,6 +236,7 @@ def _finding_kind(f):
 def run_controlled(name, variant, seed=0, schedules=DEFAULT_SCHEDULES, threads_per_role=1,
                    strategy="random"):
     cls = get_scenario(name)
+    name = scenario_ref(name)
     scn = cls()
     r = RunResult(name, variant, "controlled", seed, cls.expected(variant))
     r.caught_kinds = scn.caught_kinds
@@ -230,14 +257,20 @@ def run_controlled(name, variant, seed=0, schedules=DEFAULT_SCHEDULES, threads_p
 
 def replay(token):
     """Re-run a controlled finding exactly; returns the failure (or None)."""
+    setup, threads, check, schedule = token_program(token)
+    lockdep.reset()
+    return sched_replay(setup, threads, schedule, check)
+
+
+def token_program(token):
+    """(setup, threads, check, schedule) of a replay token's run."""
     name, variant, seed, tpr, schedule = parse_replay_token(token)
     cls = get_scenario(name)
     if variant not in cls.variants():
         raise ValueError(f"unknown variant {variant!r} for scenario {name!r}")
     scn = cls()
     setup, threads, check = _controlled_program(scn, variant, seed, tpr, [0])
-    lockdep.reset()
-    return sched_replay(setup, threads, schedule, check)
+    return setup, threads, check, schedule
 
 
 # -- free mode -------------------------------------------------------------------------
@@ -254,6 +287,7 @@ def run_free(name, variant, seed=0, seconds=DEFAULT_SECONDS, threads_per_role=1,
     run with the hung-task check's findings (they are left behind: daemons)."""
     from .locking import hung_task
     cls = get_scenario(name)
+    name = scenario_ref(name)
     scn = cls()
     r = RunResult(name, variant, "free", seed, cls.expected(variant))
     r.caught_kinds = scn.caught_kinds

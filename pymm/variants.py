@@ -1,7 +1,8 @@
 """The variant registry: for each locking design under study, its values
 (buggy first) and the default (the current mainline fix).  ``Kernel(variants=)``
 selects them; the code reads ``kernel.variant(key)`` exactly where the
-designs differ."""
+designs differ.  ``register`` adds a key of one's own (a user scenario's
+code path branches on it the same way)."""
 
 VARIANTS = {
     "populate": {
@@ -61,6 +62,51 @@ VARIANTS = {
 }
 
 
+def register(key, values, default, buggy=(), doc=""):
+    """Add the variant key ``key``: its ``values`` (buggy first, by
+    convention), the ``default`` (the correct design: a Kernel built without
+    naming the key gets it), the ``buggy`` values (a scenario on this key is
+    expected to catch them; the others to run clean) and a one-line ``doc``.
+    Registering the same key again with the same definition is a no-op (a
+    module imported twice); a different definition, or a clash with one of
+    pymm's own keys, is a ValueError.  Returns ``key``."""
+    if not isinstance(key, str) or not key or any(c.isspace() or c in ":=," for c in key):
+        raise ValueError(f"variant key must be a non-empty string without spaces, ':', '=' "
+                         f"or ',', got {key!r}")
+    if isinstance(values, str) or not isinstance(values, (list, tuple)) or not values:
+        raise ValueError(f"variant {key!r}: values must be a non-empty list of strings, got {values!r}")
+    values = tuple(values)
+    for v in values:
+        if not isinstance(v, str) or not v or any(c.isspace() or c in ":=," for c in v):
+            raise ValueError(f"variant {key!r}: value {v!r} must be a non-empty string without "
+                             f"spaces, ':', '=' or ','")
+    if len(set(values)) != len(values):
+        raise ValueError(f"variant {key!r}: values repeat: {values!r}")
+    if default not in values:
+        raise ValueError(f"variant {key!r}: default {default!r} is not one of {', '.join(values)}")
+    if isinstance(buggy, str) or not isinstance(buggy, (list, tuple, set, frozenset)):
+        raise ValueError(f"variant {key!r}: buggy must be a list of values, got {buggy!r}")
+    bad = [b for b in buggy if b not in values]
+    if bad:
+        raise ValueError(f"variant {key!r}: buggy value {bad[0]!r} is not one of {', '.join(values)}")
+    buggy = tuple(v for v in values if v in set(buggy))
+    if default in buggy:
+        raise ValueError(f"variant {key!r}: the default {default!r} is listed as buggy; the "
+                         f"default must be the correct design")
+    if not isinstance(doc, str):
+        raise ValueError(f"variant {key!r}: doc must be a string")
+    entry = {"values": values, "default": default, "buggy": buggy, "doc": doc}
+    old = VARIANTS.get(key)
+    if old is not None:
+        if key in _BUILTIN:
+            raise ValueError(f"variant key {key!r} is one of pymm's own; choose another name")
+        if old != entry:
+            raise ValueError(f"variant key {key!r} is already registered with another definition")
+        return key
+    VARIANTS[key] = entry
+    return key
+
+
 def resolve(variants):
     """Validate a {key: value} mapping and fill in the defaults."""
     if variants is None:
@@ -76,6 +122,9 @@ def resolve(variants):
                              f"{', '.join(VARIANTS[k]['values'])}")
         out[k] = v
     return out
+
+
+_BUILTIN = frozenset(VARIANTS)
 
 
 def is_buggy(key, value):
