@@ -230,6 +230,7 @@ class RayExecutor:
         except ImportError:
             raise CampaignError("--ray needs Ray: pip install 'pymm-locksim[ray]'") from None
         self.ray = ray
+        _check_reachable(address)
         try:
             ray.init(address=address, ignore_reinit_error=True, logging_level="ERROR",
                      log_to_driver=False, include_dashboard=False)
@@ -248,6 +249,22 @@ class RayExecutor:
     def shutdown(self, abandon=False):
         with contextlib.suppress(Exception):
             self.ray.shutdown()
+
+
+def _check_reachable(address):
+    """Ray retries an unreachable head for minutes: try a TCP connection to a
+    host:port (or ray://host:port) address first, for a quick one-line error."""
+    import socket
+    m = re.fullmatch(r"(?:ray://)?\[?([^\]]+?)\]?:(\d+)", address)
+    if m is None:
+        if address != "auto" and address != "local":
+            raise CampaignError(f"--ray expects host:port, ray://host:port or auto, got {address!r}")
+        return
+    try:
+        socket.create_connection((m.group(1), int(m.group(2))), timeout=5).close()
+    except OSError as e:
+        why = e.strerror or str(e) or type(e).__name__
+        raise CampaignError(f"cannot connect to the Ray cluster at {address!r}: {why}") from None
 
 
 def make_executor(jobs=None, ray_address=None):

@@ -84,6 +84,12 @@ def cmd_campaign(args, CliError):
     print(f"unique crashes: {len(crashes)} ({len(out.new_crashes)} new)")
     if crashes:
         print(C.format_crashes(crashes))
+    for c in crashes:
+        if c["id"] in out.new_crashes:
+            print(f"\nnew crash #{c['id']}: {c['kind']}: {c['title']}\n  {C.minimized_line(c)}")
+            tok = c["minimized_replay"] or c["replay"]
+            if tok:
+                print(f"  replay: pymm replay {tok}")
     for r in out.unexpected:
         s, v, m, seed = r["item"]
         print(f"UNEXPECTED: {s} {v} ({m}, seed {seed}) is expected clean and crashed: "

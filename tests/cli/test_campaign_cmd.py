@@ -1,0 +1,231 @@
+"""``pymm campaign`` and ``pymm crashes``: a small campaign on local workers
+fills the crash database (one unique crash per buggy variant, deduplicated
+over seeds, minimised, replayable), resumes, survives Ctrl-C, and bad input
+changes nothing."""
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+
+import pytest
+
+from pymm import campaign
+
+from .conftest import run_pymm
+
+PINNED = ["id", "kind", "title", "count", "first_seen", "last_seen", "scenarios", "replay",
+          "minimized_replay", "preemptions", "minimized_preemptions"]
+
+
+@pytest.fixture(scope="module")
+def small_db(tmp_path_factory):
+    """populate: drop-retake (buggy) and revalidate (fixed), seeds 0..3, two
+    local workers: the real command in a child process."""
+    d = tmp_path_factory.mktemp("campaign")
+    db = d / "c.sqlite"
+    r = run_pymm("campaign", "--scenario", "populate", "--variant", "drop-retake",
+                 "--variant", "revalidate", "--seeds", "0:4", "--schedules", "60", "--jobs", "2",
+                 "--db", db, "--json", d / "c.json", timeout=240)
+    assert r.rc == 0, r.err + r.out
+    return db, d / "c.json", r
+
+
+def test_one_unique_crash_deduplicated_over_seeds(small_db):
+    db, js, r = small_db
+    doc = json.loads(js.read_text())
+    assert (doc["items"], doc["ran"], doc["skipped"], doc["interrupted"]) == (8, 8, 0, False)
+    [c] = doc["crashes"]
+    assert list(c)[:len(PINNED)] == PINNED
+    assert c["kind"] == "use-after-free" and "populate_vma_page_range" in c["title"]
+    assert c["count"] == 4 and c["scenarios"] == ["populate"]
+    assert c["replay"].startswith("pymm:v1:populate:drop-retake:")
+    assert "minimised:" in r.out and f"minimised: {c['minimized_preemptions']} preemptions " \
+        f"(from {c['preemptions']})" in campaign.format_crash(campaign.CrashDB.open(
+            str(db), readonly=True).crash(c["id"]))
+    assert c["minimized_preemptions"] < c["preemptions"]
+    con = sqlite3.connect(db)
+    runs = con.execute("SELECT variant, verdict FROM runs ORDER BY variant, seed").fetchall()
+    assert runs == [("drop-retake", "ok (caught)")] * 4 + [("revalidate", "ok (clean)")] * 4
+
+
+def test_minimised_replay_prints_the_same_headline(small_db, cli):
+    db, js, _ = small_db
+    [c] = json.loads(js.read_text())["crashes"]
+    a = cli("replay", c["replay"])
+    b = cli("replay", c["minimized_replay"])
+    assert a.rc == b.rc == 0
+    assert a.out.splitlines()[0] == b.out.splitlines()[0] == c["title"]
+
+
+def test_crashes_list_json_and_show(small_db, cli, tmp_path):
+    db, js, _ = small_db
+    r = cli("crashes", "--db", db, "--json", "-")
+    assert r.rc == 0
+    doc = json.loads(r.out)
+    assert doc["crashes"] == json.loads(js.read_text())["crashes"]
+    r = cli("crashes", "--db", db)
+    assert r.rc == 0 and "use-after-free" in r.out and "populate/drop-retake" in r.out
+    cid = doc["crashes"][0]["id"]
+    r = cli("crashes", "show", cid, "--db", db)
+    assert r.rc == 0
+    assert "KASAN: use-after-free" in r.out and "Call Trace:" in r.out      # the report
+    replays = [ln for ln in r.out.splitlines() if "pymm replay pymm:v1:" in ln]
+    assert len(replays) == 2 and "minimised" in replays[1]
+    r = cli("crashes", "show", 999, "--db", db)
+    assert r.rc == 2 and "999" in r.error_line()
+
+
+def test_rerun_resumes_and_skips_finished_items(small_db, cli):
+    db, _, _ = small_db
+    before = sqlite3.connect(db).execute("SELECT COUNT(*) FROM runs").fetchone()[0]
+    r = cli("campaign", "--scenario", "populate", "--variant", "drop-retake", "--variant",
+            "revalidate", "--seeds", "0:4", "--schedules", "60", "--jobs", "1", "--db", db)
+    assert r.rc == 0, r.err
+    assert "8 items, 8 already in" in r.out and "0 run" in r.out
+    assert sqlite3.connect(db).execute("SELECT COUNT(*) FROM runs").fetchone()[0] == before
+
+
+def test_earliest_item_is_the_first_occurrence(tmp_path):
+    """Results arriving out of order (as from parallel workers) end in the
+    same crash row: the lowest item's report and replay win."""
+    db = campaign.CrashDB.open(str(tmp_path / "o.sqlite"))
+
+    def res(seed, token):
+        return {"item": ["populate", "drop-retake", "controlled", seed], "verdict": "ok (caught)",
+                "expected": "caught", "ok": True, "seconds": 0.1, "schedules": 1, "ops": 3,
+                "findings": [{"kind": "use-after-free", "title": "T", "text": f"report {seed}",
+                              "replay": token, "signature": "sig", "frames": [],
+                              "preemptions": seed}]}
+    assert db.record_run(res(5, "tok5"), {}) == [(1, "tok5", "sig")]
+    assert db.record_run(res(2, "tok2"), {}) == [(1, "tok2", "sig")]     # earlier: re-minimise
+    assert db.record_run(res(7, "tok7"), {}) == []
+    m = {"token": "tok5", "replay": "min5", "preemptions": 5, "minimized_preemptions": 1,
+         "steps": 9, "minimized_steps": 5, "note": None}
+    assert not db.record_minimized(1, m)          # stale: tok2 is the first occurrence now
+    [c] = db.crashes()
+    assert (c["replay"], c["minimized_replay"], c["count"], c["first"]["seed"]) == ("tok2", None, 3, 2)
+    assert db.crash(1)["report"] == "report 2"
+
+
+def test_signature_frames_in_both_frame_formats():
+    a = ("BUG: KASAN: use-after-free in f\nCall Trace:\n  pymm/mm/gup.py:132 populate_vma_page_range\n"
+         "  pymm/mm/gup.py:204 mm_populate_vma\n  pymm/mm/mmap.py:9 sys_brk\n  pymm/task.py:1 brk\n")
+    b = ("BUG: KASAN: use-after-free in f\nCall Trace:\n populate_vma_page_range+0x0/0x0 pymm/mm/gup.py:140\n"
+         " mm_populate_vma+0x0/0x0 pymm/mm/gup.py:210\n")
+    assert campaign.frames(a) == campaign.frames(b) == ["populate_vma_page_range", "mm_populate_vma"]
+    assert campaign.signature("k", "T at 0xffff8880 pid 12", a)[0] == \
+        campaign.signature("k", "T at 0xffff9999 pid 7", b)[0]
+    # the user side (scenario, task wrappers, the runner) is not part of a signature
+    c = "x\nstack backtrace:\n  pymm/scenarios/populate.py:3 grow\n  pymm/stress.py:1 body\n"
+    assert campaign.frames(c) == []
+
+
+def test_parse_seeds():
+    assert list(campaign.parse_seeds("0:3")) == [0, 1, 2]
+    assert list(campaign.parse_seeds("7")) == [7]
+    for bad in ("", "a:b", "3:3", "5:1", "1:2:3"):
+        with pytest.raises(campaign.CampaignError):
+            campaign.parse_seeds(bad)
+
+
+# -- bad input: one line, exit 2, the database untouched -------------------------------------
+
+def _bad_cases(tmp_path):
+    corrupt = tmp_path / "corrupt.sqlite"
+    corrupt.write_bytes(b"SQLite format 3\x00" + b"\x13" * 2000)
+    other = tmp_path / "other.sqlite"
+    con = sqlite3.connect(other)
+    con.execute("CREATE TABLE t (x)")
+    con.commit()
+    con.close()
+    text = tmp_path / "notes.sqlite"
+    text.write_text("not a database at all\n" * 50)
+    nofile = tmp_path / "s.py"
+    nofile.write_text("x = 1\n")
+    return {
+        "corrupt database": (["--db", corrupt], str(corrupt)),
+        "another sqlite database": (["--db", other], str(other)),
+        "text file as database": (["--db", text], str(text)),
+        "database in a missing directory": (["--db", tmp_path / "no" / "c.sqlite"], "no"),
+        "unknown scenario": (["--scenario", "nope"], "'nope'"),
+        "file without that class": (["--scenario", f"{nofile}:Missing"], "Missing"),
+        "missing file": (["--scenario", f"{tmp_path / 'gone.py'}:X"], "gone.py"),
+        "bad seeds": (["--seeds", "5:1"], "5:1"),
+    }
+
+
+@pytest.mark.parametrize("case", [
+    "corrupt database", "another sqlite database", "text file as database",
+    "database in a missing directory", "unknown scenario", "file without that class",
+    "missing file", "bad seeds"])
+def test_bad_input_one_line_exit_2_nothing_changed(case, tmp_path, cli):
+    argv, needle = _bad_cases(tmp_path)[case]
+    argv = [str(a) for a in argv]
+    base = ["campaign", "--scenario", "populate", "--seeds", "0:1", "--schedules", "5", "--jobs", "1"]
+    if "--seeds" in argv:
+        base = base[:3] + base[5:]
+    if "--scenario" in argv:
+        base = base[:1] + base[3:]
+    db_default = str(tmp_path / "default.sqlite")
+    if "--db" not in argv:
+        argv += ["--db", db_default]
+    files = {p: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()}
+    r = cli(*base, *argv)
+    assert r.rc == 2, r
+    assert needle in r.error_line()
+    assert {p: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()} == files
+    assert not os.path.exists(db_default)
+
+
+def test_crashes_without_a_database(cli, tmp_path):
+    r = cli("crashes", "--db", tmp_path / "none.sqlite")
+    assert r.rc == 2 and "none.sqlite" in r.error_line()
+    assert not (tmp_path / "none.sqlite").exists()
+
+
+def test_ray_missing_or_unreachable_is_one_line(cli, tmp_path):
+    db = tmp_path / "r.sqlite"
+    r = cli("campaign", "--scenario", "populate", "--seeds", "0:1", "--ray", "127.0.0.1:1",
+            "--db", db)
+    assert r.rc == 2
+    line = r.error_line()
+    assert "ray" in line.lower()
+    assert not db.exists()
+
+
+# -- Ctrl-C ------------------------------------------------------------------------------------
+
+def test_ctrl_c_keeps_every_finished_run_and_resumes(tmp_path):
+    db = tmp_path / "i.sqlite"
+    argv = ["campaign", "--scenario", "populate", "--variant", "revalidate", "--seeds", "0:400",
+            "--schedules", "5", "--jobs", "1", "--db", str(db)]
+    p = subprocess.Popen([sys.executable, "-m", "pymm.cli", *argv], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        n = 0
+        while time.monotonic() < deadline and n < 3:
+            time.sleep(0.2)
+            if db.exists():
+                try:
+                    n = sqlite3.connect(db).execute("SELECT COUNT(*) FROM runs").fetchone()[0]
+                except sqlite3.Error:
+                    n = 0
+        assert n >= 3, "the campaign did not get going"
+        p.send_signal(signal.SIGINT)
+        out, err = p.communicate(timeout=60)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    assert p.returncode == 130, err
+    assert "interrupted after" in out
+    con = sqlite3.connect(db)
+    done = con.execute("SELECT COUNT(*) FROM runs").fetchone()[0]
+    assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    assert f"interrupted after {done}/400" in out
+    con.close()
+    r = run_pymm(*argv[:6], "0:2", *argv[7:], timeout=120)     # a subset: all finished already
+    assert r.rc == 0 and "2 already in" in r.out and "0 run" in r.out
