@@ -84,7 +84,10 @@ def build_parser():
 
     from .experiment import EXPERIMENTS
     e = sub.add_parser("experiment", help="compare locking designs under one workload")
-    e.add_argument("name", choices=tuple(EXPERIMENTS))
+    e.add_argument("name", choices=tuple(EXPERIMENTS), nargs="?",
+                   help="a built-in experiment (or give --scenario)")
+    e.add_argument("--scenario", metavar="S", help="any scenario's variants side by side, free "
+                   "mode, wall clock (a name, path/to/file.py:ClassName or package.module:ClassName)")
     e.add_argument("--variants", metavar="V1,V2,...", help="designs to compare (default: all)")
     e.add_argument("--clock", choices=("virtual", "wall"), default="virtual",
                    help="virtual: kernel-calibrated virtual time, deterministic (default); "
@@ -286,6 +289,11 @@ def cmd_lockdep_graph(args):
 
 def cmd_experiment(args):
     from . import experiment
+    if (args.name is None) == (args.scenario is None):
+        raise CliError("give an experiment (" + ", ".join(experiment.EXPERIMENTS)
+                       + ") or --scenario S, not both")
+    if args.scenario is not None:
+        return _experiment_scenario(args)
     if args.plot:
         try:
             import matplotlib  # noqa: F401
@@ -329,6 +337,26 @@ def cmd_experiment(args):
     if args.plot:
         experiment.plot(res, args.plot)
         print(f"\nlatency plot written to {args.plot}")
+    return 0
+
+
+def _experiment_scenario(args):
+    from . import experiment, stress
+    from .scenarios import ScenarioError
+    if args.plot or args.trace or args.cost_model or args.clock != "virtual" or args.cpus:
+        raise CliError("--scenario runs free mode on the wall clock: --plot, --trace, "
+                       "--cost-model, --clock and --cpus are for the built-in experiments")
+    try:
+        stress.get_scenario(args.scenario)
+    except ScenarioError as e:
+        raise CliError(str(e))
+    seconds = args.seconds or (args.duration_ms / 1000 if args.duration_ms else 3.0)
+    jf = _open_for_write(args.json, "JSON file") if args.json else None
+    res = experiment.run_scenario(args.scenario, seconds=seconds, seed=args.seed)
+    print(experiment.format_scenario_result(res))
+    if jf:
+        with jf:
+            json.dump({k: v for k, v in res.items() if k != "_raw"}, jf, indent=1)
     return 0
 
 

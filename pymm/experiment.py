@@ -19,6 +19,11 @@ name)``; each role runs in its own thread, calling the method with a seeded
 ``random.Random`` in a loop until the duration is over.  Methods time the calls under study with ``self.timed(op,
 fn, *args)``.  ``run_experiment`` runs any such class; the named experiments
 below are instances, and a user's own workload is run the same way (README).
+
+``--scenario REF`` (any scenario, a user's ``path/file.py:Class`` included)
+runs each variant of that scenario in free mode, wall clock, for the same
+time without stopping at the first finding (``run_scenario``): findings,
+operations per second and the most contended lock classes side by side.
 """
 import collections
 import json
@@ -378,6 +383,49 @@ def public(res):
 def dumps(res):
     """The JSON text of a result (same run, same bytes: nothing in it comes from the wall clock)."""
     return json.dumps(public(res), indent=1) + "\n"
+
+
+def run_scenario(ref, seconds=3.0, seed=0):
+    """Every variant of scenario ``ref`` in free mode for ``seconds`` each
+    (the stress runner's rounds, not stopping when caught), with lock_stat."""
+    from . import stress
+    from .locking import lock_stat
+    cls = stress.get_scenario(ref)
+    out = {"experiment": stress.scenario_ref(ref), "variant_key": cls.variant_key,
+           "seconds_per_variant": seconds, "seed": seed, "variants": {}, "_raw": {}}
+    for v in cls.variants():
+        r = stress.run_free(ref, v, seed, seconds, stop_when_caught=False, lockstat=True)
+        snap = lock_stat.snapshot()
+        top = sorted(snap.items(), key=lambda kv: (-kv[1]["contentions"], kv[0]))[:3]
+        out["variants"][v] = {
+            "expected": cls.expected(v),
+            "findings": sorted({f"{f['kind']}: {f['title']}" for f in r.findings}),
+            "seconds": round(r.seconds, 2), "ops_per_s": round(r.ops / r.seconds, 1) if r.seconds else 0,
+            "contended": [{"lock": name, "contentions": d["contentions"],
+                           "waittime_avg_us": round(d["waittime_avg"], 1),
+                           "holdtime_avg_us": round(d["holdtime_avg"], 1)} for name, d in top]}
+    return out
+
+
+def format_scenario_result(res):
+    from .bench import format_table
+    vs = list(res["variants"])
+    rows = []
+
+    def row(label, f):
+        rows.append({"": label, **{v: f(res["variants"][v]) for v in vs}})
+    row("expected", lambda r: r["expected"])
+    row("findings", lambda r: ", ".join(
+        f"{k} x{n}" for k, n in collections.Counter(f.split(":")[0] for f in r["findings"]).items())
+        or "none")
+    row("ops/s", lambda r: r["ops_per_s"])
+    for i in range(3):
+        row(f"contended #{i + 1} (contentions, wait avg us)", lambda r, i=i: (
+            f"{r['contended'][i]['lock']} ({r['contended'][i]['contentions']}, "
+            f"{r['contended'][i]['waittime_avg_us']})" if len(r["contended"]) > i else ""))
+    head = (f"experiment {res['experiment']}: {', '.join(vs)} -- {res['seconds_per_variant']} s "
+            f"each, seed {res['seed']}, free mode (the stress runner's rounds)")
+    return head + "\n" + format_table(rows)
 
 
 def format_result(res):

@@ -12,6 +12,8 @@ Fixtures
   (.seconds, .schedules, .mode, .seed).
 - ``pymm_stress``: run(scenario, variant, mode=None) with those budgets; a run
   whose verdict does not hold fails the test with the seed and the replay command.
+  ``scenario`` is a name, a ``path/file.py:Class`` / ``module:Class`` reference,
+  or a ``pymm.Scenario`` subclass (a scenario of one's own).
 - ``loguru_caplog``: pytest's ``caplog`` with pymm's loguru records forwarded.
 
 Options / ini keys / environment
@@ -175,7 +177,9 @@ def stress_config(request):
 @pytest.fixture
 def pymm_stress(stress_config):
     """``run(scenario, variant, mode=None)`` -> the RunResult; fails the test
-    (with seed and replay command) when the verdict does not hold."""
+    (with seed and replay command) when the verdict does not hold.
+    ``scenario`` is a name, a reference (``path/file.py:Class``,
+    ``package.module:Class``) or a ``pymm.Scenario`` subclass."""
     from pymm import stress
 
     def run(scenario, variant, mode=None, seconds=None):
@@ -188,7 +192,7 @@ def pymm_stress(stress_config):
         else:
             r = stress.run_free(scenario, variant, stress_config.seed, seconds or stress_config.seconds)
         if not r.ok:
-            lines = [f"{scenario}/{variant} ({mode}, seed {r.seed}): expected {r.expected}, "
+            lines = [f"{r.scenario}/{variant} ({mode}, seed {r.seed}): expected {r.expected}, "
                      f"got {r.verdict}"]
             for f in r.findings:
                 lines.append(f"\n--- {f['kind']}: {f['title']}\n{f['text']}")
