@@ -402,7 +402,7 @@ class CrashDB:
         if exists and not os.access(path, os.W_OK):
             raise CampaignError(f"cannot write campaign database {path!r}: permission denied")
         try:
-            conn = sqlite3.connect(path, isolation_level=None)
+            conn = sqlite3.connect(path, isolation_level=None, timeout=60)
             if not exists:
                 conn.executescript("BEGIN;" + SCHEMA +
                                    f"INSERT INTO meta VALUES ('format', '{FORMAT}'), "
@@ -575,7 +575,8 @@ def plan(scenario_refs, variants, modes, seeds):
     ...): a campaign cut short has covered every variant evenly."""
     from . import stress
     from .scenarios import ScenarioError
-    refs = scenario_refs or [n for n in stress.all_scenarios() if n != "mix"]
+    refs = [_absolute(r) for r in scenario_refs] if scenario_refs else \
+        [n for n in stress.all_scenarios() if n != "mix"]
     combos = []
     try:
         classes = [(r, stress.get_scenario(r)) for r in refs]
@@ -593,6 +594,15 @@ def plan(scenario_refs, variants, modes, seeds):
             for m in modes:
                 combos.append((r, v, m))
     return [(r, v, m, s) for s in seeds for (r, v, m) in combos]
+
+
+def _absolute(ref):
+    """A file reference with an absolute path: workers (and Ray nodes) do not
+    share the command's working directory."""
+    where, sep, cls = ref.rpartition(":")
+    if sep and (where.endswith(".py") or "/" in where or os.sep in where):
+        return f"{os.path.abspath(where)}:{cls}"
+    return ref
 
 
 # -- progress ------------------------------------------------------------------------------------

@@ -4,7 +4,7 @@
 Register a section by adding its module name to SECTIONS."""
 import importlib
 
-SECTIONS = ["locking", "sched", "detection", "mm", "mbind", "vtime"]   # order of the report
+SECTIONS = ["locking", "sched", "detection", "mm", "mbind", "vtime", "campaign"]   # order of the report
 
 
 def load(name):

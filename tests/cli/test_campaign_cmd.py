@@ -234,3 +234,24 @@ def test_ctrl_c_keeps_every_finished_run_and_resumes(tmp_path):
     con.close()
     r = run_pymm(*argv[:6], "0:2", *argv[7:], timeout=120)     # a subset: all finished already
     assert r.rc == 0 and "2 already in" in r.out and "0 run" in r.out
+
+
+def test_progress_line_on_a_terminal_only():
+    import io
+
+    class Tty(io.StringIO):
+        def isatty(self):
+            return True
+    t = Tty()
+    p = campaign.Progress(t, 10)
+    p.update(4, 2, force=True)
+    line = t.getvalue()
+    assert line.startswith("\r[4/10]") and "items/s" in line and "2 unique crashes" in line \
+        and "ETA" in line
+    p.close()
+    assert t.getvalue().endswith("\r")
+    quiet = io.StringIO()
+    q = campaign.Progress(quiet, 10)
+    q.update(4, 2, force=True)
+    q.close()
+    assert quiet.getvalue() == ""
