@@ -41,6 +41,7 @@ SIGNATURE_FRAMES = 2        # frames of the main stack in a signature
 FORMAT = "pymm-campaign"
 VERSION = "1"
 MODES = ("controlled", "free")
+TASKS_PER_WORKER = 200      # items a local worker process runs before a fresh one replaces it
 
 
 class CampaignError(Exception):
@@ -197,9 +198,12 @@ class LocalExecutor:
     def __init__(self, jobs):
         import multiprocessing
         self.jobs = jobs
+        # a fresh worker now and then: a free-mode deadlock leaves its stuck
+        # (daemon) threads behind in the worker that ran it
         self.pool = cf.ProcessPoolExecutor(max_workers=jobs,
                                            mp_context=multiprocessing.get_context("spawn"),
-                                           initializer=_worker_init, initargs=(list(sys.path),))
+                                           initializer=_worker_init, initargs=(list(sys.path),),
+                                           max_tasks_per_child=TASKS_PER_WORKER)
 
     def submit(self, fn, *args):
         return self.pool.submit(fn, *args)
@@ -243,7 +247,8 @@ class RayExecutor:
     def submit(self, fn, *args):
         r = self._remote.get(fn)
         if r is None:
-            r = self._remote[fn] = self.ray.remote(num_cpus=1, max_retries=0)(fn)
+            r = self._remote[fn] = self.ray.remote(num_cpus=1, max_retries=0,
+                                                   max_calls=TASKS_PER_WORKER)(fn)
         return r.remote(*args).future()
 
     def shutdown(self, abandon=False):
