@@ -697,12 +697,16 @@ def run(items, db_path=DEFAULT_DB, schedules=None, seconds=None, jobs=None, ray_
         finally:
             ro.close()
     todo = [it for it in items if it not in done]
-    ex = executor or (make_executor(jobs, ray_address) if todo or pending or ray_address
-                      else None)
+    out = Outcome(len(items), len(items) - len(todo))
+    try:
+        ex = executor or (make_executor(jobs, ray_address) if todo or pending or ray_address
+                          else None)
+    except KeyboardInterrupt:
+        out.interrupted = True
+        return out
     db = None
     try:
         db = CrashDB.open(db_path)
-        out = Outcome(len(items), len(items) - len(todo))
         prog = progress if progress is not None else Progress(sys.stderr, len(todo))
         known = {c["id"] for c in db.crashes()}
         t0 = time.perf_counter()
@@ -724,8 +728,10 @@ def run(items, db_path=DEFAULT_DB, schedules=None, seconds=None, jobs=None, ray_
                     try:
                         res = fut.result()
                     except Exception as e:  # noqa: BLE001 - a worker died: say which item
-                        raise CampaignError(f"{'item ' + ' '.join(map(str, arg)) if what == 'item' else f'minimising crash {arg}'} "
-                                            f"failed in the worker: {type(e).__name__}: {e}") from None
+                        task = f"item {' '.join(map(str, arg))}" if what == "item" else \
+                            f"minimising crash #{arg}"
+                        raise CampaignError(f"{task} failed in the worker: {type(e).__name__}: "
+                                            f"{e}") from None
                     if what == "item":
                         todo_min = db.record_run(res, budget)
                         out.ran += 1
