@@ -84,20 +84,19 @@ def test_module_reference_and_scenario_class(tmp_path, monkeypatch):
     assert stress.replay(r.findings[0]["replay"].split()[-1]) is not None
 
 
-def test_entry_point_group(monkeypatch, tmp_path):
+def test_entry_point_group(tmp_path, monkeypatch, cli):
+    """An installed distribution (a .dist-info on sys.path, as pip leaves it)
+    whose entry point in the group pymm.scenarios names the tutorial class."""
     (tmp_path / "frob_ep.py").write_text(tutorial_code())
+    info = tmp_path / "frob_ep-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: frob-ep\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text("[pymm.scenarios]\nfrob = frob_ep:FrobScenario\n")
     monkeypatch.syspath_prepend(str(tmp_path))
-
-    class EP:
-        name, value = "frob", "frob_ep:FrobScenario"
-
-        def load(self):
-            import frob_ep
-            return frob_ep.FrobScenario
-
-    monkeypatch.setattr(scenarios, "_entry_points", lambda: {"frob": EP()})
     assert "frob" in stress.all_scenarios()
     assert stress.get_scenario("frob").__name__ == "FrobScenario"
+    r = cli("stress", "--scenario", "frob", "--mode", "controlled", "--schedules", "20", "--quiet")
+    assert r.rc == 0, r
 
 
 def test_variants_register():
