@@ -4,6 +4,7 @@ neither mmap_lock nor an RCU read section is reported as "suspicious RCU
 usage".  Grace periods are not modelled: pymm frees objects immediately and
 lets KASAN catch readers that relied on a grace period they did not have."""
 import threading
+from .errors import LockUsageError
 
 _tls = threading.local()
 
@@ -15,7 +16,6 @@ def rcu_read_lock():
 def rcu_read_unlock():
     d = getattr(_tls, "depth", 0)
     if d <= 0:
-        from .errors import LockUsageError
         raise LockUsageError("rcu_read_unlock() without rcu_read_lock()")
     _tls.depth = d - 1
 

@@ -2,6 +2,7 @@
 call in flight): page accounting per node, mapcounts and refcounts, mlock
 accounting, rss counters, the VMA tree, page-table entry counts.  Every
 violation becomes a finding."""
+from ..mm.hugetlb import HPAGE_RESV_OWNER, HugetlbPrivate, vma_hugecache_offset
 from ..mm.mm_types import (MM_SWAPENTS, PG_anon, PG_hugetlb, PG_mlocked, VM_HUGETLB, VM_LOCKED, Folio,
                            RSS_NAMES)
 from ..mm.memory import mm_counter
@@ -144,7 +145,6 @@ def check_hugetlb(k, live):
     folios reachable; HugePages_Rsvd equal to the reservations not yet
     consumed (file reservation maps minus their cached pages, plus private
     owners' unconsumed ranges)."""
-    from ..mm.hugetlb import HPAGE_RESV_OWNER, HugetlbPrivate, vma_hugecache_offset
     h = k.hstate
     problems = []
     maps = {}           # id(folio) -> [folio, mappings]

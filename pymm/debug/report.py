@@ -11,7 +11,9 @@ import threading
 import weakref
 
 from loguru import logger
+
 from ..context import current
+from ..sched import report_finding
 
 KINDS = ("use-after-free", "lockdep", "bad-page-state", "data-corruption", "deadlock",
          "hung-task", "assertion", "rcu", "rss-counter")
@@ -59,10 +61,4 @@ def report(kind, title, text, kernel=None, data=None):
 
 
 def _to_scheduler(f):
-    try:
-        from .. import sched
-    except ImportError:      # pragma: no cover - the scheduler is part of pymm
-        return
-    hook = getattr(sched, "report_finding", None)
-    if hook is not None:
-        hook(f.kind, f.title, f.text)
+    report_finding(f.kind, f.title, f.text)

@@ -32,7 +32,7 @@ from ..mm import hugetlb as H
 from ..mm.atomic import atomic_add_return, clear_bits
 from ..mm.filemap import filemap_get_folio, folio_lock, folio_lock_nested, folio_unlock
 from ..mm.mm_types import PG_dirty, PG_uptodate, VM_HUGETLB, VM_MAYSHARE, VM_SHARED, VM_WRITE
-from ..mm.page_alloc import folio_put
+from ..mm.page_alloc import _pfn, folio_put
 from ..mm.rmap import i_mmap_lock_write, i_mmap_unlock_write
 from ..sched import point
 from .shmem import MAX_LFS_FILESIZE, File
@@ -159,7 +159,6 @@ def hugetlb_delete_from_page_cache(kernel, folio):
 
 def _bad_page_cache(kernel, folio):
     import threading
-    from ..mm.page_alloc import _pfn
     t = threading.current_thread()
     title = "BUG: Bad page cache"
     text = "\n".join([

@@ -1,5 +1,6 @@
 """fork's address-space copy (kernel/fork.c dup_mmap)."""
 from ..locking import SINGLE_DEPTH_NESTING
+from .hugetlb import hugetlb_vm_op_open
 from .memory import copy_page_range
 from .mm_types import VM_DONTCOPY, VM_HUGETLB, VM_LOCKED_MASK, MmStruct
 from .mmap_lock import mmap_write_lock, mmap_write_lock_nested, mmap_write_unlock
@@ -21,7 +22,6 @@ def dup_mm(kernel, oldmm, child_pid):
         tmp = vm_area_dup(mpnt, mm)
         tmp.vm_flags &= ~VM_LOCKED_MASK                  # nor are memory locks
         if tmp.vm_flags & VM_HUGETLB:                    # hugetlb_dup_vma_private + vm_ops->open
-            from .hugetlb import hugetlb_vm_op_open
             hugetlb_vm_op_open(tmp, None)
         anon_vma_fork(tmp, mpnt)
         mm.mm_mt.insert(tmp)

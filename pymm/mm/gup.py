@@ -10,12 +10,14 @@ import errno
 from ..debug.report import report
 from ..locking import lockdep
 from ..sched import point
+from .hugetlb import hugetlb_follow_page_mask
 from .memory import (FAULT_FLAG_ALLOW_RETRY, FAULT_FLAG_KILLABLE, FAULT_FLAG_RETRY_NOWAIT,
                      FAULT_FLAG_TRIED, FAULT_FLAG_WRITE, VM_FAULT_COMPLETED, VM_FAULT_ERROR,
                      VM_FAULT_OOM, VM_FAULT_RETRY, VM_FAULT_SIGBUS, VM_FAULT_SIGSEGV,
                      handle_mm_fault)
 from .mm_types import VM_HUGETLB, VM_IO, VM_LOCKONFAULT, VM_PFNMAP, VM_READ, VM_SHARED, VM_WRITE, Folio
-from .mmap_lock import mmap_assert_locked, mmap_read_lock, mmap_read_unlock
+from .mmap_lock import (mmap_assert_locked, mmap_read_lock, mmap_read_unlock, mmap_write_downgrade,
+                        mmap_write_unlock)
 from .pgtable import _PAGE_RW, pte_index, pte_offset
 
 FOLL_WRITE = 0x01
@@ -44,7 +46,6 @@ def check_vma_flags(vma, gup_flags):
 def follow_page_pte(vma, address, gup_flags):
     """Is the page present with the access gup wants?  Context: mmap_lock held."""
     if vma.vm_flags & VM_HUGETLB:
-        from .hugetlb import hugetlb_follow_page_mask
         return hugetlb_follow_page_mask(vma, address, bool(gup_flags & FOLL_WRITE))
     pt = pte_offset(vma.vm_mm, address)
     if pt is None:
@@ -218,7 +219,6 @@ def mm_populate_after_write(mm, vma, start, end):
       which looks the VMAs up again.
 
     Context: mmap_lock held for write on entry, not held on return."""
-    from ..mm.mmap_lock import mmap_write_downgrade, mmap_write_unlock
     variant = mm.kernel.variant("populate")
     if variant == "downgrade":
         mmap_write_downgrade(mm)

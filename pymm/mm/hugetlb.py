@@ -58,21 +58,23 @@ from ..debug.report import report
 from ..locking import Mutex, RwSemaphore, SpinLock, lockdep
 from ..sched import charge, point
 from .atomic import atomic_add_return, clear_bits, set_bits
+from .filemap import (FOLIO_LOCK_ANON, FOLIO_LOCK_HUGETLBFS, __folio_set_locked, filemap_get_folio,
+                      folio_lock, folio_lock_class, folio_trylock, folio_unlock, folio_wait_locked)
+from .migrate import MIGRATE_SYNC
+from .mm_types import (PAGE_FLAGS_CHECK_AT_FREE, PAGE_FLAG_NAMES, PG_anon, PG_dirty, PG_hugetlb,
+                       PG_isolated, PG_swapbacked, PG_uptodate, VM_HUGETLB, VM_LOCKED_MASK,
+                       VM_MAYSHARE, VM_NORESERVE, VM_SHARED, VM_WRITE, Folio, flag_names)
+from .rmap import (RMP_LOCKED, TTU_RMAP_LOCKED, anon_vma_lock_read, anon_vma_prepare,
+                   anon_vma_unlock_read, folio_anon_vma, folio_get_anon_vma,
+                   i_mmap_assert_write_locked, i_mmap_lock_read, i_mmap_lock_write,
+                   i_mmap_trylock_write, i_mmap_unlock_read, i_mmap_unlock_write, put_anon_vma,
+                   remove_migration_ptes, try_to_migrate)
 from .util import folio_copy
 from .gfp import GFP_HIGHUSER_MOVABLE, GFP_KERNEL, might_alloc
-from .filemap import (FOLIO_LOCK_ANON, FOLIO_LOCK_HUGETLBFS, __folio_set_locked, folio_lock,
-                      folio_lock_class, folio_trylock, folio_unlock, folio_wait_locked)
 from .memory import FAULT_FLAG_WRITE, VM_FAULT_SIGBUS, is_cow_mapping
-from .mm_types import (PAGE_FLAGS_CHECK_AT_FREE, PG_anon, PG_dirty, PG_hugetlb, PG_isolated,
-                       PG_swapbacked, PG_uptodate, VM_HUGETLB, VM_LOCKED_MASK, VM_MAYSHARE,
-                       VM_NORESERVE, VM_SHARED, VM_WRITE, Folio)
 from .page_alloc import bad_page, folio_get, folio_put
 from .pgtable import (_PAGE_DIRTY, _PAGE_RW, PMD_SHIFT, PTRS_PER_TABLE, PUD_SHIFT, PteTable,
                       pmd_alloc)
-from .rmap import (TTU_RMAP_LOCKED, anon_vma_lock_read, anon_vma_prepare, anon_vma_unlock_read,
-                   folio_anon_vma, folio_get_anon_vma, i_mmap_assert_write_locked, i_mmap_lock_read,
-                   i_mmap_lock_write, i_mmap_trylock_write, i_mmap_unlock_read, i_mmap_unlock_write,
-                   put_anon_vma)
 from .swapops import MigrationEntry
 
 HPAGE_SHIFT = PMD_SHIFT
@@ -230,7 +232,6 @@ def free_huge_folio(kernel, folio):
     reservation back."""
     bad = folio.flags & PAGE_FLAGS_CHECK_AT_FREE
     if bad or folio._mapcount != 0:
-        from .mm_types import PAGE_FLAG_NAMES, flag_names
         reason = []
         if bad:
             reason.append(f"hugetlb folio freed with {flag_names(bad, PAGE_FLAG_NAMES)} set")
@@ -867,7 +868,6 @@ def huge_pte_same(ptep, orig):
 def filemap_lock_hugetlb_folio(file, idx):
     """The page-cache folio of huge page ``idx``, locked and referenced, or
     None.  Context: may sleep on the folio lock."""
-    from .filemap import filemap_get_folio
     mapping = file.mapping
     while True:
         folio = filemap_get_folio(mapping, idx << HUGETLB_PAGE_ORDER)
@@ -1524,8 +1524,6 @@ def unmap_and_move_huge_page(kernel, src, get_new_folio, private, mode):
     remove_migration_ptes take it again for read under the folio lock --
     folio_lock -> i_mmap_rwsem, the reverse of the hugetlbfs order.
     Context: no lock held."""
-    from .migrate import MIGRATE_SYNC
-    from .rmap import RMP_LOCKED, remove_migration_ptes, try_to_migrate
     if src._refcount == 1:
         return MIGRATEPAGE_SUCCESS, None        # freed under us: only our isolation ref is left
     dst = get_new_folio(src, private)

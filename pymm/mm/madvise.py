@@ -10,6 +10,7 @@ from .gup import faultin_page_range
 from .memory import zap_page_range_single
 from .mm_types import (VM_DONTCOPY, VM_IO, VM_LOCKED, VM_MAYWRITE, VM_PFNMAP, VM_READ, VM_SHARED,
                        VM_WRITE)
+from .mmap import vma_modify_flags
 from .mmap_lock import mmap_read_lock, mmap_read_unlock, mmap_write_lock, mmap_write_unlock
 
 NOOP_ADVICE = (MADV_NORMAL, MADV_RANDOM, MADV_SEQUENTIAL, MADV_WILLNEED)
@@ -42,7 +43,6 @@ def do_madvise(mm, start, end, advice):
             vmas = _vmas_covering(mm, start, end)
             if vmas is None:
                 return -errno.ENOMEM
-            from .mmap import vma_modify_flags
             pos = start
             while pos < end:
                 cur = mm.mm_mt.vma_lookup(pos)

@@ -12,6 +12,7 @@ from .pgtable import _PAGE_DIRTY, _PAGE_RW, _PAGE_SPECIAL, pte_alloc, pte_index,
 from .rmap import (anon_vma_prepare, folio_add_anon_rmap_pte, folio_add_file_rmap_pte,
                    folio_add_new_anon_rmap, folio_remove_rmap_pte)
 from .swap import folio_add_lru
+from .swap_state import free_swap_cache
 from .util import folio_copy
 
 # vm_fault_t (include/linux/mm_types.h)
@@ -331,7 +332,6 @@ def zap_pte_range(vma, pt, start, end, details=None):
     charge("zap_page", len(to_put))
     for f in to_put:
         if f.swap is not None:              # free_pages_and_swap_cache
-            from .swap_state import free_swap_cache
             free_swap_cache(f)
         folio_put(f, k)
 

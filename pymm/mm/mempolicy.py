@@ -72,12 +72,15 @@ from ..context import current
 from ..debug.kasan import KasanObject, kasan_poison
 from ..debug.report import report
 from ..sched import point
+from . import hugetlb
 from .atomic import atomic_add_return
+from .hugetlb import folio_isolate_hugetlb, hugetlb_folio_at
 from .migrate import (MIGRATE_SYNC, MR_MEMPOLICY_MBIND, MR_SYSCALL, MigrationTargetControl,
                       alloc_migration_target, folio_isolate_lru, migrate_pages,
                       putback_movable_pages)
 from .mm_types import PG_hugetlb, PG_reserved, VM_HUGETLB, VM_IO, VM_PFNMAP, Folio
 from .mmap import mpol_equal        # identity, None, then Mempolicy.__eq__
+from .mmap import vma_split_range, vma_try_merge
 from .mmap_lock import (mmap_assert_locked, mmap_assert_write_locked, mmap_read_lock,
                         mmap_read_unlock, mmap_write_lock, mmap_write_unlock)
 from .gfp import (__GFP_DIRECT_RECLAIM, __GFP_NOWARN, __GFP_RETRY_MAYFAIL, GFP_HIGHUSER_MOVABLE, GFP_KERNEL,
@@ -404,7 +407,6 @@ def folio_isolate(kernel, folio, pagelist):
     """Isolate ``folio`` for migration onto ``pagelist`` (off the LRU, or out
     of the hugetlb active list); False if someone else has it isolated."""
     if folio.flags & PG_hugetlb:
-        from .hugetlb import folio_isolate_hugetlb
         return folio_isolate_hugetlb(kernel, folio, pagelist)
     if not folio_isolate_lru(kernel, folio):
         return False
@@ -466,7 +468,6 @@ def queue_folios_hugetlb(vma, start, end, qp):
     """queue_folios_pte_range for the huge pages of a hugetlb VMA (looked up
     under its vma_lock and ptl).  A shared huge page stays unless
     MPOL_MF_MOVE_ALL; that is not a failure.  Returns 0 or -EIO."""
-    from .hugetlb import hugetlb_folio_at
     flags = qp.flags
     addr = start & C.HPAGE_MASK
     while addr < end:
@@ -543,7 +544,6 @@ def mbind_range(vma, start, end, new_pol):
     """Split ``vma`` to [start, end) & its range, set the policy, merge with
     neighbours.  Returns the VMA now covering that part (it may reach past
     ``end`` after a merge).  Context: mmap_lock held for write."""
-    from .mmap import vma_split_range, vma_try_merge
     mmap_assert_write_locked(vma.vm_mm)
     if mpol_equal(vma.vm_policy, new_pol):
         return vma
@@ -572,7 +572,6 @@ def alloc_migration_target_by_mpol(src, mmpol):
     ilx = mmpol.ilx + (src.index >> order)
     nid = numa_node_id(kernel)
     if src.flags & PG_hugetlb:
-        from . import hugetlb
         nodemask, nid = policy_nodemask(pol, ilx, nid)
         return hugetlb.alloc_hugetlb_folio_nodemask(kernel, nid, nodemask)
     return folio_alloc_mpol(kernel, order, pol, ilx, nid,
@@ -610,7 +609,6 @@ def new_folio(src, start):
             vma = v
             break
     if src.flags & PG_hugetlb:                          # alloc_hugetlb_folio_vma
-        from . import hugetlb
         pol, ilx, ref = get_vma_policy(vma, address, src.order)
         nodemask, nid = policy_nodemask(pol, ilx, numa_node_id(kernel))
         if ref:
@@ -825,7 +823,6 @@ def _folio_at(vma, addr):
     """follow_page: the folio mapped at ``addr`` with a reference, the zero
     page (no reference), or None.  Context: mmap_lock held."""
     if vma.vm_flags & VM_HUGETLB:
-        from .hugetlb import hugetlb_folio_at
         return hugetlb_folio_at(vma.vm_mm, addr)    # takes the vma_lock and the ptl
     pt = pte_offset(vma.vm_mm, addr)
     if pt is None:

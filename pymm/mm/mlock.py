@@ -8,10 +8,12 @@ import errno
 from ..constants import MCL_CURRENT, MCL_FUTURE, MCL_ONFAULT, MLOCK_ONFAULT, TASK_SIZE
 from ..sched import point
 from .atomic import clear_bits, set_bits
+from .filemap import folio_lock, folio_unlock
 from .mm_types import PG_lru, PG_mlocked, VM_LOCKED, VM_LOCKED_MASK, VM_LOCKONFAULT, Folio
 from .mmap_lock import mmap_write_lock, mmap_write_unlock
+from .page_alloc import folio_get, folio_put
 from .pgtable import pte_index, pte_ranges
-from .swap import folio_move_lru_locked
+from .swap import folio_add_lru, folio_move_lru_locked, lruvec_del_folio_locked
 
 
 def mlock_folio(kernel, folio):
@@ -203,7 +205,6 @@ def munlock_vma_pages_range(vma, start, end):
     """Clear VM_LOCKED, then munlock every page mapped in [start, end): pages
     are collected (with a reference) under each table's ptl, then handed to
     __munlock_pagevec.  Context: exit_mmap; no mmap_lock held."""
-    from .page_alloc import folio_get
     mm = vma.vm_mm
     k = mm.kernel
     vma.vm_flags &= ~VM_LOCKED_MASK
@@ -227,9 +228,6 @@ def __munlock_pagevec(kernel, pvec):
     per isolated folio: folio_lock, recount any other VM_LOCKED mappings
     (__munlock_isolated_page), put it back on the LRU.  Drops the references
     the collection took."""
-    from .filemap import folio_lock, folio_unlock
-    from .page_alloc import folio_put
-    from .swap import lruvec_del_folio_locked
     isolated, putback = [], []
     for folio in pvec:
         lruvec = kernel.nodes[folio.node].lruvec
@@ -260,7 +258,6 @@ def __munlock_isolated_page(kernel, folio):
     is still VM_LOCKED; then back to the LRU (unevictable if so).
     Context: folio locked and isolated."""
     from .rmap import try_to_munlock
-    from .swap import folio_add_lru
     if folio._mapcount > 1:
         try_to_munlock(folio)
     folio_add_lru(kernel, folio)

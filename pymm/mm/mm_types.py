@@ -10,6 +10,7 @@ import itertools
 from ..debug.kasan import KasanObject
 from ..locking import RwSemaphore, SpinLock
 from .atomic import PerCpuCounter
+from .interval_tree import IntervalTree
 
 # -- vm_flags (include/linux/mm.h) ---------------------------------------------
 VM_NONE = 0x0
@@ -196,7 +197,6 @@ class AnonVma(KasanObject):
                  "num_active_vmas")
 
     def __init__(self, root=None):
-        from .interval_tree import IntervalTree
         self.kasan_alloc(3)
         self.root = root if root is not None else self
         self.rwsem = RwSemaphore("&anon_vma->rwsem") if root is None else None

@@ -5,7 +5,10 @@ from ..constants import MMAP_MIN_ADDR, TASK_SIZE
 from ..debug.report import report
 from ..rcu import rcu_read
 from ..sched import point
+from .gup import mm_populate_after_write
+from .hugetlb import hugetlb_vm_op_close, hugetlb_vm_op_open, hugetlb_vm_op_split
 from .memory import unmap_vmas
+from .mlock import munlock_vma_pages_all
 from .mm_types import (RSS_NAMES, VM_ACCOUNT, VM_DONTEXPAND, VM_HUGETLB, VM_IO, VM_LOCKED, VM_MAYEXEC,
                        VM_MAYREAD, VM_MAYWRITE, VM_PFNMAP, VM_READ, VM_WRITE)
 
@@ -62,7 +65,6 @@ def split_vma(vma, addr):
     is the upper part.  Context: mmap_lock held for write."""
     mm = vma.vm_mm
     if vma.vm_flags & VM_HUGETLB:       # vm_ops->may_split: unshare the PMDs around addr first
-        from .hugetlb import hugetlb_vm_op_split
         if hugetlb_vm_op_split(vma, addr):
             report("assertion", "BUG: hugetlb VMA split off a huge page boundary",
                    f"split_vma({vma!r}, {addr:#x}): the caller should have failed with -EINVAL")
@@ -70,7 +72,6 @@ def split_vma(vma, addr):
     new.vm_start = addr
     new.vm_pgoff = vma.vm_pgoff + ((addr - vma.vm_start) >> 12)
     if new.vm_flags & VM_HUGETLB:       # vm_ops->open
-        from .hugetlb import hugetlb_vm_op_open
         hugetlb_vm_op_open(new, vma)
     anon_vma_clone(new, vma)
     vma_set_range(vma, vma.vm_start, addr, vma.vm_pgoff)
@@ -195,7 +196,6 @@ def mmap_region(mm, addr, length, vm_flags, file, pgoff, call_mmap=None):
 def remove_vma(vma):
     """Free a VMA already out of the tree and the rmap trees."""
     if vma.vm_flags & VM_HUGETLB:       # vma_close -> vm_ops->close
-        from .hugetlb import hugetlb_vm_op_close
         hugetlb_vm_op_close(vma)
     vm_area_free(vma)
 
@@ -257,7 +257,6 @@ def do_brk_flags(mm, addr, length, flags):
 
 def sys_brk(mm, brk):
     """brk(2): returns the new break, or the old one on failure (as Linux does)."""
-    from .gup import mm_populate_after_write
     mmap_write_lock_killable(mm)
     origbrk = mm.brk
     if brk < mm.start_brk or brk > TASK_SIZE:
@@ -298,7 +297,6 @@ def exit_mmap(mm):
     phases.  That is what reclaim's mlock (rmap-mlock, SCENARIOS.md section E)
     races with."""
     if mm.locked_vm:
-        from .mlock import munlock_vma_pages_all
         with rcu_read():
             vmas = mm.mm_mt.all()
         for v in vmas:

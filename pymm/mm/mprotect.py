@@ -3,6 +3,7 @@ import errno
 
 from ..constants import PROT_EXEC, PROT_READ, PROT_WRITE
 from .mm_types import VM_ACCESS_FLAGS, VM_EXEC, VM_MAYEXEC, VM_MAYREAD, VM_MAYWRITE, VM_READ, VM_WRITE, Folio
+from .mmap import vma_modify_flags
 from .mmap_lock import mmap_write_lock, mmap_write_unlock
 from .pgtable import _PAGE_RW, pte_index, pte_ranges
 
@@ -29,7 +30,6 @@ def do_mprotect_pkey(mm, start, length, prot):
     """Context: mmap_lock not held.  The range is checked for holes and
     permissions before anything changes (Linux applies VMA by VMA and can fail
     half-way; pymm's "bad input changes nothing" rule is stricter)."""
-    from .mmap import vma_modify_flags
     end = start + length
     want = calc_vm_prot_bits(prot)
     mmap_write_lock(mm)

@@ -39,10 +39,16 @@ from ..debug.kasan import kasan_poison
 from ..locking import lockdep
 from ..rcu import rcu_read
 from ..sched import point
-from .atomic import atomic_add_return, set_bits
+from .atomic import atomic_add_return, atomic_inc_not_zero, set_bits
 from .gfp import GFP_KERNEL, might_alloc
-from .mm_types import (PG_anon, PG_dirty, PG_hugetlb, PG_mlocked, PG_swapbacked, VM_LOCKED, AnonVma,
-                       AnonVmaChain)
+from .mlock import clear_page_mlock, mlock_folio, mlock_vma_folio, mlock_vma_page, munlock_vma_folio
+from .mm_types import (MM_ANONPAGES, MM_SWAPENTS, PG_anon, PG_dirty, PG_hugetlb, PG_mlocked,
+                       PG_swapbacked, VM_LOCKED, AnonVma, AnonVmaChain)
+from .mmap_lock import mmap_read_trylock, mmap_read_unlock
+from .page_alloc import folio_get, folio_put
+from .pgtable import _PAGE_DIRTY, _PAGE_RW, pte_index, pte_offset
+from .swap_state import swap_duplicate
+from .swapops import MigrationEntry
 
 # (outer, inner) pairs that the documented order allows, as lockdep class names;
 # a tuple of names is one rank held by several classes.
@@ -143,7 +149,6 @@ def folio_get_anon_vma(folio):
     folio->mapping only while the folio is mapped, under rcu_read_lock, and
     take a reference only if the count is not already 0 (anon_vmas are
     SLAB_TYPESAFE_BY_RCU).  Returns the anon_vma or None."""
-    from .atomic import atomic_inc_not_zero
     with rcu_read():
         anon_vma = folio_anon_vma(folio)
         if anon_vma is None or not folio.folio_mapped():
@@ -352,16 +357,13 @@ def folio_remove_rmap_pte(kernel, folio, vma):
     if n == 0 and folio.flags & PG_anon:
         kernel.nodes[folio.node].vm_stat["NR_ANON_MAPPED"].add(-folio.nr_pages())
     if vma.vm_flags & VM_LOCKED:
-        from .mlock import munlock_vma_folio
         munlock_vma_folio(kernel, folio, vma)
     if n == 0 and folio.flags & PG_mlocked:
-        from .mlock import clear_page_mlock
         clear_page_mlock(kernel, folio)
 
 
 def mlock_on_map(kernel, folio, vma):
     if vma.vm_flags & VM_LOCKED:
-        from .mlock import mlock_vma_folio
         mlock_vma_folio(kernel, folio, vma)
 
 
@@ -516,8 +518,6 @@ def page_vma_mapped_walk(folio, vma, address, migration=False):
     """Find the PTE mapping ``folio`` (or, with ``migration``, a migration entry
     for it) at ``address``; return (table, index) with the ptl held, or
     (None, 0).  Context: the rmap lock keeps the page tables alive."""
-    from .pgtable import pte_index, pte_offset
-    from .swapops import MigrationEntry
     pt = pte_offset(vma.vm_mm, address)
     if pt is None:
         return None, 0
@@ -548,10 +548,6 @@ TTU_MUNLOCK = 0x100      # the pre-5.18 munlock walk (try_to_munlock)
 def try_to_migrate_one(folio, vma, address, flags):
     """Replace the PTE mapping ``folio`` with a migration entry (the rss
     counters keep counting it: the page is only in transit)."""
-    from .page_alloc import folio_put
-    from .pgtable import _PAGE_DIRTY, _PAGE_RW
-    from .swapops import MigrationEntry
-    from .atomic import set_bits
     if folio.flags & PG_hugetlb:         # the folio_test_hugetlb branch
         from .hugetlb import hugetlb_try_to_unmap_one
         return hugetlb_try_to_unmap_one(folio, vma, address, flags, True)
@@ -597,7 +593,6 @@ def try_to_unmap_one(folio, vma, address, flags):
 
     Returns False to stop the walk.  Context: folio locked (and isolated);
     the rmap lock held by the walk."""
-    from .page_alloc import folio_put
     if folio.flags & PG_hugetlb:         # the folio_test_hugetlb branch (memory failure)
         from .hugetlb import hugetlb_try_to_unmap_one
         return hugetlb_try_to_unmap_one(folio, vma, address, flags, False)
@@ -615,7 +610,6 @@ def try_to_unmap_one(folio, vma, address, flags):
                 _rmap_mlock(k, folio, flags)
                 pt.ptl.unlock()
                 return bool(flags & TTU_MUNLOCK)
-            from .mmap_lock import mmap_read_trylock, mmap_read_unlock
             pt.ptl.unlock()
             point("try_to_unmap_one:out_mlock")
             # We cannot wait for mmap_lock: we hold the rmap lock.  If the
@@ -632,15 +626,11 @@ def try_to_unmap_one(folio, vma, address, flags):
             pt.ptl.unlock()
             return True
     from .memory import mm_counter
-    from .mm_types import MM_ANONPAGES, MM_SWAPENTS
-    from .pgtable import _PAGE_DIRTY
-    from .atomic import set_bits
     if folio.flags & PG_anon:
         entry = folio.swap
         if entry is None:          # reclaim puts an anon folio in the swap cache first
             pt.ptl.unlock()
             return False
-        from .swap_state import swap_duplicate
         swap_duplicate(entry)
         pt.ptes[i] = entry         # still a non-none entry: pt.nr unchanged
         vma.vm_mm.rss_stat[MM_ANONPAGES].add(-1)
@@ -664,7 +654,6 @@ def _rmap_mlock(kernel, folio, flags):
     (__mlock_folio: "nothing more we can do while it's off LRU"): only
     PG_mlocked is set (mlock_vma_page).  The munlock walk recounts: exit's
     munlock zeroed mlock_count, and each VM_LOCKED mapping it finds adds one."""
-    from .mlock import mlock_folio, mlock_vma_page
     if flags & TTU_MUNLOCK:
         mlock_folio(kernel, folio)
     else:
@@ -690,8 +679,6 @@ def try_to_munlock(folio):
 
 def remove_migration_pte(folio, vma, address, src):
     """Map the new ``folio`` where a migration entry for ``src`` sits."""
-    from .page_alloc import folio_get
-    from .pgtable import _PAGE_DIRTY, _PAGE_RW
     if folio.flags & PG_hugetlb:
         from .hugetlb import hugetlb_remove_migration_pte
         return hugetlb_remove_migration_pte(folio, vma, address, src)

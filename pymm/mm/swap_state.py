@@ -31,6 +31,8 @@ from .atomic import atomic_add_return, clear_bits, set_bits
 from .filemap import FOLIO_LOCK_ANON, __folio_set_locked, folio_lock, folio_trylock, folio_unlock
 from .mm_types import MM_ANONPAGES, MM_SWAPENTS, PG_anon, PG_dirty, PG_uptodate, VM_WRITE
 from .page_alloc import folio_put
+from .pgtable import _PAGE_DIRTY, _PAGE_RW
+from .swap import folio_add_lru
 from .swapops import SwpEntry
 
 SWAP_HAS_CACHE = 0x40        # include/linux/swap.h: a folio for the entry is in the swap cache
@@ -357,9 +359,7 @@ def do_swap_page(vmf, entry):
     swap cache); otherwise read-only, and a write COWs later as usual.
     Context: mmap_lock held (read); takes the folio lock, then the ptl."""
     from .memory import VM_FAULT_OOM, FAULT_FLAG_WRITE
-    from .pgtable import _PAGE_DIRTY, _PAGE_RW
     from .rmap import folio_add_anon_rmap_pte, folio_add_new_anon_rmap
-    from .swap import folio_add_lru
     vma, pt, i, k = vmf.vma, vmf.pt, vmf.idx, vmf.kernel
     si = entry.si
     folio = swap_cache_get_folio(si, entry)

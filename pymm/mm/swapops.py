@@ -10,6 +10,8 @@ implements, so memory.c's fault, zap and fork paths stay one code path:
 """
 from ..sched import point
 from .atomic import atomic_add_return
+from .filemap import folio_wait_locked
+from .page_alloc import folio_put
 
 
 class SwpEntry:
@@ -70,8 +72,6 @@ def is_migration_entry(e):
 def migration_entry_wait(mm, pt, i):
     """Wait until the migration that installed the entry at ``pt[i]`` finishes
     (it holds the folio lock throughout).  Context: mmap_lock held for read."""
-    from .filemap import folio_wait_locked
-    from .page_alloc import folio_put
     pt.ptl.lock()
     e = pt.ptes[i]
     if type(e) is not MigrationEntry:

@@ -16,6 +16,7 @@ import threading
 
 from ..debug.report import report
 from ..errors import BusError, SegmentationFault
+from .hugetlb import hugetlb_user_copy
 from .memory import (FAULT_FLAG_ALLOW_RETRY, FAULT_FLAG_KILLABLE, FAULT_FLAG_TRIED,
                      FAULT_FLAG_USER, FAULT_FLAG_WRITE, VM_FAULT_OOM, VM_FAULT_RETRY,
                      VM_FAULT_SIGBUS, VM_FAULT_SIGSEGV, handle_mm_fault)
@@ -48,7 +49,6 @@ def user_access(task, addr, length, write, data):
             off = pos - addr
             shadow = mm.user_shadow if vma.vm_file is None and not vma.vm_flags & VM_SHARED else None
             if vma.vm_flags & VM_HUGETLB:
-                from .hugetlb import hugetlb_user_copy
                 done, bad = hugetlb_user_copy(vma, pos, n, write, data, off, out), None
             else:
                 done, bad = _copy_pte(mm, pos, n, write, data, off, out, shadow)

@@ -33,6 +33,7 @@ from .gfp import __fs_reclaim_acquire as raw_fs_reclaim_acquire   # (no mangling
 from .gfp import __fs_reclaim_release as raw_fs_reclaim_release
 from .gfp import (fs_reclaim_acquire, fs_reclaim_release, memalloc_noreclaim_restore,
                   memalloc_noreclaim_save)
+from .migrate import folio_putback_lru
 from .mm_types import PG_anon, PG_dirty, PG_isolated, PG_mlocked
 from .page_alloc import folio_put
 from .rmap import try_to_unmap
@@ -83,7 +84,6 @@ def isolate_lru_folios(lruvec, lru, nr_to_scan, dst):
 def move_folios_to_lru(kernel, folios):
     """Put back what could not be reclaimed (mlocked ones go to the
     unevictable list) and drop the isolation references."""
-    from .migrate import folio_putback_lru
     for folio in folios:
         folio_putback_lru(kernel, folio)
 

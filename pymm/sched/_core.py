@@ -55,6 +55,7 @@ from _thread import allocate_lock, get_ident
 
 from ..errors import LockdepError, PymmError
 from ..locking import events as _ev
+from ..locking._rw import RwBase
 from .trace import Failure
 
 
@@ -602,7 +603,6 @@ class _Run:
 
     def _release_held(self, me):
         """Release, in ``me``'s own context, every pymm lock it still holds."""
-        from ..locking._rw import RwBase
         tid = me.tid
         for lk in list(self.locks):
             try:
