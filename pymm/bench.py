@@ -3,20 +3,28 @@ optionally written to JSON.  Ratios are computed within one run (the machine
 is shared and noisy); absolute figures vary between runs."""
 import json
 import platform
+import re
 import sys
 import time
 
 from . import benchmarks
 
 
+_NUMBER = re.compile(r"[-+]?[\d,]*\.?\d+( [a-z/%]+)?")
+
+
 def format_table(rows):
+    """Rows (dicts with the same keys) as a text table: text columns
+    left-aligned, columns of numbers (with an optional unit) right-aligned."""
     if not rows:
         return "  (no rows)"
     cols = list(rows[0])
     cells = [[_fmt(r.get(c)) for c in cols] for r in rows]
     widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(cols)]
-    line = lambda vals: "  " + "  ".join(v.rjust(w) if i else v.ljust(w)
-                                         for i, (v, w) in enumerate(zip(vals, widths)))
+    numeric = [all(_NUMBER.fullmatch(row[i]) for row in cells if row[i] not in ("", "-"))
+               and any(row[i] not in ("", "-") for row in cells) for i in range(len(cols))]
+    line = lambda vals: ("  " + "  ".join(v.rjust(w) if num else v.ljust(w)
+                                          for v, w, num in zip(vals, widths, numeric))).rstrip()
     return "\n".join([line(cols), line(["-" * w for w in widths])] + [line(r) for r in cells])
 
 

@@ -33,7 +33,7 @@ import statistics
 import threading
 import time
 
-from . import constants as C
+from . import constants as C, interrupt
 from .kernel import Kernel
 from .sched import vtime
 from .sched.cost_model import CostModel
@@ -208,10 +208,12 @@ def _wall(cls, variant, seed, duration_ns):
            for i, (n, fn) in enumerate(roles)]
     t0 = time.perf_counter_ns()
     with free_mode(seed):
-        for t in ths:
-            t.start()
-        stop.wait(duration_ns / 1e9)
-        stop.set()
+        try:
+            for t in ths:
+                t.start()
+            stop.wait(duration_ns / 1e9)
+        finally:                  # also on Ctrl-C: the workers stop at their next step
+            stop.set()
         for t in ths:
             t.join(10)
     elapsed = time.perf_counter_ns() - t0
@@ -328,14 +330,22 @@ def run_experiment(cls, variants=None, *, cpus=None, seeds=1, seed=0, duration_m
            "variants": {}}
     samples = {}
     traces = []
-    for v in variants:
+    def measure(v):
         per_seed = []
         for s in range(seed, seed + seeds):
             if clock == "virtual":
-                r = _virtual(cls, v, s, cpus, dur, model, trace and s == seed)
+                per_seed.append(_virtual(cls, v, s, cpus, dur, model, trace and s == seed))
             else:
-                r = _wall(cls, v, s, dur)
-            per_seed.append(r)
+                per_seed.append(_wall(cls, v, s, dur))
+        return per_seed
+
+    # Ctrl-C ends the experiment with the designs measured so far ("interrupted": true)
+    done = interrupt.run_plan(variants, measure)
+    out["interrupted"] = done.interrupted
+    out["planned"] = len(variants)
+    variants = variants[:len(done.results)]
+    for v, per_seed in zip(variants, done.results):
+        for s, r in zip(range(seed, seed + seeds), per_seed):
             if r["trace"]:
                 traces.append((v, s, r["roles"], r["trace"]))
         if out["cpus"] is None and clock == "virtual":

@@ -214,11 +214,24 @@ def parse_replay_token(token):
     return scenario, variant, seed, threads, decode_schedule(sched)
 
 
+def finding_text(f):
+    """A controlled failure's report with one way to reproduce it: the
+    finding's ``replay`` (``pymm replay TOKEN``), not the scheduler's own
+    ``pymm.sched.replay(...)`` list and ``token:`` line, which are dropped
+    here (the "found with strategy=... seed=..." line stays)."""
+    hint = f.replay_hint()
+    text = f.message
+    if text.endswith(hint):
+        found = hint.splitlines()[0]
+        text = text[:-len(hint)] + found
+    return text
+
+
 def _failure_finding(f, token):
     title = f.detail.splitlines()[0] if f.detail else f.kind
     if f.report is not None:
         title = f.report.title
-    return {"kind": _finding_kind(f), "title": title, "text": f.message,
+    return {"kind": _finding_kind(f), "title": title, "text": finding_text(f),
             "replay": f"pymm replay {token}"}
 
 
@@ -348,9 +361,13 @@ def _free_round(scn, r, variant, seed, rnd, threads_per_role, deadline, stop_whe
 
     ths = [threading.Thread(target=body, args=(i, fn), name=f"{scn.name}-{n}-{i}", daemon=True)
            for i, (n, fn) in enumerate(roles)]
-    for t in ths:
-        t.start()
-    stuck = _join_or_hang(ths, deadline, stop, hung_task)
+    try:
+        for t in ths:
+            t.start()
+        stuck = _join_or_hang(ths, deadline, stop, hung_task)
+    except BaseException:        # Ctrl-C: the workers stop at their next step, the run is dropped
+        stop.set()
+        raise
     r.ops += sum(ops)
     for role, e, tb in errors:
         _add_free(r, {"kind": "assertion", "title": f"unexpected {type(e).__name__} in {role}: {e}",
