@@ -63,7 +63,11 @@ def cases(tmp_path, write=True):
         "lockdep-graph -o in a missing directory": (
             ["lockdep-graph", "--scenario", "populate", "--seconds", "0.05", "-o", missing_dir / "g.dot"],
             str(missing_dir)),
-        "no command": ([], "pymm: error:"),
+        "lockdep-graph --variant without =": (["lockdep-graph", "--variant", "populate"], "'populate'"),
+        "lockdep-graph --variant unknown key": (["lockdep-graph", "--variant", "nope=x"], "'nope'"),
+        "lockdep-graph --variant unknown value": (["lockdep-graph", "--variant", "populate=nope"], "'nope'"),
+        "list --json in a missing directory": (["list", "--json", missing_dir / "l.json"], str(missing_dir)),
+        "-v before an unknown option": (["stress", "-v", "--bogus"], "--bogus"),
         "unknown command": (["frobnicate"], "'frobnicate'"),
     }
 

@@ -53,7 +53,8 @@ def test_populate_exits_zero_and_json_says_ok(populate_run):
 
 def test_json_has_exactly_the_pinned_keys(populate_run):
     _, doc, _ = populate_run
-    assert set(doc) == {"version", "ok", "runs"} and doc["version"] == 1
+    assert set(doc) == {"version", "ok", "interrupted", "runs"} and doc["version"] == 1
+    assert doc["interrupted"] is False
     plan = {(r["scenario"], r["variant"], r["mode"]) for r in doc["runs"]}
     assert plan == {("populate", v, m) for v in PopulateScenario.variants()
                     for m in ("controlled", "free")}
