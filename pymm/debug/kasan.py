@@ -15,6 +15,7 @@ import threading
 
 from ..context import current
 from . import stackdepot
+from ..stacktrace import format_site
 from .report import current_kernel, report
 
 _freed_classes = {}
@@ -28,8 +29,30 @@ class KasanObject:
     KASAN_CACHE = "object"
 
     def kasan_alloc(self, skip=2):
-        self._kasan_alloc = stackdepot.save(skip)
+        self._kasan_alloc = _track(skip)
         self._kasan_free = 0
+
+
+# A saved track (the kernel's ``struct kasan_track``): the stack depot handle
+# and the pid of the task that allocated or freed, in one int (no object per
+# allocation).
+_PID_SHIFT = 32
+
+
+def _track(skip):
+    """``skip`` as for ``stackdepot.save`` called in our caller."""
+    return stackdepot.save(skip + 1) | (_current_pid() << _PID_SHIFT)
+
+
+def _track_text(track, what):
+    """``Allocated by task N:`` / ``Freed by task N:`` and the stack."""
+    handle, pid = track & ((1 << _PID_SHIFT) - 1), track >> _PID_SHIFT
+    return [f"{what} by task {pid}:", stackdepot.format(handle, " ")]
+
+
+def _current_pid():
+    t = current()
+    return t.pid if t is not None else 0
 
 
 def kasan_poison(obj, skip=2):
@@ -38,7 +61,7 @@ def kasan_poison(obj, skip=2):
     if cls in _freed_classes.values():
         _report_double_free(obj, cls)
         return
-    obj._kasan_free = stackdepot.save(skip)
+    obj._kasan_free = _track(skip)
     obj.__class__ = _freed_class(cls)
 
 
@@ -68,7 +91,14 @@ def _freed_class(cls):
     return fc
 
 
+# Python objects have fields, not bytes: every access is reported as one of
+# pointer size (8), and the field's name is printed after the object's cache.
+ACCESS_SIZE = 8
+
+
 def _report(obj, field, rw, frame):
+    """``kasan_report()``: the kernel's layout, so that its parsers title it
+    ``KASAN: use-after-free Read in FUNC``."""
     func = frame.f_code.co_name
     base = type(obj).__mro__[1]
     get = object.__getattribute__
@@ -77,36 +107,41 @@ def _report(obj, field, rw, frame):
     addr, task = _where(obj)
     text = "\n".join([
         "=" * 66,
-        title,
-        f"{rw} of field '{field}' of {cache} object at {addr:#x} by task {task}",
+        f"BUG: KASAN: use-after-free in {format_site(frame.f_code, frame.f_lineno)}",
+        f"{rw} of size {ACCESS_SIZE} at addr {addr:016x} by task {task}",
         "",
         "Call Trace:",
-        stackdepot.format(stackdepot.save(2), "  "),
+        stackdepot.format(stackdepot.save(2), " "),
         "",
-        "Allocated by:",
-        stackdepot.format(get(obj, "_kasan_alloc"), "  "),
+        *_track_text(get(obj, "_kasan_alloc"), "Allocated"),
         "",
-        "Freed by:",
-        stackdepot.format(get(obj, "_kasan_free"), "  "),
+        *_track_text(get(obj, "_kasan_free"), "Freed"),
         "",
-        f"The buggy address belongs to the object at {addr:#x}",
+        f"The buggy address belongs to the object at {addr:016x}",
         f" which belongs to the cache {cache}",
+        f"The buggy address is field '{field}' of the object (pymm: Python objects have fields)",
         "=" * 66,
     ])
-    report("use-after-free", title, text, data={"function": func, "cache": cache, "field": field})
+    report("use-after-free", title, text, data={"function": func, "cache": cache, "field": field,
+                                                "access": rw})
 
 
 def _report_double_free(obj, cls):
+    """The kernel's ``double-free`` report (mm/kasan/report.c)."""
     base = cls.__mro__[1]
-    func = sys._getframe(2).f_code.co_name
+    f = sys._getframe(2)
+    func = f.f_code.co_name
     addr, task = _where(obj)
     title = f"BUG: KASAN: double-free in {func}"
     get = object.__getattribute__
     text = "\n".join([
-        "=" * 66, title,
-        f"Free of {getattr(base, 'KASAN_CACHE', base.__name__)} object at {addr:#x} by task {task}",
-        "", "Call Trace:", stackdepot.format(stackdepot.save(3), "  "),
-        "", "Freed by:", stackdepot.format(get(obj, "_kasan_free"), "  "), "=" * 66])
+        "=" * 66, f"BUG: KASAN: double-free in {format_site(f.f_code, f.f_lineno)}",
+        f"Free of addr {addr:016x} by task {task}",
+        "", "Call Trace:", stackdepot.format(stackdepot.save(3), " "),
+        "", *_track_text(get(obj, "_kasan_alloc"), "Allocated"),
+        "", *_track_text(get(obj, "_kasan_free"), "Freed"),
+        "", f"The buggy address belongs to the object at {addr:016x}",
+        f" which belongs to the cache {getattr(base, 'KASAN_CACHE', base.__name__)}", "=" * 66])
     report("use-after-free", title, text)
 
 

@@ -51,6 +51,7 @@ def current_kernel():
 def report(kind, title, text, kernel=None, data=None):
     """Record a finding.  Context: any; never takes a pymm lock (it may be
     called with any lock held, from inside a poisoned-object access)."""
+    text = _with_headline(title, text)
     f = Finding(kind, title, text, data)
     k = kernel or current_kernel()
     new = k.add_finding(f) if k is not None else True
@@ -58,6 +59,17 @@ def report(kind, title, text, kernel=None, data=None):
         logger.opt(lazy=True).warning("{}", lambda: text)
         _to_scheduler(f)
     return f
+
+
+def _with_headline(title, text):
+    """Every report reads like a kernel splat: it names its headline (the
+    line the kernel's report parsers key on) and carries a Call Trace.  A
+    detector that passed only a message gets both added here."""
+    if title in text:
+        return text
+    from . import stackdepot
+    return (f"{title}\n{text}\nCall Trace:\n"
+            + stackdepot.format(stackdepot.save(4), " "))
 
 
 def _to_scheduler(f):

@@ -4,6 +4,8 @@ rendered only when a report prints it."""
 import sys
 import threading
 
+from ..stacktrace import format_frame
+
 _depot = {}          # key (tuple of (code, lineno)) -> handle
 _stacks = [()]       # handle -> key; handle 0 is "no stack"
 _lock = threading.Lock()   # the depot's own lock (like the kernel's pool lock), never a pymm lock
@@ -30,8 +32,8 @@ def save(skip=1, limit=16):
 
 
 def frames(handle):
-    """The saved stack as ["file:line function", ...], innermost first, without
-    the detectors' own frames."""
+    """The saved stack as ["func+0x0/0x0 path:line", ...] (pymm.stacktrace),
+    innermost first, without the detectors' own frames."""
     out = []
     for code, line in _stacks[handle]:
         fn = code.co_filename
@@ -39,7 +41,7 @@ def frames(handle):
             break       # the scheduler and its caller are not the program's frames
         if any(s in fn for s in _SKIP):
             continue
-        out.append(f"{_short(fn)}:{line} {code.co_name}")
+        out.append(format_frame(code, line))
     return out
 
 
@@ -50,13 +52,3 @@ def current(skip=1, limit=16):
 def format(handle, indent=" "):
     fr = frames(handle)
     return "\n".join(indent + f for f in fr) if fr else indent + "(no stack saved)"
-
-
-def _short(path):
-    i = path.rfind("/pymm/")
-    if i >= 0:
-        return path[i + 1:]
-    i = path.rfind("/tests/")
-    if i < 0:
-        i = path.rfind("/stress/")
-    return path[i + 1:] if i >= 0 else path

@@ -190,7 +190,7 @@ def _lock_line(lock, read):
 def _hung_report(tid, lock, read, waited, threshold, frames, all_held):
     """``check_hung_task()`` + ``sched_show_task()`` + ``debug_show_all_locks()``."""
     name = thread_name(tid)
-    secs = f"{threshold:g}"
+    secs = int(threshold)      # whole seconds, as the kernel prints (and its parsers expect)
     title = f"INFO: task {name}:{tid} blocked for more than {secs} seconds."
     stack = _stack_of(tid, frames)
     holders = _holders_desc(lock)

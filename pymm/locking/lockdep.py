@@ -64,8 +64,9 @@ from loguru import logger
 from ..errors import LockdepError, LockUsageError
 from . import events as _ev
 from ._base import MAX_LOCKDEP_SUBCLASSES, all_class_keys
+from ..stacktrace import stack_site
 from .lockdep_report import (_LOCKING_DIR, HeldLock, Report, capture_stack, caller_site,
-                             format_held, format_stack, lock_addr, lock_desc, reset_labels,
+                             dump_stack, format_held, format_stack, lock_addr, lock_desc, reset_labels,
                              thread_label, thread_name)
 
 __all__ = ["enable", "disable", "is_enabled", "reset", "reports", "configure",
@@ -418,7 +419,7 @@ def _step(parent, tok, stack):
     chain = parent.get(tok)
     if chain is None:
         chain = _Chain()
-        chain.site = stack[0] if stack else ""
+        chain.site = stack_site(stack) or ""
         parent[tok] = chain
     return chain
 
@@ -699,7 +700,7 @@ def _build_circular(st, stack, below, prev, e, path):
     title = "WARNING: possible circular locking dependency detected"
     label = _label(st)
     nc, pc = e[H_CLASS], prev[H_CLASS]
-    new_site = stack[0] if stack else None
+    new_site = stack_site(stack)
     body = [f"{label} is trying to acquire lock:",
             lock_desc(e[H_LOCK], nc.name, e[H_READ], new_site), "",
             "but task is already holding lock:", _desc(prev), "",
@@ -725,7 +726,7 @@ def _build_circular(st, stack, below, prev, e, path):
              f"                               lock({pc.name});",
              f"  {_lk(e)}", "", " *** DEADLOCK ***", ""]
     body += _held_lines(st, below)
-    body += ["", "stack backtrace:"] + format_stack(stack)
+    body += ["", "stack backtrace:"] + dump_stack(stack)
     cycle = [pc.name] + [cls.name for cls, _ in path]     # prev -> next -> ... -> (prev)
     cycle = cycle[:-1]
     r = cycle.index(min(cycle))
@@ -745,7 +746,7 @@ def _build_recursive(st, stack, below, prev, e):
     """``print_deadlock_bug()``."""
     title = "WARNING: possible recursive locking detected"
     c = e[H_CLASS]
-    new_site = stack[0] if stack else None
+    new_site = stack_site(stack)
     body = [f"{_label(st)} is trying to acquire lock:",
             lock_desc(e[H_LOCK], c.name, e[H_READ], new_site), "",
             "but task is already holding lock:", _desc(prev)]
@@ -757,7 +758,7 @@ def _build_recursive(st, stack, below, prev, e):
              f"  {_lk(prev)}", f"  {_lk(e)}", "", " *** DEADLOCK ***", "",
              " May be due to missing lock nesting notation", ""]
     body += _held_lines(st, below)
-    body += ["", "stack backtrace:"] + format_stack(stack)
+    body += ["", "stack backtrace:"] + dump_stack(stack)
     data = {"thread": _thread(st), "classes": [c.name],
             "lock": _entry_data(e, new_site),
             "held_lock": _entry_data(prev), "held": [_entry_data(h) for h in below],
@@ -769,19 +770,20 @@ def _build_invalid_context(st, stack, below, e, atomic):
     """``__might_resched()``: a sleeping lock taken in atomic context."""
     title = "BUG: sleeping function called from invalid context"
     c = e[H_CLASS]
-    site = stack[0] if stack else None
-    body = [f"at {site or '?'}",
-            f"in_atomic(): 1, irqs_disabled(): 0, non_block: 0, pid: {st.tid}, name: {_name(st)}",
+    site = stack_site(stack)
+    where = site.split(" ", 1)[-1] if site else "?"     # the kernel prints file:line here
+    body = [f"in_atomic(): 1, irqs_disabled(): 0, non_block: 0, pid: {st.tid}, name: {_name(st)}",
             f"{_label(st)} is trying to acquire a sleeping lock:",
             lock_desc(e[H_LOCK], c.name, e[H_READ], site),
             "while holding non-sleeping lock" + ("s" if len(atomic) > 1 else "") + ": "
             + ", ".join(h[H_CLASS].name for h in atomic), ""]
     body += _held_lines(st, below)
-    body += ["", "stack backtrace:"] + format_stack(stack)
+    body += ["", "stack backtrace:"] + dump_stack(stack)
     data = {"thread": _thread(st), "classes": [c.name] + [h[H_CLASS].name for h in atomic],
             "lock": _entry_data(e), "held": [_entry_data(h) for h in below], "stack": stack}
     sig = ("invalid-context", c.name, tuple(h[H_CLASS].name for h in atomic), site)
-    return Report("invalid-context", title, body, data, sig, framed=False)
+    return Report("invalid-context", title, body, data, sig, framed=False,
+                  headline=f"{title} at {where}")
 
 
 def _build_nest_not_held(st, stack, below, e):
@@ -790,14 +792,14 @@ def _build_nest_not_held(st, stack, below, e):
     nest = e[H_NEST]
     label = f"lockdep_assert_held({nest.key.name})"
     title = f"WARNING: {label} failed"
-    site = stack[0] if stack else None
+    site = stack_site(stack)
     body = ["WARNING: Nested lock was not taken",
             f"{_label(st)} is trying to lock:",
             lock_desc(e[H_LOCK], e[H_CLASS].name, e[H_READ], site), "",
             "but this task is not holding:", f"{id(nest):#x} ({nest.key.name}){{{nest.KIND}}}",
             "", "other info that might help us debug this:"]
     body += _held_lines(st, below)
-    body += ["", "stack backtrace:"] + format_stack(stack)
+    body += ["", "stack backtrace:"] + dump_stack(stack)
     data = {"thread": _thread(st), "classes": [e[H_CLASS].name, nest.key.name],
             "assertion": "nest_lock", "lock": _entry_data(e),
             "held": [_entry_data(h) for h in below], "stack": stack}
@@ -808,7 +810,7 @@ def _build_nest_not_held(st, stack, below, e):
 def _report_bad_unlock(st, lock, read, downgrade, may_raise=True):
     """``print_unlock_imbalance_bug()`` (or the downgrade-of-a-read-lock WARN)."""
     stack = capture_stack()
-    site = stack[0] if stack else "?"
+    site = stack_site(stack) or "?"
     name = lock.key.name
     held = list(st.held)
     if downgrade and any(h[H_LOCK] is lock and h[H_READ] for h in held):
@@ -818,10 +820,11 @@ def _report_bad_unlock(st, lock, read, downgrade, may_raise=True):
     else:
         kind, title = "bad-unlock", "WARNING: bad unlock balance detected!"
         what = "downgrade" if downgrade else "release"
+        # print_ip_sym(): "[<ip>] func+off/size"; Python has no ip, pymm prints zero
         body = [f"{_label(st)} is trying to {what} lock ({name}) at:",
-                site, "but there are no more locks to release!"]
+                f"[<0000000000000000>] {site}", "but there are no more locks to release!"]
     body += ["", "other info that might help us debug this:"] + _held_lines(st, held)
-    body += ["", "stack backtrace:"] + format_stack(stack)
+    body += ["", "stack backtrace:"] + dump_stack(stack)
     data = {"thread": _thread(st), "classes": [name], "lock": lock_addr(lock),
             "read": read, "held": [_entry_data(h) for h in held], "stack": stack}
     return record_report(Report(kind, title, body, data, (kind, name, site)), may_raise)
@@ -965,13 +968,13 @@ def _assert(lock, ok, what, why, name):
     st = _state()
     held = list(st.held)
     stack = capture_stack()
-    site = stack[0] if stack else "?"
+    site = stack_site(stack) or "?"
     label = f"{name or what}({lock.key.name})"
     title = f"WARNING: {label} failed"
     body = [f"{_label(st)} at {site}:",
             f"{lock_addr(lock)} ({lock.key.name}){{{lock.KIND}}} {why}", ""]
     body += _held_lines(st, held)
-    body += ["", "stack backtrace:"] + format_stack(stack)
+    body += ["", "stack backtrace:"] + dump_stack(stack)
     data = {"thread": _thread(st), "classes": [lock.key.name], "assertion": name or what,
             "lock": lock_addr(lock), "held": [_entry_data(h) for h in held], "stack": stack}
     return record_report(Report("assertion", title, body, data,

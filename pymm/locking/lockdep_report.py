@@ -5,9 +5,11 @@ hung-task watchdog) describes a problem the same way: a ``Report`` with a
 ``kind``, the kernel's headline as ``title``, the full splat as ``text``, a
 JSON-serialisable ``data`` dict and a ``signature`` used to report each
 distinct problem once.  The texts follow kernel/locking/lockdep.c's
-``print_*`` functions line for line, with Python stacks ("file:line
-function", innermost first, like ``dump_stack()``) where the kernel prints
-kernel stacks.
+``print_*`` functions line for line, with Python stacks in the kernel's
+frame format (``func+0x0/0x0 path:line``, innermost first, from
+pymm.stacktrace) where the kernel prints kernel stacks, so that the
+kernel's report parsers (syzkaller's pkg/report) title them as they title
+the kernel's.
 
 Nothing here takes a lock or touches the validator's state: the builders get
 plain values (held entries are ``HeldLock`` snapshots) so they can run
@@ -17,24 +19,14 @@ import os
 import sys
 import threading
 
+from ..stacktrace import format_frame, site_of
+
 __all__ = ["Report", "HeldLock", "capture_stack", "caller_site", "lock_desc",
            "format_held", "thread_label", "thread_name", "lock_addr", "reset_labels"]
 
 _LOCKING_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
 _SCHED_DIR = os.path.join(os.path.dirname(os.path.dirname(_LOCKING_DIR)), "sched") + os.sep
 _STACK_LIMIT = 24
-_short_names = {}
-
-
-def _short(filename):
-    """A path relative to the working directory when it is inside it
-    (``pymm/mm/gup.py``), else as Python reports it; cached per file."""
-    s = _short_names.get(filename)
-    if s is None:
-        cwd = os.getcwd() + os.sep
-        s = filename[len(cwd):] if filename.startswith(cwd) else filename
-        _short_names[filename] = s
-    return s
 
 
 def _outside_locking(f):
@@ -46,28 +38,30 @@ def _outside_locking(f):
 
 def capture_stack(limit=_STACK_LIMIT, frame=None):
     """The calling thread's Python stack (or the one from ``frame`` up:
-    another thread's, from ``sys._current_frames()``) as "file:line
-    function" strings, innermost first, without the frames of pymm/locking
-    itself (the lock methods, the event dispatch and the validator), like
-    the kernel's ``save_trace()`` skipping lockdep's own frames."""
+    another thread's, from ``sys._current_frames()``) as frames in the
+    kernel's form (``func+0x0/0x0 path:line``, see pymm.stacktrace),
+    innermost first, without the frames of pymm/locking itself (the lock
+    methods, the event dispatch and the validator), like the kernel's
+    ``save_trace()`` skipping lockdep's own frames."""
     f = _outside_locking(sys._getframe(1) if frame is None else frame)
     out = []
     while f is not None and len(out) < limit:
         co = f.f_code
         if co.co_filename.startswith(_SCHED_DIR):
             break       # the controlled scheduler's frames and whatever called it: not the program's
-        out.append(f"{_short(co.co_filename)}:{f.f_lineno} {co.co_name}")
+        out.append(format_frame(co, f.f_lineno))
         f = f.f_back
     return out
 
 
 def caller_site():
-    """The innermost frame outside pymm/locking, as "file:line function"."""
+    """Where the lock operation was called from, as the kernel's ``%pS`` of
+    ``_RET_IP_`` prints it: the innermost frame outside pymm/locking that is
+    not a kernel inline wrapper (``exit_mmap+0x0/0x0 pymm/mm/mmap.py:308``)."""
     f = _outside_locking(sys._getframe(1))
     if f is None:
         return "?"
-    co = f.f_code
-    return f"{_short(co.co_filename)}:{f.f_lineno} {co.co_name}"
+    return site_of(f)
 
 
 def thread_name(tid, default=None):
@@ -109,7 +103,7 @@ class HeldLock:
     ``read`` is the lockdep read kind (0 exclusive, 1 shared, 2 shared
     recursive), ``name`` the printed class name ("name" or "name/subclass"),
     ``site`` where the chain ending in this lock was first validated
-    ("file:line function"; None when stacks are off)."""
+    ("func+0x0/0x0 path:line"; None when stacks are off)."""
 
     __slots__ = ("lock", "read", "trylock", "subclass", "name", "site", "nest_lock")
 
@@ -162,6 +156,11 @@ def format_held(name, tid, held):
     return lines
 
 
+def dump_stack(stack):
+    """What ``dump_stack()`` prints after "stack backtrace:": the Call Trace."""
+    return ["Call Trace:"] + format_stack(stack)
+
+
 def format_stack(stack, indent=" "):
     if stack is None:
         return [f"{indent}<stack not recorded: lockdep.configure(stacks=False)>"]
@@ -181,13 +180,14 @@ class Report:
 
     __slots__ = ("kind", "title", "text", "data", "signature")
 
-    def __init__(self, kind, title, body, data, signature, framed=True):
+    def __init__(self, kind, title, body, data, signature, framed=True, headline=None):
         self.kind = kind
         self.title = title
+        headline = headline or title    # the text's first line, when it says more than the title
         if framed:     # WARNING splats are framed by ==== and ---- of the title's width
-            head = ["=" * len(title), title, "-" * len(title)]
+            head = ["=" * len(headline), headline, "-" * len(headline)]
         else:          # BUG:/INFO: lines are printed bare, as the kernel does
-            head = [title]
+            head = [headline]
         self.text = "\n".join(head + list(body)) + "\n"
         self.data = dict(data, kind=kind, title=title)
         self.signature = signature

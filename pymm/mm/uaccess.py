@@ -14,6 +14,7 @@ check assumes one writer at a time per byte, as the workloads arrange.)
 import errno
 import threading
 
+from ..debug import stackdepot
 from ..debug.report import report
 from ..errors import BusError, SegmentationFault
 from .hugetlb import hugetlb_user_copy
@@ -122,9 +123,10 @@ def _report_corruption(task, pos, i, want, got):
     t = threading.current_thread()
     bad = pos + i
     title = f"data corruption at {bad:#x}"
+    # pymm's own check (the kernel has no such report), printed as a BUG: splat
     report("data-corruption", title,
-           f"{title}: expected {want[i:i + 16].hex()}, found {got[i:i + 16].hex()}\n"
+           f"BUG: {title}\nexpected {want[i:i + 16].hex()}, found {got[i:i + 16].hex()}\n"
            f"process {task.comm}[{task.pid}], thread {t.name}: the page's contents changed "
            f"behind the process's back (a lost COW, a lost migration copy, or a page freed "
-           f"and reused while mapped).",
+           f"and reused while mapped).\nCall Trace:\n" + stackdepot.format(stackdepot.save(2), " "),
            data={"addr": bad})

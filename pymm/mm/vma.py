@@ -13,6 +13,7 @@ an RCU read section -- and reports "WARNING: suspicious RCU usage"
 otherwise, as the maple tree's rcu_dereference_check does.  Modifications
 require mmap_lock for write.
 """
+import sys
 from bisect import bisect_right
 
 from ..context import current
@@ -22,6 +23,7 @@ from ..debug.report import report
 from ..locking import lockdep
 from ..rcu import rcu_read_lock_held
 from ..sched import charge
+from ..stacktrace import src_path
 from .gfp import GFP_KERNEL, might_alloc
 from .mm_types import VmAreaStruct
 from .mmap_lock import mmap_assert_write_locked, mmap_lock_is_held
@@ -263,11 +265,13 @@ def _suspicious_rcu_usage(mm):
     import threading
     t = threading.current_thread()
     held = lockdep.held_locks()
+    f = sys._getframe(2)         # the lookup that walked the tree unprotected
     lines = [
         "=============================",
         "WARNING: suspicious RCU usage",
         "-----------------------------",
-        "lib/maple_tree.c: suspicious rcu_dereference_check() usage!",
+        # lockdep_rcu_suspicious() prints "file:line message"; pymm's tree is the maple tree
+        f"{src_path(f.f_code.co_filename)}:{f.f_lineno} suspicious rcu_dereference_check() usage!",
         "",
         "other info that might help us debug this:",
         "",
@@ -277,7 +281,7 @@ def _suspicious_rcu_usage(mm):
     lines += [f" #{i}: {h.name}" for i, h in enumerate(held)]
     lines += ["", f"VMA tree of {mm!r} walked with neither mmap_lock nor rcu_read_lock held.",
               "Likely cause: a lookup moved after mmap_read_unlock()/mmap_write_unlock().",
-              "", "stack backtrace:", stackdepot.format(stackdepot.save(3), "  ")]
+              "", "stack backtrace:", "Call Trace:", stackdepot.format(stackdepot.save(3), " ")]
     report("rcu", "WARNING: suspicious RCU usage", "\n".join(lines))
 
 

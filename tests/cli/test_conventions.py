@@ -193,7 +193,7 @@ def test_verbose_after_the_subcommand(cli):
     res = cli("stress", "-v", "--scenario", "populate", "--variant", "drop-retake", "--mode",
               "controlled", "--schedules", 30, "-q")
     assert res.rc == 0
-    assert "BUG: KASAN: use-after-free in populate_vma_page_range" in res.err   # -v logs the full report
+    assert "Freed by task " in res.err          # -v logs the full report
 
 
 def test_json_to_stdout(cli):

@@ -203,7 +203,7 @@ def test_watchdog_thread_reports_through_subscribers_and_stops_promptly():
         lockdep.unsubscribe(sub)
     assert not hung_task.is_running()
     assert seen[0].title.startswith("INFO: task ht3-waiter:")
-    assert "blocked for more than 0.05 seconds." in seen[0].title
+    assert "blocked for more than 0 seconds." in seen[0].title
 
 
 def test_self_deadlock_waiting_on_a_lock_the_thread_holds_is_a_cycle():
