@@ -14,6 +14,7 @@ from loguru import logger
 
 from ..context import current
 from ..sched import report_finding
+from . import stackdepot
 
 KINDS = ("use-after-free", "lockdep", "bad-page-state", "data-corruption", "deadlock",
          "hung-task", "assertion", "rcu", "rss-counter")
@@ -67,9 +68,7 @@ def _with_headline(title, text):
     detector that passed only a message gets both added here."""
     if title in text:
         return text
-    from . import stackdepot
-    return (f"{title}\n{text}\nCall Trace:\n"
-            + stackdepot.format(stackdepot.save(4), " "))
+    return f"{title}\n{text}\nCall Trace:\n" + stackdepot.format(stackdepot.save(3), " ")
 
 
 def _to_scheduler(f):

@@ -29,9 +29,14 @@ _SCHED_DIR = os.path.join(os.path.dirname(os.path.dirname(_LOCKING_DIR)), "sched
 _STACK_LIMIT = 24
 
 
+_RWLOCK_DIR = os.sep + "readerwriterlock" + os.sep
+
+
 def _outside_locking(f):
-    """The first frame at or above ``f`` that is not pymm's locking code."""
-    while f is not None and f.f_code.co_filename.startswith(_LOCKING_DIR):
+    """The first frame at or above ``f`` that is not pymm's locking code
+    (nor readerwriterlock's, which pymm's rw-semaphores are built on)."""
+    while f is not None and (f.f_code.co_filename.startswith(_LOCKING_DIR)
+                             or _RWLOCK_DIR in f.f_code.co_filename):
         f = f.f_back
     return f
 

@@ -47,6 +47,7 @@ lock one of them holds looks deadlocked.  Locks built outside the run (before
 and the watchdog reports the run as hung.
 """
 import contextlib
+import re
 import sys
 import threading
 import time
@@ -565,7 +566,10 @@ class _Run:
         elif failure.report is not None and failure.report is self.failure.report:
             pass
         else:
-            self.failure.notes.append(f"then {failure.kind}: {_headline(failure)}")
+            # without its "WARNING:"/"BUG:" prefix: a kernel report parser takes any line
+            # holding one for the start of a report, and this line only mentions one
+            head = re.sub(r"^(?:BUG|WARNING|INFO): ", "", _headline(failure))
+            self.failure.notes.append(f"then {failure.kind}: {head}")
         if self.aborting:
             return
         self.aborting = True
