@@ -5,16 +5,26 @@ settings; a test about to time out gets every thread's held locks dumped.
 
 Fixtures
 - ``kernel``: a fresh ``pymm.Kernel`` (variants from ``--pymm-variant``, seed
-  from ``--pymm-seed``).  After the test, any finding whose kind the test did
-  not declare with ``@pytest.mark.pymm_expect("kind", ...)`` fails it.
+  from ``--pymm-seed``).  When the test function returns, any finding whose
+  kind the test did not declare with ``@pytest.mark.pymm_expect("kind", ...)``
+  fails it, once, as a failure of the test itself (call phase, not an error
+  at teardown).  ``pymm_expect(..., strict=True)``: each declared kind must
+  also occur.  An unknown kind name is an error (a typo must not pass).
 - ``lockdep``: the validator, enabled and reset, settings restored after.
 - ``stress_config``: the resolved budgets of a ``@pytest.mark.stress(...)`` test
   (.seconds, .schedules, .mode, .seed).
 - ``pymm_stress``: run(scenario, variant, mode=None) with those budgets; a run
-  whose verdict does not hold fails the test with the seed and the replay command.
+  whose verdict does not hold fails the test with its findings, a
+  copy-pasteable ``pytest 'path::id' --pymm-seed=N --pymm-mode=M`` line and
+  (controlled mode) the replay token.  With the configured mode ``both`` (the
+  default) and no ``mode=``, both modes run and a list of the two results is
+  returned; with one mode, that run's result.  ``--pymm-replay TOKEN`` makes
+  the controlled run of the token's scenario and variant replay that
+  schedule instead of exploring.
   ``scenario`` is a name, a ``path/file.py:Class`` / ``module:Class`` reference,
   or a ``pymm.Scenario`` subclass (a scenario of one's own).
-- ``loguru_caplog``: pytest's ``caplog`` with pymm's loguru records forwarded.
+- ``loguru_caplog``: pytest's ``caplog`` with pymm's loguru records forwarded;
+  pymm's logging is left enabled or disabled as it was before.
 
 Options / ini keys / environment
   --pymm-seed N            pymm_seed         PYMM_SEED         base seed (default 0)
@@ -23,10 +33,12 @@ Options / ini keys / environment
   --pymm-variant KEY=VALUE pymm_variant      PYMM_VARIANT      for the kernel fixture (repeatable)
   --stress-seconds S       stress_seconds    PYMM_STRESS_SECONDS
   --stress-schedules N     stress_schedules  PYMM_STRESS_SCHEDULES
+  --pymm-replay TOKEN      -                 PYMM_REPLAY       replay this controlled schedule
 With pytest-xdist, ``-n auto --pymm-seeds 16`` spreads the seeds over the cores
 (each seed is its own test item).
 """
 import os
+import shlex
 import sys
 import threading
 from types import SimpleNamespace
@@ -55,6 +67,21 @@ def pytest_addoption(parser):
                     metavar="KEY=VALUE", help="variant for the kernel fixture (repeatable; env "
                     "PYMM_VARIANT comma-separated; ini pymm_variant)")
     parser.addini("pymm_variant", "variants for the kernel fixture", type="linelist", default=[])
+    group.addoption("--pymm-replay", dest="pymm_replay", default=None, metavar="TOKEN",
+                    help="replay this controlled schedule (a pymm:v1:... token, as a failing stress "
+                    "test prints it) in the pymm_stress run of its scenario and variant (env PYMM_REPLAY)")
+
+
+def _replay_token(config):
+    tok = config.getoption("pymm_replay") or os.environ.get("PYMM_REPLAY") or None
+    if tok is None:
+        return None
+    from pymm import stress
+    try:
+        stress.parse_replay_token(tok)
+    except ValueError as e:
+        raise pytest.UsageError(f"--pymm-replay: {e}")
+    return tok
 
 
 def _setting(config, name):
@@ -99,7 +126,8 @@ def _variants(config):
 
 def pytest_configure(config):
     config.addinivalue_line(
-        "markers", "pymm_expect(*kinds): finding kinds the kernel fixture may report in this test")
+        "markers", "pymm_expect(*kinds, strict=False): finding kinds the kernel fixture may report "
+        "in this test (strict=True: each must occur)")
     config.addinivalue_line(
         "markers", "stress(seconds=None, schedules=None, mode=None): a pymm stress test; the "
         "marker's budgets win over --stress-seconds/--stress-schedules/--pymm-mode")
@@ -110,6 +138,7 @@ def pytest_configure(config):
         if _setting(config, n) <= 0:
             raise pytest.UsageError(f"--{n.replace('_', '-')} must be > 0")
     _variants(config)
+    _replay_token(config)
 
 
 def pytest_report_header(config):
@@ -145,19 +174,60 @@ def lockdep():
         ld.disable()
 
 
+def _expectations(item):
+    """(declared kinds, kinds that must occur) from the pymm_expect markers."""
+    from pymm.debug.report import KINDS
+    allowed, required = set(), set()
+    for m in item.iter_markers("pymm_expect"):
+        bad = set(m.kwargs) - {"strict"}
+        if bad:
+            raise pytest.UsageError(f"{item.nodeid}: pymm_expect takes kinds and strict=, "
+                                    f"not {', '.join(sorted(bad))}")
+        for kind in m.args:
+            if kind not in KINDS:
+                raise pytest.UsageError(f"{item.nodeid}: pymm_expect({kind!r}): unknown finding kind; "
+                                        f"expected one of {', '.join(KINDS)}")
+        allowed.update(m.args)
+        if m.kwargs.get("strict"):
+            required.update(m.args)
+    return allowed, required
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:          # a typo in a kind name stops the run before anything runs
+        _expectations(item)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item):
+    """The kernel fixture's verdict, as part of the test's own outcome: a
+    test that left undeclared findings (or missed a strict one) fails in
+    its call phase, once."""
+    res = yield
+    k = getattr(item, "_pymm_kernel", None)
+    if k is not None:
+        allowed, required = _expectations(item)
+        found = k.findings()
+        bad = [f for f in found if f.kind not in allowed]
+        missing = sorted(required - {f.kind for f in found})
+        msg = []
+        if bad:
+            msg.append("unexpected pymm findings:\n\n" + "\n\n".join(f.text for f in bad))
+        if missing:
+            msg.append(f"pymm_expect(strict=True): no finding of kind {', '.join(missing)} occurred")
+        if msg:
+            pytest.fail("\n\n".join(msg), pytrace=False)
+    return res
+
+
 @pytest.fixture
 def kernel(request):
     import pymm
     from pymm.locking import lockdep as ld
     ld.reset()
     k = pymm.Kernel(variants=_variants(request.config), seed=_setting(request.config, "pymm_seed"))
+    request.node._pymm_kernel = k       # checked when the test function returns (pytest_runtest_call)
     yield k
-    expected = set()
-    for m in request.node.iter_markers("pymm_expect"):
-        expected.update(m.args)
-    bad = [f for f in k.findings() if f.kind not in expected]
-    if bad:
-        pytest.fail("unexpected pymm findings:\n\n" + "\n\n".join(f.text for f in bad), pytrace=False)
 
 
 @pytest.fixture
@@ -175,44 +245,82 @@ def stress_config(request):
 
 
 @pytest.fixture
-def pymm_stress(stress_config):
-    """``run(scenario, variant, mode=None)`` -> the RunResult; fails the test
-    (with seed and replay command) when the verdict does not hold.
-    ``scenario`` is a name, a reference (``path/file.py:Class``,
-    ``package.module:Class``) or a ``pymm.Scenario`` subclass."""
+def pymm_stress(stress_config, request):
+    """``run(scenario, variant, mode=None, seconds=None)`` -> the RunResult (a
+    list of two with mode "both"); fails the test, with how to reproduce it,
+    when the verdict does not hold.  ``scenario`` is a name, a reference
+    (``path/file.py:Class``, ``package.module:Class``) or a ``pymm.Scenario``
+    subclass."""
     from pymm import stress
+    token = _replay_token(request.config)
+
+    def one(scenario, variant, mode, seconds):
+        if mode == "controlled":
+            if token is not None and stress.parse_replay_token(token)[:2] == \
+                    (getattr(scenario, "name", scenario), variant):
+                r = stress.run_replay(token)
+            else:
+                r = stress.run_controlled(scenario, variant, stress_config.seed, stress_config.schedules)
+        else:
+            r = stress.run_free(scenario, variant, stress_config.seed, seconds or stress_config.seconds)
+        if not r.ok:
+            pytest.fail(_failure_text(request.node.nodeid, r, mode), pytrace=False)
+        return r
 
     def run(scenario, variant, mode=None, seconds=None):
         """``seconds`` overrides the free-mode budget for this run."""
         mode = mode or stress_config.mode
         if mode == "both":
-            raise ValueError("pymm_stress.run: pass mode= when the configured mode is 'both'")
-        if mode == "controlled":
-            r = stress.run_controlled(scenario, variant, stress_config.seed, stress_config.schedules)
-        else:
-            r = stress.run_free(scenario, variant, stress_config.seed, seconds or stress_config.seconds)
-        if not r.ok:
-            lines = [f"{r.scenario}/{variant} ({mode}, seed {r.seed}): expected {r.expected}, "
-                     f"got {r.verdict}"]
-            for f in r.findings:
-                lines.append(f"\n--- {f['kind']}: {f['title']}\n{f['text']}")
-                if f.get("replay"):
-                    lines.append(f"reproduce with: {f['replay']}")
-            lines.append(f"re-run with: pytest ... --pymm-seed={r.seed} --pymm-mode={mode}")
-            pytest.fail("\n".join(lines), pytrace=False)
-        return r
+            return [one(scenario, variant, m, seconds) for m in ("controlled", "free")]
+        return one(scenario, variant, mode, seconds)
     return run
+
+
+def _failure_text(nodeid, r, mode):
+    lines = [f"{r.scenario}/{r.variant} ({mode}, seed {r.seed}): expected {r.expected}, got {r.verdict}"]
+    for f in r.findings:
+        lines.append(f"\n--- {f['kind']}: {f['title']}\n{f['text']}")
+        if f.get("replay"):
+            lines.append(f"reproduce with: {f['replay']}")
+    rerun = f"pytest {shlex.quote(nodeid)} --pymm-seed={r.seed} --pymm-mode={mode}"
+    lines.append(f"re-run with: {rerun}")
+    for f in r.findings:
+        if f.get("replay"):
+            tok = f["replay"].split()[-1]
+            lines.append(f"replay with: pytest {shlex.quote(nodeid)} --pymm-replay={tok}")
+            break
+    return "\n".join(lines)
 
 
 @pytest.fixture
 def loguru_caplog(caplog):
     """caplog that also sees pymm's loguru records (loguru does not use logging)."""
     from loguru import logger
+    was_enabled = _pymm_logging_enabled()
     logger.enable("pymm")
     hid = logger.add(caplog.handler, format="{message}", level=0)
-    yield caplog
-    logger.remove(hid)
-    logger.disable("pymm")
+    try:
+        yield caplog
+    finally:
+        logger.remove(hid)
+        if not was_enabled:
+            logger.disable("pymm")
+
+
+def _pymm_logging_enabled():
+    """Whether loguru passes records from pymm's modules (loguru has no
+    query for it): log one probe record from a function whose module is
+    ``pymm.*`` to a sink that only accepts that probe."""
+    from loguru import logger
+    seen = []
+    hid = logger.add(seen.append, level=0, filter=lambda r: r["extra"].get("_pymm_probe") is True)
+    try:
+        probe = eval("lambda: logger.bind(_pymm_probe=True).trace('probe')",
+                     {"__name__": "pymm._logging_probe", "logger": logger})
+        probe()
+    finally:
+        logger.remove(hid)
+    return bool(seen)
 
 
 # -- pytest-timeout: dump held locks before the timeout fires ------------------------------------

@@ -286,6 +286,23 @@ def token_program(token):
     return setup, threads, check, schedule
 
 
+def run_replay(token):
+    """A controlled run that replays the schedule of ``token`` (one
+    schedule) instead of exploring: the RunResult, with the finding if it
+    reproduced."""
+    name, variant, seed, tpr, _ = parse_replay_token(token)
+    cls = get_scenario(name)
+    r = RunResult(name, variant, "controlled", seed, cls.expected(variant))
+    r.caught_kinds = cls().caught_kinds
+    t0 = time.perf_counter()
+    failure = replay(token)
+    r.seconds = time.perf_counter() - t0
+    r.schedules = 1
+    if failure is not None:
+        r.findings.append(_failure_finding(failure, token))
+    return r
+
+
 # -- free mode -------------------------------------------------------------------------
 
 def run_free(name, variant, seed=0, seconds=DEFAULT_SECONDS, threads_per_role=1,

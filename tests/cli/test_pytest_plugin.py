@@ -3,6 +3,7 @@ fixtures, the stress marker and settings precedence, the failure message of
 a stress run, seed parametrisation, the report header, pytest-xdist and
 pytest-timeout."""
 import re
+import shlex
 
 import hypothesis  # noqa: F401 -- see below
 import pytest
@@ -215,11 +216,11 @@ def test_wrong_kind(pymm_stress, monkeypatch):
 def test_failing_stress_run_prints_seed_and_replay(pytester):
     pytester.makepyfile(test_f=FAILING_STRESS)
     result = pytester.runpytest("--pymm-seed=5")
-    result.assert_outcomes(failed=1)
+    result.assert_outcomes(failed=1, errors=0)
     out = result.stdout.str()
     assert "populate/drop-retake (controlled, seed 5): expected caught, got WRONG KIND" in out
     assert "--- use-after-free: BUG: KASAN: use-after-free in populate_vma_page_range" in out
-    assert "re-run with: pytest ... --pymm-seed=5 --pymm-mode=controlled" in out
+    assert "re-run with: pytest test_f.py::test_wrong_kind --pymm-seed=5 --pymm-mode=controlled" in out
     m = re.search(r"reproduce with: pymm replay (pymm:v1:\S+)", out)
     assert m, out
     # the printed command reproduces the finding
@@ -327,3 +328,129 @@ def test_timeout_dumps_held_locks_first(capture, pytester):
     if capture == "captured":
         section = out[out.index("Captured stderr"):]
         assert section.index(head) < section.index("Stack of cli-holder")
+
+
+def test_the_printed_rerun_and_replay_lines_work_as_pasted(pytester):
+    pytester.makepyfile(test_f=FAILING_STRESS)
+    out = pytester.runpytest("--pymm-seed=5").stdout.str()
+    rerun = re.search(r"re-run with: (pytest .*)", out).group(1)
+    again = pytester.runpytest(*shlex.split(rerun)[1:])
+    again.assert_outcomes(failed=1)
+    assert "expected caught, got WRONG KIND" in again.stdout.str()
+    replay = re.search(r"replay with: (pytest .*)", out).group(1)
+    assert "--pymm-replay=pymm:v1:populate:drop-retake:" in replay
+    again = pytester.runpytest(*shlex.split(replay)[1:])
+    again.assert_outcomes(failed=1)
+    assert "populate/drop-retake (controlled, seed 5)" in again.stdout.str()
+
+
+KERNEL_OUTCOMES = KERNEL_TESTS + """
+
+@pytest.mark.pymm_expect("use-after-free", strict=True)
+def test_strict_and_found(kernel):
+    use_after_free(kernel)
+
+
+@pytest.mark.pymm_expect("use-after-free", strict=True)
+def test_strict_and_missing(kernel):
+    pass
+"""
+
+
+def test_findings_fail_the_call_phase_once(pytester):
+    """Undeclared findings fail the test itself (not an ERROR at teardown
+    next to a pass), and strict=True requires the declared kind."""
+    pytester.makepyfile(test_k=KERNEL_OUTCOMES)
+    result = pytester.runpytest("-rA")
+    result.assert_outcomes(failed=3, passed=3, errors=0)
+    assert outcomes_by_test(result) == {
+        "test_undeclared": "failed", "test_declared": "passed", "test_declared_another_kind": "failed",
+        "test_clean": "passed", "test_strict_and_found": "passed", "test_strict_and_missing": "failed"}
+    calls = [r for r in result.reprec.getreports("pytest_runtest_logreport") if r.failed]
+    assert {r.when for r in calls} == {"call"} and len(calls) == 3
+    result.stdout.fnmatch_lines(["*pymm_expect(strict=True): no finding of kind use-after-free occurred*"])
+
+
+def test_an_unknown_kind_is_rejected(pytester):
+    pytester.makepyfile(test_u="""
+import pytest
+
+@pytest.mark.pymm_expect("use-after-fre")
+def test_typo(kernel):
+    pass
+""")
+    result = pytester.runpytest()
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*pymm_expect('use-after-fre'): unknown finding kind*"])
+
+
+def test_pymm_stress_as_documented_runs_both_modes(pytester):
+    pytester.makepyfile(test_d="""
+import pytest
+
+@pytest.mark.stress(schedules=5, seconds=0.2)
+def test_doc(pymm_stress):
+    rs = pymm_stress("populate", "downgrade")
+    assert [r.mode for r in rs] == ["controlled", "free"] and all(r.ok for r in rs)
+""")
+    pytester.runpytest().assert_outcomes(passed=1)
+
+
+REPLAYED = """
+def test_r(pymm_stress):
+    r = pymm_stress("populate", "drop-retake", "controlled")
+    assert r.schedules == 1 and r.caught
+    assert r.findings[0]["replay"] == "pymm replay {token}"
+"""
+
+
+@pytest.mark.parametrize("how", ["option", "env"])
+def test_pymm_replay_replays_the_schedule(how, pytester, monkeypatch):
+    token = "pymm:v1:populate:drop-retake:seed=2:threads=1:sched:v1:random:seed=2:rAgIAAAICAQABAQEAAQECAg"
+    pytester.makepyfile(test_r=REPLAYED.format(token=token))
+    if how == "env":
+        monkeypatch.setenv("PYMM_REPLAY", token)
+        result = pytester.runpytest()
+    else:
+        result = pytester.runpytest(f"--pymm-replay={token}")
+    result.assert_outcomes(passed=1)
+
+
+def test_a_bad_replay_token_is_a_usage_error(pytester):
+    pytester.makepyfile(test_ok="def test_ok(): pass")
+    result = pytester.runpytest("--pymm-replay=nonsense")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--pymm-replay: not a pymm replay token*"])
+
+
+LOGURU = """
+from loguru import logger
+from pymm.pytest_plugin import _pymm_logging_enabled
+
+def test_a_enabled_before(loguru_caplog):
+    pass
+
+def test_b_state_is_kept():
+    assert _pymm_logging_enabled() is {expect}
+"""
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_loguru_caplog_restores_the_logging_state(enabled, pytester):
+    from loguru import logger
+    from pymm.pytest_plugin import _pymm_logging_enabled
+    was = _pymm_logging_enabled()
+    (logger.enable if enabled else logger.disable)("pymm")
+    try:
+        pytester.makepyfile(test_l=LOGURU.format(expect=enabled))
+        pytester.runpytest("-p", "no:randomly").assert_outcomes(passed=2)
+    finally:
+        (logger.enable if was else logger.disable)("pymm")
+
+
+def test_the_cache_provider_is_not_disabled():
+    """--lf / --ff / --sw need pytest's cache: the project's settings keep it."""
+    import tomllib
+    from pathlib import Path
+    cfg = tomllib.loads((Path(__file__).parents[2] / "pyproject.toml").read_text())
+    assert "no:cacheprovider" not in cfg["tool"]["pytest"]["ini_options"].get("addopts", "")
