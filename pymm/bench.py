@@ -1,7 +1,6 @@
 """``pymm bench``: every benchmark section in one run, printed as tables and
 optionally written to JSON.  Ratios are computed within one run (the machine
 is shared and noisy); absolute figures vary between runs."""
-import json
 import platform
 import re
 import sys
@@ -34,6 +33,17 @@ def _fmt(v):
     return "" if v is None else str(v)
 
 
+def missed_targets(result):
+    """[(section, row)] for every row whose target was not met."""
+    return [(name, row) for name, sec in result["sections"].items()
+            for row in sec["rows"] if row.get("met") == "not met"]
+
+
+def row_label(row):
+    """A row named by its first two cells (e.g. "random off", "page faults ...")."""
+    return " ".join(str(v) for v in list(row.values())[:2])
+
+
 def run(sections=None, quick=False, json_path=None, out=sys.stdout):
     names = sections or benchmarks.SECTIONS
     mods = [benchmarks.load(n) for n in names]   # validate every name before running any
@@ -50,6 +60,6 @@ def run(sections=None, quick=False, json_path=None, out=sys.stdout):
             print(f"  * {n}", file=out)
         out.flush()
     if json_path:
-        with open(json_path, "w") as f:
-            json.dump(result, f, indent=2)
+        from .interrupt import write_json
+        write_json(json_path, result)
     return result

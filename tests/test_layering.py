@@ -8,7 +8,7 @@ import pathlib
 import pymm
 
 ROOT = pathlib.Path(pymm.__file__).parent
-LOW = ["context.py", "rcu.py", "errors.py", "constants.py", "variants.py",
+LOW = ["context.py", "stacktrace.py", "rcu.py", "errors.py", "constants.py", "variants.py",
        "locking", "sched", "debug", "mm", "fs"]
 ABOVE = ("pymm.task", "pymm.kernel", "pymm.stress", "pymm.cli", "pymm.scenarios",
          "pymm.experiment", "pymm.bench", "pymm.benchmarks", "pymm.pytest_plugin")

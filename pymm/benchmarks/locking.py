@@ -11,7 +11,7 @@ machine's noise:
   chain-cache hit (an outer Mutex held, the same chain again and again);
 - threading.Lock against pymm Mutex, likewise.
 
-Targets (issue 3), for the RwSemaphore rows against raw readerwriterlock:
+Targets, for the RwSemaphore rows against raw readerwriterlock:
 validator off <= 1.1x raw; validator on with a chain-cache hit <= 1.5x raw.
 """
 import threading
@@ -20,6 +20,7 @@ import time
 from readerwriterlock.rwlock import RWLockFairD
 
 from ..locking import Mutex, RwSemaphore, events, lockdep
+from . import met
 
 TARGET_OFF, TARGET_ON = 1.1, 1.5
 
@@ -137,7 +138,7 @@ def run(quick=False):
             checked = target is not None and gname != "mutex"
             rows.append({"case": name, "ns/op": round(best[name], 1), "x raw": round(ratio, 3),
                          "target": f"<= {target}x" if checked else "",
-                         "met": ("yes" if ratio <= target else "no") if checked else ""})
+                         "met": met(ratio <= target) if checked else ""})
     gen = best[groups["write"][3][0]]
     on_w = best[groups["write"][2][0]]
     notes = [f"one op = acquire + release; best of {reps} repetitions of {n:,} ops, "
@@ -145,7 +146,7 @@ def run(quick=False):
              "write ratios are against one reused writer object (as RwSemaphore reuses "
              "its own); against gen_wlock() per op, the read rows' convention, validator "
              f"on is {on_w / gen:.2f}x",
-             f"targets (issue 3): RwSemaphore vs raw readerwriterlock -- validator off "
+             f"targets: RwSemaphore vs raw readerwriterlock -- validator off "
              f"<= {TARGET_OFF}x, validator on with a chain-cache hit <= {TARGET_ON}x",
              "Mutex rows are informative: threading.Lock is a C lock with no "
              "Python frame, so any Python wrapper is several times its cost"]

@@ -315,3 +315,38 @@ def test_lockdep_graph_of_a_buggy_variant_draws_the_contradiction(cli):
     assert res.rc == 1, res.err
     red = [ln for ln in res.out.splitlines() if "color=red" in ln]
     assert any('"folio_lock' in ln and "i_mmap" in ln.split("->")[1] for ln in red), res.out
+
+
+# -- bench ---------------------------------------------------------------------------------------
+
+def fake_section(met_value):
+    class Mod:
+        @staticmethod
+        def run(quick=False):
+            return {"title": "fake", "rows": [{"case": "a", "value": 1, "target": "<= 1", "met": met_value},
+                                              {"case": "b", "value": 2, "target": "", "met": ""}],
+                    "notes": ["a note"]}
+    return Mod
+
+
+@pytest.mark.parametrize("met_value,rc", [("met", 0), ("not met", 1)])
+def test_bench_check_exits_1_on_a_missed_target(met_value, rc, cli, monkeypatch):
+    from pymm import benchmarks
+    monkeypatch.setattr(benchmarks, "load", lambda name: fake_section(met_value))
+    res = cli("bench", "--section", "sched", "--check")
+    assert res.rc == rc
+    assert ("1 target(s) not met:\n  sched: a 1" in res.out) == (rc == 1)
+    assert cli("bench", "--section", "sched").rc == 0       # without --check: informative
+
+
+def test_bench_sections_follow_the_readme_and_say_met_or_not():
+    import pathlib
+    from pymm.benchmarks import SECTIONS
+    readme = (pathlib.Path(__file__).parents[2] / "README.md").read_text()
+    pos = [readme.index(f"`pymm bench --section {s}`") for s in SECTIONS]
+    assert pos == sorted(pos)
+    pkg = pathlib.Path(__file__).parents[2] / "pymm"
+    for f in list((pkg / "benchmarks").glob("*.py")) + [pkg / "bench.py", pkg / "cli.py"]:
+        src = f.read_text()
+        assert "(issue" not in src, f                     # no internal references in output
+        assert not re.search(r'"(?:targets )?met":\s*\(?"(?:yes|no)"', src), f   # met / not met
