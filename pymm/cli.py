@@ -536,10 +536,14 @@ def _experiment_scenario(args):
     seconds = args.seconds or (args.duration_ms / 1000 if args.duration_ms else 3.0)
     _check_writable(args.json, "JSON file")
     res = experiment.run_scenario(args.scenario, seconds=seconds, seed=args.seed)
-    print(experiment.format_scenario_result(res), file=_human_out(args))
+    out = _human_out(args)
+    if res["variants"]:
+        print(experiment.format_scenario_result(res), file=out)
+    if res["interrupted"]:
+        print(f"\ninterrupted after {len(res['variants'])}/{res['planned']} runs", file=out)
     if args.json:
         interrupt.write_json(args.json, {k: v for k, v in res.items() if k != "_raw"})
-    return EXIT_OK
+    return EXIT_INTERRUPTED if res["interrupted"] else EXIT_OK
 
 
 def cmd_bench(args):

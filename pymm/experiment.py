@@ -403,9 +403,15 @@ def run_scenario(ref, seconds=3.0, seed=0):
     cls = stress.get_scenario(ref)
     out = {"experiment": stress.scenario_ref(ref), "variant_key": cls.variant_key,
            "seconds_per_variant": seconds, "seed": seed, "variants": {}, "_raw": {}}
-    for v in cls.variants():
+    variants = cls.variants()
+
+    def measure(v):
         r = stress.run_free(ref, v, seed, seconds, stop_when_caught=False, lockstat=True)
-        snap = lock_stat.snapshot()
+        return r, lock_stat.snapshot()
+    # Ctrl-C ends it with the variants measured so far ("interrupted": true)
+    done = interrupt.run_plan(variants, measure)
+    out["interrupted"], out["planned"] = done.interrupted, len(variants)
+    for v, (r, snap) in zip(variants, done.results):
         top = sorted(snap.items(), key=lambda kv: (-kv[1]["contentions"], kv[0]))[:3]
         out["variants"][v] = {
             "expected": cls.expected(v),

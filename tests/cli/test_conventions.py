@@ -352,3 +352,20 @@ def test_bench_sections_follow_the_readme_and_say_met_or_not():
         src = f.read_text()
         assert "(issue" not in src, f                     # no internal references in output
         assert not re.search(r'"(?:targets )?met":\s*\(?"(?:yes|no)"', src), f   # met / not met
+
+
+def test_experiment_of_a_scenario_is_interruptible(cli, monkeypatch, tmp_path):
+    from pymm import stress
+    real, calls = stress.run_free, []
+
+    def second_is_interrupted(*a, **kw):
+        calls.append(a[1])
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*a, **kw)
+    monkeypatch.setattr(stress, "run_free", second_is_interrupted)
+    res = cli("experiment", "--scenario", "populate", "--seconds", "0.2", "--json", tmp_path / "s.json")
+    assert res.rc == 130, res.err
+    assert "interrupted after 1/3 runs" in res.out
+    doc = json.loads((tmp_path / "s.json").read_text())
+    assert doc["interrupted"] is True and list(doc["variants"]) == [calls[0]]
