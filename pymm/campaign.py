@@ -32,9 +32,10 @@ import re
 import signal
 import sqlite3
 import sys
-import tempfile
-import threading
 import time
+
+# Ctrl-C and atomic output: the mechanism every pymm command shares
+from .interrupt import sigint_deferred as _sigint_deferred, write_json as write_json_atomic  # noqa: F401
 
 DEFAULT_DB = "pymm-campaign.sqlite"
 SIGNATURE_FRAMES = 2        # frames of the main stack in a signature
@@ -316,23 +317,6 @@ CREATE TABLE hits (
 
 def _now():
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-
-
-@contextlib.contextmanager
-def _sigint_deferred():
-    """Hold back SIGINT while a transaction commits (main thread only); a
-    Ctrl-C that arrived meanwhile is raised at the end."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    got = []
-    prev = signal.signal(signal.SIGINT, lambda s, f: got.append(s))
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, prev)
-    if got:
-        raise KeyboardInterrupt
 
 
 class CrashDB:
@@ -781,23 +765,3 @@ def format_crash(c):
     if not c["replay"]:
         lines.append("no replay: found in free mode (real concurrency is not replayable)")
     return "\n".join(lines)
-
-
-def write_json_atomic(path, doc):
-    """``-`` is stdout; a file is written to a temporary and renamed."""
-    text = json.dumps(doc, indent=1) + "\n"
-    if path == "-":
-        sys.stdout.write(text)
-        sys.stdout.flush()
-        return
-    d = os.path.dirname(os.path.abspath(path))
-    with _sigint_deferred():
-        fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=d)
-        try:
-            with os.fdopen(fd, "w") as f:
-                f.write(text)
-            os.replace(tmp, path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
