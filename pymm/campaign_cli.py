@@ -1,7 +1,9 @@
 """The command lines of ``pymm campaign`` and ``pymm crashes`` (the work is
 in ``pymm.campaign``; ``pymm.cli`` only wires these in)."""
 import argparse
+import functools
 import os
+import sys
 
 from . import campaign as C
 
@@ -77,26 +79,28 @@ def cmd_campaign(args, CliError):
             db.close()
     except C.CampaignError as e:
         raise CliError(str(e))
+    # with --json - the JSON owns stdout: the summary goes to stderr
+    say = functools.partial(print, file=sys.stderr if args.json == "-" else sys.stdout)
     where = f"ray cluster {args.ray}" if args.ray else f"{args.jobs or os.cpu_count()} local jobs"
     rate = out.ran / out.seconds if out.seconds > 0 else 0.0
-    print(f"campaign: {out.total} items, {out.skipped} already in {args.db}, {out.ran} run in "
-          f"{out.seconds:.1f} s ({rate:.2f} items/s, {where})")
-    print(f"unique crashes: {len(crashes)} ({len(out.new_crashes)} new)")
+    say(f"campaign: {out.total} items, {out.skipped} already in {args.db}, {out.ran} run in "
+        f"{out.seconds:.1f} s ({rate:.2f} items/s, {where})")
+    say(f"unique crashes: {len(crashes)} ({len(out.new_crashes)} new)")
     if crashes:
-        print(C.format_crashes(crashes))
+        say(C.format_crashes(crashes))
     for c in crashes:
         if c["id"] in out.new_crashes:
-            print(f"\nnew crash #{c['id']}: {c['kind']}: {c['title']}\n  {C.minimized_line(c)}")
+            say(f"\nnew crash #{c['id']}: {c['kind']}: {c['title']}\n  {C.minimized_line(c)}")
             tok = c["minimized_replay"] or c["replay"]
             if tok:
-                print(f"  replay: pymm replay {tok}")
+                say(f"  replay: pymm replay {tok}")
     for r in out.unexpected:
         s, v, m, seed = r["item"]
-        print(f"UNEXPECTED: {s} {v} ({m}, seed {seed}) is expected clean and crashed: "
-              + "; ".join(f["title"] for f in r["findings"]))
+        say(f"UNEXPECTED: {s} {v} ({m}, seed {seed}) is expected clean and crashed: "
+            + "; ".join(f["title"] for f in r["findings"]))
     if out.interrupted:
-        print(f"interrupted after {out.ran}/{out.total - out.skipped} items "
-              f"(everything finished is in {args.db}; run the same command again to resume)")
+        say(f"interrupted after {out.ran}/{out.total - out.skipped} items "
+            f"(everything finished is in {args.db}; run the same command again to resume)")
     if args.json:
         C.write_json_atomic(args.json, {
             "version": 1, "db": args.db, "items": out.total, "skipped": out.skipped,

@@ -55,7 +55,8 @@ def test_tutorial_in_a_campaign_with_a_minimised_replay(frob, tmp_path):
     r = run_pymm("campaign", "--scenario", f"{frob}:FrobScenario", "--seeds", "0:3",
                  "--schedules", "20", "--jobs", "1", "--db", db, "--json", "-", timeout=240)
     assert r.rc == 0, r.err
-    doc = json.loads(r.out[r.out.index("{"):])
+    doc = json.loads(r.out)                 # --json -: stdout is the JSON, the summary on stderr
+    assert "unique crashes: 1" in r.err
     [c] = doc["crashes"]
     assert c["kind"] == "lockdep" and c["count"] == 3 and c["scenarios"] == [f"{frob}:FrobScenario"]
     assert c["minimized_replay"] and c["minimized_preemptions"] <= c["preemptions"]
