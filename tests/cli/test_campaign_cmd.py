@@ -255,3 +255,17 @@ def test_progress_line_on_a_terminal_only():
     q.update(4, 2, force=True)
     q.close()
     assert quiet.getvalue() == ""
+
+
+def test_no_minimize_then_a_later_run_catches_up(tmp_path, cli):
+    db = tmp_path / "m.sqlite"
+    argv = ["campaign", "--scenario", "populate", "--variant", "drop-retake", "--seeds", "0:1",
+            "--schedules", "60", "--jobs", "1", "--db", db]
+    r = cli(*argv, "--no-minimize")
+    assert r.rc == 0, r.err
+    [c] = json.loads(cli("crashes", "--db", db, "--json", "-").out)["crashes"]
+    assert c["replay"] and c["minimized_replay"] is None and "not minimised yet" in r.out
+    r = cli(*argv)
+    assert r.rc == 0 and "1 already in" in r.out
+    [c] = json.loads(cli("crashes", "--db", db, "--json", "-").out)["crashes"]
+    assert c["minimized_replay"] and c["minimized_preemptions"] <= c["preemptions"]
