@@ -34,8 +34,7 @@ import sqlite3
 import sys
 import time
 
-# Ctrl-C and atomic output: the mechanism every pymm command shares
-from .interrupt import sigint_deferred as _sigint_deferred, write_json as write_json_atomic  # noqa: F401
+from . import interrupt    # Ctrl-C and atomic output: the mechanism every pymm command shares
 
 DEFAULT_DB = "pymm-campaign.sqlite"
 SIGNATURE_FRAMES = 2        # frames of the main stack in a signature
@@ -405,7 +404,7 @@ class CrashDB:
 
     @contextlib.contextmanager
     def _tx(self):
-        with _sigint_deferred():
+        with interrupt.sigint_deferred():
             self.conn.execute("BEGIN IMMEDIATE")
             try:
                 yield self.conn
@@ -664,7 +663,8 @@ class Outcome:
 def run(items, db_path=DEFAULT_DB, schedules=None, seconds=None, jobs=None, ray_address=None,
         minimize_crashes=True, progress=None, threads=1, executor=None):
     """Run the campaign: every item not yet in the database, then (or as
-    they are found) the minimisation of new controlled crashes.  Returns an
+    they are found) the minimisation of new controlled crashes.  ``progress``:
+    None (a progress line on a terminal), False (none) or a ``Progress``.  Returns an
     ``Outcome``; the database has everything that finished, also after
     Ctrl-C (``outcome.interrupted``)."""
     from . import stress
@@ -691,7 +691,8 @@ def run(items, db_path=DEFAULT_DB, schedules=None, seconds=None, jobs=None, ray_
     db = None
     try:
         db = CrashDB.open(db_path)
-        prog = progress if progress is not None else Progress(sys.stderr, len(todo))
+        prog = progress if isinstance(progress, Progress) else \
+            Progress(sys.stderr, len(todo), enabled=False if progress is False else None)
         known = {c["id"] for c in db.crashes()}
         t0 = time.perf_counter()
         inflight = {}                   # future -> ("item", item) | ("min", crash id)
@@ -765,3 +766,8 @@ def format_crash(c):
     if not c["replay"]:
         lines.append("no replay: found in free mode (real concurrency is not replayable)")
     return "\n".join(lines)
+
+
+def write_json_atomic(path, doc):
+    """``-`` is stdout; a file is written to a temporary and renamed."""
+    interrupt.write_json(path, doc)

@@ -5,7 +5,7 @@ import functools
 import os
 import sys
 
-from . import campaign as C
+from . import campaign as C, interrupt
 
 
 def add_parsers(sub, positive_int, positive_float):
@@ -51,15 +51,10 @@ def add_parsers(sub, positive_int, positive_float):
 
 
 def _check_json_path(path, CliError):
-    if path is None or path == "-":
-        return
-    d = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(d):
-        raise CliError(f"cannot write JSON file {path!r}: directory {d!r} does not exist")
-    if os.path.isdir(path):
-        raise CliError(f"cannot write JSON file {path!r}: it is a directory")
-    if not os.access(d, os.W_OK | os.X_OK):
-        raise CliError(f"cannot write JSON file {path!r}: directory {d!r} is not writable")
+    try:
+        interrupt.check_writable(path, "JSON file")
+    except ValueError as e:
+        raise CliError(str(e)) from None
 
 
 def cmd_campaign(args, CliError):
@@ -71,7 +66,8 @@ def cmd_campaign(args, CliError):
         if args.ray is not None and args.jobs is not None:
             raise CliError("--jobs is for local workers; with --ray the cluster's CPUs decide")
         out = C.run(items, db_path=args.db, schedules=args.schedules, seconds=args.seconds,
-                    jobs=args.jobs, ray_address=args.ray, minimize_crashes=not args.no_minimize)
+                    jobs=args.jobs, ray_address=args.ray, minimize_crashes=not args.no_minimize,
+                    progress=False if getattr(args, "quiet", False) else None)
         db = C.CrashDB.open(args.db, readonly=True)
         try:
             crashes = db.crashes()
@@ -108,8 +104,8 @@ def cmd_campaign(args, CliError):
             "unexpected": [{"item": r["item"], "verdict": r["verdict"]} for r in out.unexpected],
             "crashes": [_public(c) for c in crashes]})
     if out.interrupted:
-        return 130
-    return 1 if out.unexpected else 0
+        return interrupt.EXIT_INTERRUPTED
+    return interrupt.EXIT_FAILED if out.unexpected else interrupt.EXIT_OK
 
 
 _KEYS = ("id", "kind", "title", "count", "first_seen", "last_seen", "scenarios", "replay",
