@@ -24,6 +24,7 @@ from loguru import logger
 
 from . import interrupt
 from .interrupt import EXIT_CODES_HELP, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
+from .sched import DEFAULT_STRATEGY, STRATEGIES
 
 EXIT_PIPE = 141          # 128 + SIGPIPE: the reader of our output went away (`| head`)
 
@@ -107,6 +108,9 @@ def build_parser():
     s.add_argument("--seconds", type=_positive_float, default=None,
                    help="free mode: time budget per run in seconds (default 2)")
     s.add_argument("--seed", type=_int, default=0)
+    s.add_argument("--strategy", choices=STRATEGIES, default=None,
+                   help="controlled mode: how each schedule chooses who runs next "
+                        f"(default {DEFAULT_STRATEGY})")
     s.add_argument("--threads", type=_positive_int, default=1, help="threads per role")
     s.add_argument("--json", metavar="PATH", help="write the results (full reports included) as "
                    "JSON; '-' for stdout (the table then goes to stderr)")
@@ -223,7 +227,8 @@ def cmd_stress(args):
     def run_one(item):
         n, v, m = item
         if m == "controlled":
-            return stress.run_controlled(n, v, args.seed, schedules, args.threads)
+            return stress.run_controlled(n, v, args.seed, schedules, args.threads,
+                                         strategy=args.strategy or DEFAULT_STRATEGY)
         return stress.run_free(n, v, args.seed, seconds, args.threads, lockstat=args.lockstat)
 
     def on_start(i, item):

@@ -12,7 +12,7 @@ Fixtures
   also occur.  An unknown kind name is an error (a typo must not pass).
 - ``lockdep``: the validator, enabled and reset, settings restored after.
 - ``stress_config``: the resolved budgets of a ``@pytest.mark.stress(...)`` test
-  (.seconds, .schedules, .mode, .seed).
+  (.seconds, .schedules, .mode, .strategy, .seed).
 - ``pymm_stress``: run(scenario, variant, mode=None) with those budgets; a run
   whose verdict does not hold fails the test with its findings, a
   copy-pasteable ``pytest 'path::id' --pymm-seed=N --pymm-mode=M`` line and
@@ -30,6 +30,7 @@ Options / ini keys / environment
   --pymm-seed N            pymm_seed         PYMM_SEED         base seed (default 0)
   --pymm-seeds N           pymm_seeds        PYMM_SEEDS        seeds per stress test (default 1)
   --pymm-mode MODE         pymm_mode         PYMM_MODE         controlled | free | both
+  --pymm-strategy NAME     pymm_strategy     PYMM_STRATEGY     controlled-mode strategy (random | pct | dfs)
   --pymm-variant KEY=VALUE pymm_variant      PYMM_VARIANT      for the kernel fixture (repeatable)
   --stress-seconds S       stress_seconds    PYMM_STRESS_SECONDS
   --stress-schedules N     stress_schedules  PYMM_STRESS_SCHEDULES
@@ -50,6 +51,8 @@ _OPTIONS = {
     "pymm_seed": ("pymm_seed", "PYMM_SEED", int, 0, "base seed for pymm kernels and stress runs"),
     "pymm_seeds": ("pymm_seeds", "PYMM_SEEDS", int, 1, "number of seeds each stress test runs"),
     "pymm_mode": ("pymm_mode", "PYMM_MODE", str, "both", "stress mode: controlled, free or both"),
+    "pymm_strategy": ("pymm_strategy", "PYMM_STRATEGY", str, None,
+                      "controlled-mode strategy: random, pct or dfs (default: pymm.sched.DEFAULT_STRATEGY)"),
     "stress_seconds": ("stress_seconds", "PYMM_STRESS_SECONDS", float, 1.0,
                        "free-mode time budget per stress run"),
     "stress_schedules": ("stress_schedules", "PYMM_STRESS_SCHEDULES", int, 150,
@@ -134,6 +137,12 @@ def pytest_configure(config):
     mode = _setting(config, "pymm_mode")
     if mode not in ("controlled", "free", "both"):
         raise pytest.UsageError(f"--pymm-mode must be controlled, free or both, got {mode!r}")
+    strategy = _setting(config, "pymm_strategy")
+    if strategy is not None:
+        from pymm.sched import STRATEGIES
+        if strategy not in STRATEGIES:
+            raise pytest.UsageError(f"--pymm-strategy must be one of {', '.join(STRATEGIES)}, "
+                                    f"got {strategy!r}")
     for n in ("stress_seconds", "stress_schedules", "pymm_seeds"):
         if _setting(config, n) <= 0:
             raise pytest.UsageError(f"--{n.replace('_', '-')} must be > 0")
@@ -145,6 +154,8 @@ def pytest_report_header(config):
     s = {n: _setting(config, n) for n in _OPTIONS}
     v = _variants(config)
     return (f"pymm: seed={s['pymm_seed']} seeds={s['pymm_seeds']} mode={s['pymm_mode']} "
+            + (f"strategy={s['pymm_strategy']} " if s['pymm_strategy'] else "")
+            + 
             f"stress_seconds={s['stress_seconds']} stress_schedules={s['stress_schedules']}"
             + (f" variants={v}" if v else ""))
 
@@ -241,6 +252,7 @@ def stress_config(request):
         seconds=kw.get("seconds") or _setting(cfg, "stress_seconds"),
         schedules=kw.get("schedules") or _setting(cfg, "stress_schedules"),
         mode=kw.get("mode") or _setting(cfg, "pymm_mode"),
+        strategy=kw.get("strategy") or _setting(cfg, "pymm_strategy"),
         seed=seed)
 
 
@@ -260,7 +272,9 @@ def pymm_stress(stress_config, request):
                     (getattr(scenario, "name", scenario), variant):
                 r = stress.run_replay(token)
             else:
-                r = stress.run_controlled(scenario, variant, stress_config.seed, stress_config.schedules)
+                kw = {"strategy": stress_config.strategy} if stress_config.strategy else {}
+                r = stress.run_controlled(scenario, variant, stress_config.seed, stress_config.schedules,
+                                          **kw)
         else:
             r = stress.run_free(scenario, variant, stress_config.seed, seconds or stress_config.seconds)
         if not r.ok:
@@ -283,6 +297,8 @@ def _failure_text(nodeid, r, mode):
         if f.get("replay"):
             lines.append(f"reproduce with: {f['replay']}")
     rerun = f"pytest {shlex.quote(nodeid)} --pymm-seed={r.seed} --pymm-mode={mode}"
+    if mode == "controlled" and getattr(r, "strategy", None):
+        rerun += f" --pymm-strategy={r.strategy}"
     lines.append(f"re-run with: {rerun}")
     for f in r.findings:
         if f.get("replay"):

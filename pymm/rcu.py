@@ -6,22 +6,26 @@ lets KASAN catch readers that relied on a grace period they did not have."""
 import threading
 from .errors import LockUsageError
 
-_tls = threading.local()
+class _Tls(threading.local):
+    depth = 0           # the class default: no exception raised for a thread's first look
+
+
+_tls = _Tls()
 
 
 def rcu_read_lock():
-    _tls.depth = getattr(_tls, "depth", 0) + 1
+    _tls.depth += 1
 
 
 def rcu_read_unlock():
-    d = getattr(_tls, "depth", 0)
+    d = _tls.depth
     if d <= 0:
         raise LockUsageError("rcu_read_unlock() without rcu_read_lock()")
     _tls.depth = d - 1
 
 
 def rcu_read_lock_held():
-    return getattr(_tls, "depth", 0) > 0
+    return _tls.depth > 0
 
 
 class rcu_read:

@@ -12,7 +12,6 @@ A run's verdict compares what was found with what the variant should give:
 a buggy variant must be caught with one of the scenario's ``caught_kinds``;
 a fixed variant must produce no finding at all.
 """
-import random
 import sys
 import threading
 import time
@@ -22,7 +21,7 @@ from urllib.parse import quote, unquote
 from . import scenarios, variants as _variants
 from .scenarios.base import Scenario
 from .locking import lock_stat, lockdep
-from .sched import explore, free_mode, replay as sched_replay
+from .sched import DEFAULT_STRATEGY, derive_seed, explore, free_mode, replay as sched_replay
 from .sched.trace import decode_schedule
 
 DEFAULT_SCHEDULES = 200
@@ -44,6 +43,8 @@ class RunResult:
         self.findings = []          # dicts: kind, title, text, replay
         self.caught_kinds = frozenset()
         self.lockstat = None
+        self.strategy = None        # controlled mode: the explore strategy
+        self.digests = set()        # controlled mode: schedule_digest of every schedule run
 
     @property
     def caught(self):
@@ -164,15 +165,32 @@ def _findings(st):
 
 # -- controlled mode -----------------------------------------------------------------
 
-def _controlled_program(scn, variant, seed, threads_per_role, counter):
+def program_seed(seed, schedule):
+    """The workload seed of schedule ``schedule`` of a controlled run seeded
+    ``seed`` (the scenario's setup and its roles' random streams).  Like the
+    scheduler's choices (``derive_seed("schedule", seed, i)``) it is derived
+    from the pair, so every schedule of every seed runs its own workload."""
+    return derive_seed("program", seed, schedule)
+
+
+def _controlled_program(scn, variant, seed, threads_per_role, counter, per_schedule=False):
+    """(setup, threads, check) of a controlled run.  With ``per_schedule``
+    each schedule builds its own workload: ``explore`` calls setup once per
+    schedule, in order, and the n-th call uses ``program_seed(seed, n)``;
+    otherwise (a replay) every schedule uses ``seed`` itself."""
     roles = [(name, fn) for name, fn in scn.roles for _ in range(threads_per_role)]
+    cur = [seed]            # the workload seed of the schedule being run
+    nxt = [0]
 
     def setup():
-        return scn.setup(variant, seed)
+        if per_schedule:
+            cur[0] = program_seed(seed, nxt[0])
+            nxt[0] += 1
+        return scn.setup(variant, cur[0])
 
     def make(i, fn):
         def body(st):
-            rng = scn.rng(seed, i)
+            rng = scn.rng(cur[0], i)
             for _ in range(scn.controlled_steps):
                 counter[0] += 1
                 try:
@@ -198,7 +216,8 @@ def replay_token(scenario, variant, seed, threads_per_role, sched_token):
 
 
 def parse_replay_token(token):
-    """-> (scenario, variant, seed, threads_per_role, schedule list)."""
+    """-> (scenario, variant, seed, threads_per_role, schedule list); ``seed``
+    is the workload seed of the schedule (``program_seed``)."""
     if not isinstance(token, str) or not token.startswith(REPLAY_PREFIX + ":"):
         raise ValueError(f"not a pymm replay token (expected {REPLAY_PREFIX}:...): {token!r}")
     parts = token.split(":", 6)
@@ -247,22 +266,27 @@ def _finding_kind(f):
 
 
 def run_controlled(name, variant, seed=0, schedules=DEFAULT_SCHEDULES, threads_per_role=1,
-                   strategy="random"):
+                   strategy=DEFAULT_STRATEGY):
     cls = get_scenario(name)
     name = scenario_ref(name)
     scn = cls()
     r = RunResult(name, variant, "controlled", seed, cls.expected(variant))
     r.caught_kinds = scn.caught_kinds
+    r.strategy = strategy
     counter = [0]
-    setup, threads, check = _controlled_program(scn, variant, seed, threads_per_role, counter)
+    setup, threads, check = _controlled_program(scn, variant, seed, threads_per_role, counter,
+                                                per_schedule=True)
     lockdep.reset()
     t0 = time.perf_counter()
     res = explore(setup, threads, check, strategy=strategy, seed=seed, max_schedules=schedules)
     r.seconds = time.perf_counter() - t0
     r.schedules = res.schedules_run
     r.ops = counter[0]
+    r.digests = res.digests
     if res.failure is not None:
-        tok = replay_token(name, variant, res.failure.seed if res.failure.seed is not None else seed,
+        # the token names the failing schedule's own workload seed; its
+        # sched part says how it was found (explore seed, schedule number)
+        tok = replay_token(name, variant, program_seed(seed, res.failure.schedule_index),
                            threads_per_role, res.failure.token)
         r.findings.append(_failure_finding(res.failure, tok))
     return r
@@ -352,7 +376,8 @@ def run_free(name, variant, seed=0, seconds=DEFAULT_SECONDS, threads_per_role=1,
 
 def _free_round(scn, r, variant, seed, rnd, threads_per_role, deadline, stop_when_caught, hung_task):
     """One round of a free run; returns the threads left stuck (if any)."""
-    st = scn.setup(variant, seed + rnd)
+    pseed = derive_seed("free", seed, rnd)     # no overlap between seeds' rounds
+    st = scn.setup(variant, pseed)
     roles = [(n, fn) for n, fn in scn.roles for _ in range(threads_per_role)]
     stop = threading.Event()
     ops = [0] * len(roles)
@@ -362,7 +387,7 @@ def _free_round(scn, r, variant, seed, rnd, threads_per_role, deadline, stop_whe
         return any(f.kind in scn.caught_kinds for f in _findings(st))
 
     def body(i, fn):
-        rng = random.Random((seed or 0) * 1000003 + rnd * 1009 + i)
+        rng = scn.rng(pseed, i)
         try:
             while not stop.is_set() and time.perf_counter() < deadline:
                 try:

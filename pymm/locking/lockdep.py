@@ -63,7 +63,7 @@ from loguru import logger
 
 from ..errors import LockdepError, LockUsageError
 from . import events as _ev
-from ._base import MAX_LOCKDEP_SUBCLASSES, all_class_keys
+from ._base import EXCLUSIVE, MAX_LOCKDEP_SUBCLASSES, SHARED, all_class_keys
 from ..stacktrace import stack_site
 from .lockdep_report import (_LOCKING_DIR, HeldLock, Report, capture_stack, caller_site,
                              dump_stack, format_held, format_stack, lock_addr, lock_desc, reset_labels,
@@ -956,7 +956,10 @@ def lock_is_held(lock, read=None):
     validator is off (unknown)."""
     if not _enabled:
         return None
-    for e in reversed(_state().held):
+    held_by = getattr(lock, "held_by_current", None)
+    if held_by is not None:     # O(1): the lock's own owner / readers
+        return held_by(None if read is None else SHARED if read else EXCLUSIVE)
+    for e in reversed(_state().held):       # a lockdep map (no holders of its own)
         if e[H_LOCK] is lock:
             return read is None or bool(e[H_READ]) == bool(read)
     return False

@@ -118,8 +118,8 @@ class Hstate:
         self.resv_huge_pages = 0                             # hugetlb_lock
         self.surplus_huge_pages = 0
         self.hugetlb_lock = SpinLock("hugetlb_lock")
-        self.hugetlb_fault_mutex_table = [Mutex("hugetlb_fault_mutex")
-                                          for _ in range(NUM_FAULT_MUTEXES)]
+        self.hugetlb_fault_mutex_table = LockTable(NUM_FAULT_MUTEXES,
+                                                   lambda: Mutex("hugetlb_fault_mutex"))
         self.inodes = weakref.WeakSet()      # live hugetlbfs files (for the checks)
         self._file_keys = itertools.count(1)
 
@@ -144,6 +144,38 @@ class Hstate:
     def __repr__(self):
         return (f"<hstate 2048kB total {self.nr_huge_pages} free {self.free_huge_pages} "
                 f"resv {self.resv_huge_pages}>")
+
+
+class LockTable:
+    """A fixed-size table of locks, each built on its first use.  The kernel
+    allocates hugetlb_fault_mutex_table at boot; building 64 pymm mutexes in
+    every Kernel() was most of a small scenario's setup, and a schedule
+    touches one or two of them.  Building is serialised by a plain lock (not
+    a pymm lock: no scheduling point, never held across one), so every user
+    of a slot sees the same mutex."""
+
+    __slots__ = ("_locks", "_make", "_build")
+
+    def __init__(self, n, make):
+        self._locks = [None] * n
+        self._make = make
+        self._build = threading.Lock()
+
+    def __getitem__(self, i):
+        lk = self._locks[i]
+        if lk is None:
+            with self._build:
+                lk = self._locks[i]
+                if lk is None:
+                    lk = self._locks[i] = self._make()
+        return lk
+
+    def __len__(self):
+        return len(self._locks)
+
+    def built(self):
+        """The locks built so far."""
+        return [lk for lk in self._locks if lk is not None]
 
 
 def hugetlb_fault_mutex_hash(file, idx):

@@ -95,7 +95,8 @@ class MmStruct(KasanObject):
         "mm_users",         # atomic
         "dead",
         # Not kernel state: the data-integrity checker's model of what user
-        # space stored in private anonymous memory (page address -> bytearray).
+        # space stored in private anonymous memory (page address -> bytearray
+        # of the bytes up to the last one stored; the rest of the page is zeros).
         # Dropped wherever the kernel legitimately discards such memory
         # (do_vmi_munmap, MADV_DONTNEED) under the same mmap_lock.
         "user_shadow",
@@ -240,7 +241,8 @@ class Folio(KasanObject):
         "index",        # page index in the file, or linear index for anon
         "node",
         "order",
-        "data",         # bytearray or None (reads as zeros)
+        "data",         # bytearray of the bytes up to the last one written, or None;
+                        # the rest of the folio reads as zeros (sparse contents)
         "lru_prev", "lru_next",   # intrusive LRU list; lruvec lru_lock
         "lock",         # the page lock (FolioLock), created lazily
         "swap",         # SwapEntry while in the swap cache (folio->swap); folio lock to change
@@ -272,12 +274,27 @@ class Folio(KasanObject):
 
     def read_bytes(self, off, n):
         d = self.data
-        return bytes(n) if d is None else bytes(d[off:off + n])
+        if d is None:
+            return bytes(n)
+        got = bytes(d[off:off + n])
+        return got if len(got) == n else got + bytes(n - len(got))
 
     def write_bytes(self, off, b):
-        if self.data is None:
-            self.data = bytearray(4096 << self.order)
-        self.data[off:off + len(b)] = b
+        """Store ``b`` at ``off``.  Only the written extent (from offset 0 to
+        the last byte ever written) is kept, so a page touched by one store
+        costs bytes, not 4 KiB (or 2 MiB for a huge page); zeros stored
+        beyond the extent change nothing and are not kept."""
+        d = self.data
+        end = off + len(b)
+        if d is None or end > len(d):
+            have = 0 if d is None else len(d)
+            if off >= have and not any(b):
+                return
+            if d is None:
+                d = self.data = bytearray(end)
+            else:
+                d.extend(bytes(end - have))
+        d[off:end] = b
 
     def __repr__(self):
         return (f"<folio node {self.node} order {self.order} idx {self.index:#x} "

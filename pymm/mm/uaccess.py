@@ -103,7 +103,9 @@ def _copy_pte(mm, pos, n, write, data, off, out, shadow):
             if shadow is not None:
                 buf = shadow.get(page)
                 if buf is None:
-                    buf = shadow.setdefault(page, bytearray(PAGE_SIZE))
+                    buf = shadow[page] = bytearray()    # sparse: up to the last byte stored
+                if len(buf) < poff + n:
+                    buf.extend(bytes(poff + n - len(buf)))
                 buf[poff:poff + n] = data[off:off + n]
             return True, None
         got = folio.read_bytes(poff, n)
@@ -111,6 +113,8 @@ def _copy_pte(mm, pos, n, write, data, off, out, shadow):
         buf = shadow.get(page) if shadow is not None else None
         if buf is not None:
             want = bytes(buf[poff:poff + n])
+            if len(want) < n:
+                want += bytes(n - len(want))
             if want != got:
                 j = next(j for j in range(n) if want[j] != got[j])
                 return True, (j, want, got)

@@ -26,7 +26,7 @@ from ..sched import charge
 from ..stacktrace import src_path
 from .gfp import GFP_KERNEL, might_alloc
 from .mm_types import VmAreaStruct
-from .mmap_lock import mmap_assert_write_locked, mmap_lock_is_held
+from .mmap_lock import mmap_assert_write_locked
 
 LOAD = 64
 
@@ -45,8 +45,11 @@ class VmaTree:
         self._len = 0
 
     # -- the locking rule ----------------------------------------------------------
+    # Lookups need mmap_lock or an RCU read section.  With the validator off
+    # (nobody tracks holders) the rule is not checked: one flag test.  The
+    # hot lookups inline the test; the rest call _check.
     def _check(self):
-        if not rcu_read_lock_held() and not mmap_lock_is_held(self.mm):
+        if lockdep.is_enabled() and not _rule_holds(self.mm):
             _suspicious_rcu_usage(self.mm)
 
     # -- positions -------------------------------------------------------------------
@@ -78,13 +81,20 @@ class VmaTree:
     # -- lookups ---------------------------------------------------------------
     def find_vma(self, addr):
         """The first VMA with vm_end > addr (find_vma)."""
-        self._check()
+        if lockdep.is_enabled() and not _rule_holds(self.mm):
+            _suspicious_rcu_usage(self.mm)
         return self._at(self._locate(addr))
 
     def vma_lookup(self, addr):
         """The VMA containing addr, or None."""
-        self._check()
-        return self.lookup_unchecked(addr)
+        if lockdep.is_enabled() and not _rule_holds(self.mm):
+            _suspicious_rcu_usage(self.mm)
+        maxes = self._maxes
+        c = bisect_right(maxes, addr)
+        if c == len(maxes):
+            return None
+        i = bisect_right(self._ends[c], addr)
+        return self._vmas[c][i] if self._starts[c][i] <= addr else None
 
     def lookup_unchecked(self, addr):
         """vma_lookup without the locking check: for the invariant checks,
@@ -259,6 +269,12 @@ def vm_area_free(vma):
     if vma.vm_file is not None:
         vma.vm_file.fput()
     kasan_poison(vma, skip=3)
+
+
+def _rule_holds(mm):
+    """mmap_lock held (any mode, O(1) from the lock's holders) or inside an
+    RCU read section."""
+    return mm.mmap_lock.held_by_current() or rcu_read_lock_held()
 
 
 def _suspicious_rcu_usage(mm):

@@ -5,18 +5,19 @@ import time
 
 from ._core import SchedUsageError, _Run, lockdep_raising
 from .strategies import PCT, BoundedDFS, RandomWalk, replay_chooser
-from .trace import Outcome, Result, cook, decode_schedule
+from .trace import Outcome, Result, cook, decode_schedule, schedule_digest
 from .vtime import VirtualTime
 
 STRATEGIES = ("random", "pct", "dfs", "vtime")
+DEFAULT_STRATEGY = "random"   # the one that finds every episode fastest (README, "Strategies")
 DEFAULT_WATCHDOG = 10.0     # seconds without a scheduling point before a run is "hung"
 DEFAULT_MAX_STEPS = 200_000  # scheduling points in one schedule before it is a "livelock"
 MAX_THREADS = 255           # a schedule token stores one byte per choice
 
 
-def explore(setup, threads, check=None, *, strategy="random", seed=0, max_schedules=1000,
+def explore(setup, threads, check=None, *, strategy=DEFAULT_STRATEGY, seed=0, max_schedules=1000,
             pct_depth=3, pct_k=None, preemption_bound=2, watchdog=DEFAULT_WATCHDOG,
-            max_steps=DEFAULT_MAX_STEPS):
+            max_steps=DEFAULT_MAX_STEPS, first_schedule=0):
     """Run the program under up to ``max_schedules`` controlled schedules and
     stop at the first failure.
 
@@ -27,14 +28,20 @@ def explore(setup, threads, check=None, *, strategy="random", seed=0, max_schedu
     ``Result``; ``result.failure`` is None or a ``Failure`` whose message ends
     with how to replay it.
 
-    ``strategy``: "random" (schedule i uses seed+i), "pct" (depth
+    ``strategy``: "random" (schedule i draws from ``derive_seed("schedule",
+    seed, i)``: no two (seed, i) pairs share a stream), "pct" (depth
     ``pct_depth``; ``pct_k`` fixes the number of choice points instead of
     estimating it from the first schedule), "dfs" (preemption-bounded
     enumeration, ``preemption_bound`` preemptions at most; stops early when
     exhausted) or "vtime" (virtual time: the earliest virtual clock runs,
     ties broken at random; see ``pymm.sched.vtime``).  ``watchdog``: seconds without any scheduling point after
     which a run is declared "hung"; ``max_steps``: scheduling points after
-    which one schedule is declared a "livelock".
+    which one schedule is declared a "livelock".  ``first_schedule``: the
+    number of the first schedule run (schedules ``first_schedule`` ..
+    ``first_schedule + max_schedules - 1`` of ``seed``): with
+    ``max_schedules=1`` and a failure's ``seed`` and ``schedule_index`` it
+    runs that schedule again (for pct, with ``pct_k`` pinned to the
+    failure's k).
 
     While it runs, the lock validator is in raise mode (a report raises
     LockdepError in the thread that triggered it, before the real lock is
@@ -50,6 +57,7 @@ def explore(setup, threads, check=None, *, strategy="random", seed=0, max_schedu
                               f"{', '.join(map(repr, STRATEGIES))}")
     _check_int("seed", seed, None)
     _check_int("max_schedules", max_schedules, 1)
+    _check_int("first_schedule", first_schedule, 0)
     _check_int("pct_depth", pct_depth, 1)
     if pct_k is not None:
         _check_int("pct_k", pct_k, 1)
@@ -69,15 +77,16 @@ def explore(setup, threads, check=None, *, strategy="random", seed=0, max_schedu
     t0 = time.perf_counter()
     run = None
     with lockdep_raising(), _closing(strat):
-        for i in range(max_schedules):
+        for i in range(first_schedule, first_schedule + max_schedules):
             run = _Run(setup, fns, check, strat.chooser(i), watchdog, max_steps).execute()
             result.schedules_run += 1
             result.points += len(run.trace)
+            result.digests.add(schedule_digest(run.schedule))
             f = run.failure
             if f is not None:
                 if f.kind == "misfit":
                     raise SchedUsageError(f.detail)
-                result.failure = f.finish(run, strat.name, strat.seed_of(i), strat.params(), i)
+                result.failure = f.finish(run, strat.name, strat.seed, strat.params(), i)
                 break
             if not strat.feedback(run):
                 result.exhausted = True

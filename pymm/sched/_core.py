@@ -40,6 +40,19 @@ locks when it has unwound (kernel-style code releases locks explicitly, not in
 ordinary releases; the controller then joins every thread and records anything
 left alive or held.
 
+Threads.  The managed threads run on pooled OS threads (``_Worker``), kept
+across schedules: starting a thread costs 0.1-3 ms, far more than a
+schedule of a small program.  A worker waits on its ``go`` lock, which is
+the managed thread's gate until the thread first gets the baton; it then
+switches to a fresh per-schedule gate.  After the job it drops the thread's
+pymm thread-locals (current task, lockdep's held locks, RCU depth, ...) as
+a thread's end would, takes the idle name and waits again.  A thread that
+never got the baton (the run aborted first) never runs: its worker is handed
+back untouched.  A worker still busy after an abort (leaked) is retired, and
+so is every worker of a run that the controller aborted while a managed
+thread was running (the watchdog's "hung"), since that thread may still hand
+the baton on.
+
 Limits.  Only the threads given to ``explore`` are managed: threads the
 program starts itself run uncontrolled, and a managed thread waiting for a
 lock one of them holds looks deadlocked.  Locks built outside the run (before
@@ -47,6 +60,7 @@ lock one of them holds looks deadlocked.  Locks built outside the run (before
 and the watchdog reports the run as hung.
 """
 import contextlib
+import os
 import re
 import sys
 import threading
@@ -213,8 +227,8 @@ class _Managed:
     """One managed thread.  ``gate`` is locked except while the baton is
     being handed to this thread."""
 
-    __slots__ = ("index", "name", "fn", "gate", "tid", "thread", "run", "blocked_on",
-                 "finished", "unwinding")
+    __slots__ = ("index", "name", "fn", "gate", "tid", "worker", "run", "blocked_on",
+                 "finished", "unwinding", "started")
 
     def __init__(self, index, fn, run):
         self.index = index
@@ -223,10 +237,151 @@ class _Managed:
         self.run = run
         self.gate = None
         self.tid = None
-        self.thread = None
+        self.worker = None          # the pooled _Worker running it
+        self.started = False        # it got the baton at least once (its job began)
         self.blocked_on = None      # the ControlledLock it waits for
         self.finished = False
         self.unwinding = False      # SchedAbort has been raised in it
+
+
+class _Worker:
+    """A pooled OS thread that runs managed threads, one schedule after
+    another (see "Threads" in the module docstring).  ``go`` is locked while
+    the worker waits for a job; ``idle`` is locked while it has one.  Only
+    the controller of the run in progress hands out jobs (under
+    ``_run_lock``)."""
+
+    __slots__ = ("thread", "tid", "go", "idle", "job", "retired")
+
+    def __init__(self):
+        self.go = allocate_lock()
+        self.go.acquire()
+        self.idle = allocate_lock()
+        self.job = None
+        self.retired = False
+        self.thread = threading.Thread(target=self._loop, name=_IDLE_NAME, daemon=True)
+        self.thread.start()
+        self.tid = self.thread.ident
+
+    def _loop(self):
+        th = threading.current_thread()
+        while True:
+            self.go.acquire()
+            m = self.job
+            if m is None:
+                if self.retired:
+                    return
+                continue
+            th.name = m.name            # what lockdep and the reports call the thread
+            try:
+                m.run._start(m)
+            finally:
+                self.job = None
+                _reset_thread_state()   # as if the thread had ended
+                th.name = _IDLE_NAME
+                self.idle.release()
+            if self.retired:
+                return
+
+    def retire(self):
+        """Never reuse this worker; its thread ends when its job does (or
+        now, if it has none)."""
+        self.retired = True
+        if self.job is None and self.go.locked():
+            try:
+                self.go.release()
+            except RuntimeError:
+                pass
+
+
+_IDLE_NAME = "pymm-sched-idle"
+_pool = []                  # idle workers (touched only by a controller, under _run_lock)
+_tls_cache = [-1, ()]       # [len(sys.modules) when scanned, pymm's thread-locals]
+
+
+def _pymm_thread_locals():
+    """Every module-level ``threading.local`` of pymm's modules (rescanned
+    when modules were imported since the last scan)."""
+    mods = sys.modules
+    if _tls_cache[0] != len(mods):
+        found = []
+        for name, mod in list(mods.items()):
+            if (name == "pymm" or name.startswith("pymm.")) and mod is not None:
+                for v in list(vars(mod).values()):
+                    if isinstance(v, threading.local) and not any(v is f for f in found):
+                        found.append(v)
+        _tls_cache[:] = [len(mods), tuple(found)]
+    return _tls_cache[1]
+
+
+def _clear_module_locals():
+    for loc in _pymm_thread_locals():
+        loc.__dict__.clear()
+
+
+def _tstate_dict_clearer():
+    """CPython keeps every ``threading.local``'s per-thread dict under a
+    "thread.local.<address>" key of the thread state's dict, and a thread's
+    end drops them all by clearing that dict.  Dropping those keys does the
+    same for a living thread: every thread-local (pymm's, a lock map's, the
+    program's) starts afresh.  None if this interpreter does not work so."""
+    try:
+        import ctypes
+        get = ctypes.pythonapi.PyThreadState_GetDict
+        get.restype = ctypes.c_void_p       # a borrowed reference: cast takes a new one
+        get.argtypes = []
+        as_object = ctypes.py_object
+        cast = ctypes.cast
+    except (ImportError, AttributeError, OSError):
+        return None
+
+    def clear():
+        d = cast(get(), as_object).value
+        for k in [k for k in d if type(k) is str and k.startswith("thread.local.")]:
+            del d[k]
+    return clear
+
+
+_clearer = []       # [function] once chosen (by the first worker that resets)
+
+
+def _reset_thread_state():
+    """Drop the calling thread's thread-local state (current task, lockdep's
+    held locks, RCU depth, lock_stat's holds, ...) exactly as a thread's end
+    does: a pooled worker starts every schedule as a fresh thread would.
+    Runs in a worker, between jobs."""
+    if not _clearer:
+        fn = _tstate_dict_clearer()
+        if fn is not None:              # check it on this (worker) thread
+            probe = threading.local()
+            probe.x = 1
+            fn()
+            if hasattr(probe, "x"):
+                fn = None
+        _clearer.append(fn or _clear_module_locals)
+        return                          # the check cleared this thread's state
+    _clearer[0]()
+
+
+def _take_workers(n):
+    """``n`` idle workers, starting new ones when the pool is short."""
+    out = []
+    while _pool and len(out) < n:
+        out.append(_pool.pop())
+    try:
+        while len(out) < n:
+            out.append(_Worker())
+    except BaseException:
+        _pool.extend(out)
+        raise
+    return out
+
+
+def _forget_pool():
+    _pool.clear()           # a forked child has none of the parent's threads
+
+
+os.register_at_fork(after_in_child=_forget_pool)
 
 
 class _Run:
@@ -263,6 +418,7 @@ class _Run:
         self.leaked_threads = []
         self.leaked_locks = []
         self.released_on_abort = []
+        self.concurrent_abort = False       # the controller aborted while a thread ran
 
     # -- controller ------------------------------------------------------------
     def execute(self):
@@ -297,24 +453,14 @@ class _Run:
         return self
 
     def _run_threads(self):
-        for m in self.threads:
-            m.gate = allocate_lock()
-            m.gate.acquire()
-            m.thread = threading.Thread(target=self._main, args=(m, self.state),
-                                        name=m.name, daemon=True)
-        started = []
-        try:
-            for m in self.threads:
-                m.thread.start()
-                started.append(m)
-                m.tid = m.thread.ident
-                self.by_tid[m.tid] = m
-        except BaseException:
-            self.aborting = True
-            for m in started:
-                m.gate.release()
-                m.thread.join()
-            raise
+        workers = _take_workers(len(self.threads))
+        for m, w in zip(self.threads, workers):
+            m.worker = w
+            m.tid = w.tid
+            m.gate = w.go           # the first hand-over starts the job
+            self.by_tid[m.tid] = m
+            w.idle.acquire()
+            w.job = m
         try:                # the first choice: which thread starts
             en = self.enabled
             nxt = en[0] if len(en) == 1 else self._pick(en, None)
@@ -326,16 +472,51 @@ class _Run:
         while not self.done.acquire(True, self.watchdog):
             n = len(self.trace)
             if n == last:
+                self.concurrent_abort = True    # a managed thread may still be running
                 self._fail(self._hung())
             last = n
-        deadline = time.monotonic() + self.watchdog
-        for m in self.threads:
-            m.thread.join(max(0.0, deadline - time.monotonic()))
+        self._return_workers()
         self.cur = self.cur_tid = None
-        self.leaked_threads = [f"{m.name} (tid {m.tid})" for m in self.threads
-                               if m.thread.is_alive()]
         self.leaked_locks = [repr(lk) for lk in self.locks
                              if any(h in self.by_tid for h in lk.holders())]
+
+    def _return_workers(self):
+        """Wait for the jobs that began; hand back the workers (or retire
+        them: a job still running after the watchdog leaked its thread)."""
+        deadline = time.monotonic() + self.watchdog
+        leaked = []
+        for m in self.threads:
+            w = m.worker
+            if not m.started:
+                continue
+            if w.idle.acquire(True, max(0.0, deadline - time.monotonic())):
+                w.idle.release()
+                if self.concurrent_abort:
+                    w.retire()
+                else:
+                    _pool.append(w)
+            else:
+                w.retire()
+                leaked.append(m)
+        for m in self.threads:
+            w = m.worker
+            if m.started:
+                continue
+            # never got the baton (the run aborted first)
+            if self.concurrent_abort or not w.go.locked():
+                # a hand-over may have reached it (or still may): let it run
+                # the job, which unwinds at once, and end
+                w.retired = True
+                if w.go.locked():
+                    try:
+                        w.go.release()
+                    except RuntimeError:
+                        pass
+                continue
+            w.job = None        # nobody released go: it never ran, never will
+            w.idle.release()
+            _pool.append(w)
+        self.leaked_threads = [f"{m.name} (tid {m.tid})" for m in leaked]
 
     def _run_check(self):
         try:
@@ -352,8 +533,16 @@ class _Run:
                                f"{traceback.format_exc()}", exception=e))
 
     # -- managed threads -----------------------------------------------------------
+    def _start(self, me):
+        """In ``me``'s worker, which was just handed the baton for the first
+        time: switch to a gate of its own for this schedule and run."""
+        gate = allocate_lock()
+        gate.acquire()
+        me.gate = gate
+        me.started = True
+        self._main(me, self.state)
+
     def _main(self, me, state):
-        me.gate.acquire()
         ok = False
         try:
             if self.aborting:
@@ -574,8 +763,8 @@ class _Run:
             return
         self.aborting = True
         me = get_ident()
-        for t in self.threads:
-            if not t.finished and t.tid != me and t.gate is not None:
+        for t in self.threads:      # (a thread that never started has nothing to unwind)
+            if t.started and not t.finished and t.tid != me:
                 try:
                     t.gate.release()
                 except RuntimeError:    # already open (a racing hand-over)

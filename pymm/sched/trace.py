@@ -9,10 +9,12 @@ as the interleaving allows and replaying it needs nothing else.
 
 The token is the same schedule in one copy-pasteable string::
 
-    sched:v1:random:seed=3:r<base64 of the choices>      (raw bytes)
-    sched:v1:pct:seed=5:depth=3:k=41:z<base64 of zlib>   (compressed)
+    sched:v1:random:seed=3:schedule=17:r<base64 of the choices>       (raw bytes)
+    sched:v1:pct:seed=5:schedule=0:depth=3:k=41:z<base64 of zlib>     (compressed)
 
-Only the last field is needed to replay; the others say how it was found.
+Only the last field is needed to replay; the others say how it was found
+(``explore`` seed and schedule index: the schedule's randomness is
+``derive_seed("schedule", seed, schedule)``).
 
 A trace is the list of (thread index, label) of every scheduling point, in
 order.  Labels: "start", "exit", "lock NAME", "rlock NAME", "trylock NAME",
@@ -23,15 +25,16 @@ class name.  Events are recorded as tuples and turned into labels only when
 a trace is handed out.
 """
 import base64
+import hashlib
 import zlib
 
 TOKEN_PREFIX = "sched:v1"
 _LIST_LIMIT = 64      # longer schedules are shown as a token in the replay hint
 
 
-def encode_schedule(schedule, strategy="replay", **params):
-    """The replay token for ``schedule`` (thread indices 0..255)."""
-    raw = bytes(schedule)
+def encode_schedule(choices, strategy="replay", /, **params):
+    """The replay token for the schedule ``choices`` (thread indices 0..255)."""
+    raw = bytes(choices)
     z = zlib.compress(raw, 9)
     payload = ("z" + _b64(z)) if len(z) < len(raw) else ("r" + _b64(raw))
     fields = [TOKEN_PREFIX, strategy] + [f"{k}={v}" for k, v in params.items() if v is not None]
@@ -53,6 +56,12 @@ def decode_schedule(token):
     except (ValueError, zlib.error) as e:    # binascii.Error is a ValueError
         raise ValueError(f"corrupt schedule token {token!r}: {e}") from None
     return list(data)
+
+
+def schedule_digest(schedule):
+    """A short fingerprint of a schedule's choices (distinct interleavings
+    are counted by distinct digests)."""
+    return hashlib.blake2b(bytes(schedule), digest_size=8).digest()
 
 
 def _b64(b):
@@ -88,9 +97,10 @@ class Failure:
     the validator off), or a detector's kind ("use-after-free", ...).
     ``message`` ends with how to replay it.  ``schedule`` is the list of
     choices that reproduces it through ``pymm.sched.replay``; ``token`` the
-    same as a string.  ``seed`` is the per-schedule seed (``explore`` with
-    this seed, the same strategy and parameters, and ``max_schedules=1``
-    finds it again; None for dfs and replays).  ``trace`` is the list of
+    same as a string.  ``seed`` is the ``explore`` seed and
+    ``schedule_index`` the schedule's number in that exploration (its
+    randomness is ``derive_seed("schedule", seed, schedule_index)``; seed is
+    None for dfs and replays).  ``trace`` is the list of
     (thread index, event label) of the failing schedule.  ``report`` is the
     lockdep report for kind "lockdep".  ``thread`` is the index of the thread
     the failure happened in (None when it is not one thread's).
@@ -134,8 +144,9 @@ class Failure:
         self.leaked_locks = list(run.leaked_locks)
         # threads unwind concurrently: order by thread (stable), not by who finished first
         self.released_on_abort = sorted(run.released_on_abort, key=lambda s: s.split(":", 1)[0])
-        self.token = encode_schedule(self.schedule, strategy,
-                                     seed=seed, **{k: v for k, v in params.items()})
+        self.token = encode_schedule(self.schedule, strategy, seed=seed,
+                                     schedule=schedule_index if seed is not None else None,
+                                     **{k: v for k, v in params.items()})
         parts = [self.detail]
         if self.notes:
             parts.append("\n".join("note: " + n for n in self.notes))
@@ -173,12 +184,14 @@ class Failure:
 class Result:
     """What ``explore`` returns: ``failure`` (None or a Failure),
     ``schedules_run``, ``points`` (scheduling points over all schedules),
+    ``digests`` (the set of ``schedule_digest`` of every schedule run: its
+    size is the number of distinct interleavings explored),
     ``elapsed`` seconds, ``exhausted`` (dfs explored every schedule within
     its preemption bound), and ``trace`` and ``schedule`` of the last
     schedule run (the failing one when there is a failure)."""
 
     __slots__ = ("failure", "schedules_run", "points", "elapsed", "exhausted", "strategy",
-                 "seed", "trace", "schedule")
+                 "seed", "trace", "schedule", "digests")
 
     def __init__(self, strategy, seed):
         self.failure = None
@@ -190,6 +203,7 @@ class Result:
         self.seed = seed
         self.trace = []
         self.schedule = []
+        self.digests = set()
 
     def __repr__(self):
         what = "clean" if self.failure is None else f"failure {self.failure.kind}"

@@ -33,6 +33,7 @@ def cases(tmp_path, write=True):
         "--seconds inf": (["stress", "--seconds", "inf"], "--seconds"),
         "--threads 0": (["stress", "--threads", "0"], "--threads"),
         "--mode bogus": (["stress", "--mode", "bogus"], "'bogus'"),
+        "--strategy bogus": (["stress", "--strategy", "bogus"], "'bogus'"),
         "stress --json in a missing directory": (
             ["stress", "--scenario", "populate", "--json", missing_dir / "out.json"], str(missing_dir)),
         "stress --report-dir under a file": (["stress", "--report-dir", a_file / "reports"], str(a_file)),

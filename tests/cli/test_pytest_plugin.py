@@ -134,6 +134,7 @@ def test_pymm_variant_reaches_the_kernel_fixture(ini, env, argv, expected, pytes
     (["--stress-seconds", "0"], "*--stress-seconds must be > 0*"),
     (["--stress-schedules", "-5"], "*--stress-schedules must be > 0*"),
     (["--pymm-seeds", "0"], "*--pymm-seeds must be > 0*"),
+    (["--pymm-strategy", "fastest"], "*--pymm-strategy must be one of random, pct, dfs*'fastest'*"),
 ], ids=lambda x: x if isinstance(x, str) else " ".join(x))
 def test_bad_settings_are_usage_errors(argv, message, pytester):
     pytester.makepyfile(test_ok="def test_ok(): pass")
@@ -454,3 +455,29 @@ def test_the_cache_provider_is_not_disabled():
     from pathlib import Path
     cfg = tomllib.loads((Path(__file__).parents[2] / "pyproject.toml").read_text())
     assert "no:cacheprovider" not in cfg["tool"]["pytest"]["ini_options"].get("addopts", "")
+
+
+STRATEGY_TEST = """
+from pymm import stress
+
+def test_strategy(stress_config, pymm_stress, monkeypatch):
+    assert stress_config.strategy == {expected!r}
+    seen = []
+    real = stress.run_controlled
+    monkeypatch.setattr(stress, "run_controlled",
+                        lambda *a, **k: seen.append(k.get("strategy")) or real(*a, **k))
+    pymm_stress("populate", "drop-retake", "controlled")
+    assert seen == [{expected!r}]
+"""
+
+
+@pytest.mark.parametrize("argv,env,expected", [
+    (["--pymm-strategy=random"], {"PYMM_STRATEGY": "pct"}, "random"),
+    ([], {"PYMM_STRATEGY": "pct"}, "pct"),
+    ([], {}, None),
+])
+def test_pymm_strategy_reaches_the_stress_runs(argv, env, expected, pytester, monkeypatch):
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    pytester.makepyfile(test_s=STRATEGY_TEST.format(expected=expected))
+    pytester.runpytest("--stress-schedules=50", *argv).assert_outcomes(passed=1)

@@ -92,3 +92,18 @@ def test_every_buggy_variant_replays_its_controlled_finding(scenario, variant, c
     assert headline(first.out) == f["title"]
     assert first.out == second.out
     assert report(first.out) == report(f["text"])
+
+
+def test_a_later_schedule_replays_exactly():
+    """Every schedule builds its own workload (seeded from the run's seed and
+    the schedule's number); the token carries that schedule's workload seed,
+    so a finding made after the first schedule replays exactly
+    (hugetlb-truncate's buggy variant with seed 3 is caught at schedule 4)."""
+    r = stress.run_controlled("hugetlb-truncate", "mapped-check-unlocked", 3, 50)
+    assert r.caught and r.schedules > 1
+    tok = r.findings[0]["replay"].split()[-1]
+    assert f":seed={stress.program_seed(3, r.schedules - 1)}:" in tok
+    assert f":seed=3:schedule={r.schedules - 1}:" in tok       # how it was found
+    f = stress.replay(tok)
+    assert f is not None
+    assert f.message.split("\nfound with")[0] == r.findings[0]["text"].split("\nfound with")[0]

@@ -204,3 +204,15 @@ def test_entry_points_are_declared():
     plugins = {e.name: e.value for e in entry_points(group="pytest11")}
     assert scripts.get("pymm") == "pymm.cli:main"
     assert plugins.get("pymm") == "pymm.pytest_plugin"
+
+
+@pytest.mark.parametrize("strategy", ["pct", "random"])
+def test_strategy_option_reaches_the_controlled_runs(strategy, cli, monkeypatch):
+    seen = []
+    real = stress.run_controlled
+    monkeypatch.setattr(stress, "run_controlled",
+                        lambda *a, **k: seen.append(k.get("strategy")) or real(*a, **k))
+    res = cli("stress", "--scenario", "populate", "--variant", "drop-retake", "--mode", "controlled",
+              "--schedules", "300", "--strategy", strategy, "--quiet")
+    assert seen == [strategy]
+    assert res.rc == 0, res.out + res.err

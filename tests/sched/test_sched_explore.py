@@ -59,8 +59,9 @@ def test_abba_is_a_real_deadlock_found_and_replayed(no_lockdep):
         assert g.trace == f.trace and g.schedule == f.schedule
         assert g.leaked_threads == [] and g.leaked_locks == []
 
-    # the per-schedule seed reproduces it too
-    r1 = explore(abba_setup, [take_ab, take_ba], seed=f.seed, max_schedules=1)
+    # the seed and the schedule's number reproduce it too
+    r1 = explore(abba_setup, [take_ab, take_ba], seed=f.seed, first_schedule=f.schedule_index,
+                 max_schedules=1)
     assert r1.failure.kind == "deadlock" and r1.failure.schedule == f.schedule
 
 
@@ -188,9 +189,9 @@ def test_pct_finds_the_depth_2_bug_random_does_not():
     assert labels[at + 1:at + 1 + STEPS + 1] == [(1, "start")] + [(1, "point think")] * STEPS
     g = replay(pct_setup, [updater, reader], f.schedule, saw_ready)
     assert g.kind == "assertion" and g.trace == f.trace
-    # pct_k pins k, so the seed alone reproduces the schedule
+    # pct_k pins k, so the seed and the schedule's number reproduce the schedule
     r1 = explore(pct_setup, [updater, reader], saw_ready, strategy="pct", pct_depth=2,
-                 pct_k=f.params["k"], seed=f.seed, max_schedules=1)
+                 pct_k=f.params["k"], seed=f.seed, first_schedule=f.schedule_index, max_schedules=1)
     assert r1.failure is not None and r1.failure.schedule == f.schedule
 
     assert explore(pct_setup, [updater, reader], saw_ready, strategy="random",
