@@ -310,13 +310,28 @@ def token_program(token):
     return setup, threads, check, schedule
 
 
+def _found_seed(token):
+    """The run seed a token's finding was found with (its sched part's
+    ``seed=``), or None (a replayed or shrunk schedule says none)."""
+    fields = token.rsplit(":", 1)[0].split(":sched:", 1)[-1].split(":")
+    for f in fields:
+        if f.startswith("seed="):
+            try:
+                return int(f[5:])
+            except ValueError:
+                return None
+    return None
+
+
 def run_replay(token):
     """A controlled run that replays the schedule of ``token`` (one
     schedule) instead of exploring: the RunResult, with the finding if it
     reproduced."""
     name, variant, seed, tpr, _ = parse_replay_token(token)
+    found = _found_seed(token)
     cls = get_scenario(name)
-    r = RunResult(name, variant, "controlled", seed, cls.expected(variant))
+    r = RunResult(name, variant, "controlled", seed if found is None else found,
+                  cls.expected(variant))
     r.caught_kinds = cls().caught_kinds
     t0 = time.perf_counter()
     failure = replay(token)
