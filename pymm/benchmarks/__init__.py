@@ -12,7 +12,7 @@ def met(ok):
 
 
 # the README's order (vtime, which the README shows as experiments, last)
-SECTIONS = ["locking", "sched", "mm", "mbind", "detection", "campaign", "vtime"]
+SECTIONS = ["locking", "sched", "engine", "mm", "mbind", "detection", "campaign", "vtime"]
 
 
 def load(name):

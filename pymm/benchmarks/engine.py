@@ -1,0 +1,202 @@
+"""Benchmark section "engine": what the engine spends per schedule, per fault
+and per page.
+
+- distinct interleavings per campaign: 8 seeds x 150 schedules of populate's
+  mainline variant (every schedule runs: the variant is clean), counted by
+  distinct schedule digests.  Schedules of different seeds draw from
+  independent streams, so only genuine coincidences repeat (a short program
+  has few interleavings: populate's schedules make 10-55 choices).
+- per-schedule fixed cost: ``explore`` of trivial threads (no scheduling
+  point but start and exit), 3 and 23 threads, validator off: setup, thread
+  hand-out, the hand-overs, join and bookkeeping.
+- ``mix`` controlled: wall and CPU milliseconds per schedule.
+- us per fault: one-byte stores, one per page, into a fresh private
+  anonymous mapping, validator off and on (thread CPU time, best of 3).
+- RSS per touched page: a populated mapping, then one store per page, in a
+  fresh interpreter; and the RSS of a 1 GiB region populated and touched.
+- free-mode ops/s: ``mix`` in free mode (real threads, delay injection).
+
+The machine is shared: the load average at the start and end is in the
+notes; compare ratios within one run."""
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+from .. import constants as C
+from .. import stress
+from ..locking import lockdep
+from ..sched import explore
+from . import met
+
+P = C.PAGE_SIZE
+RW = C.PROT_READ | C.PROT_WRITE
+ANON = C.MAP_PRIVATE | C.MAP_ANONYMOUS
+
+
+def _row(measure, config, value, unit, target="", ok=None):
+    return {"measure": measure, "config": config, "value": value, "unit": unit, "target": target,
+            "met": "" if ok is None else met(ok)}
+
+
+class _validator:
+    def __init__(self, on):
+        self.on = on
+
+    def __enter__(self):
+        self.was = lockdep.is_enabled()
+        (lockdep.enable if self.on else lockdep.disable)()
+
+    def __exit__(self, *exc):
+        (lockdep.enable if self.was else lockdep.disable)()
+        lockdep.reset()
+
+
+def distinct_interleavings(seeds=8, schedules=150, scenario="populate", variant="revalidate"):
+    digests, n = set(), 0
+    for s in range(seeds):
+        r = stress.run_controlled(scenario, variant, s, schedules)
+        if not r.ok:
+            raise RuntimeError(f"{scenario}/{variant} seed {s}: {r.verdict}")
+        digests |= r.digests
+        n += r.schedules
+    return len(digests), n
+
+
+def _nop(state):
+    pass
+
+
+def fixed_cost_ms(threads, schedules=300, repeat=3):
+    """Best-of-``repeat`` wall milliseconds per schedule of trivial threads."""
+    best = None
+    with _validator(False):
+        explore(lambda: None, [_nop] * threads, max_schedules=5)      # warm the pool
+        for r in range(repeat):
+            t0 = time.perf_counter()
+            res = explore(lambda: None, [_nop] * threads, seed=r, max_schedules=schedules)
+            dt = (time.perf_counter() - t0) / res.schedules_run
+            best = dt if best is None else min(best, dt)
+    return best * 1e3
+
+
+def mix_ms(schedules, seeds=3):
+    """(median wall ms, median CPU ms) per controlled ``mix`` schedule."""
+    wall, cpu = [], []
+    for s in range(seeds):
+        t0, c0 = time.perf_counter(), time.process_time()
+        r = stress.run_controlled("mix", "default", s, schedules)
+        if not r.ok:
+            raise RuntimeError(f"mix seed {s}: {r.verdict}")
+        wall.append((time.perf_counter() - t0) / r.schedules * 1e3)
+        cpu.append((time.process_time() - c0) / r.schedules * 1e3)
+    return statistics.median(wall), statistics.median(cpu)
+
+
+def fault_us(pages, validator, repeat=3):
+    """Best-of-``repeat`` thread-CPU microseconds per write fault."""
+    from ..kernel import Kernel
+    best = None
+    with _validator(validator):
+        for _ in range(repeat):
+            k = Kernel(nodes=1, pages_per_node=pages + 64, hugepages_per_node=0)
+            p = k.spawn("faulter")
+            a = p.mmap(0, pages * P, RW, ANON)
+            store = p.store
+            t0 = time.thread_time()
+            for i in range(pages):
+                store(a + i * P, b"x")
+            dt = (time.thread_time() - t0) / pages
+            if k.meminfo()["AnonPages"] != pages * 4:
+                raise RuntimeError("fault benchmark: not every store faulted a page in")
+            p.exit()
+            best = dt if best is None else min(best, dt)
+    return best * 1e6
+
+
+def touched_child(pages):
+    """In a fresh interpreter: RSS of populating ``pages`` pages, then of one
+    store per page; prints JSON."""
+    from ..kernel import Kernel
+    import gc
+    lockdep.disable()
+
+    def rss():
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+        raise RuntimeError("no VmRSS")
+
+    k = Kernel(nodes=1, pages_per_node=pages + 1024, hugepages_per_node=0)
+    p = k.spawn("toucher")
+    gc.collect()
+    r0 = rss()
+    a = p.mmap(0, pages * P, RW, ANON | C.MAP_POPULATE)
+    gc.collect()
+    r1 = rss()
+    store = p.store
+    for i in range(pages):
+        store(a + i * P, b"x")
+    gc.collect()
+    r2 = rss()
+    print(json.dumps({"populated": r1 - r0, "touched": r2 - r1, "total": r2, "pages": pages}))
+
+
+def touched(pages):
+    code = f"from pymm.benchmarks.engine import touched_child; touched_child({pages})"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=3600, check=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def free_ops(seconds):
+    r = stress.run_free("mix", "default", 0, seconds)
+    if not r.ok:
+        raise RuntimeError(f"mix free: {r.verdict}")
+    return r.ops / r.seconds
+
+
+def run(quick=False):
+    load0 = os.getloadavg()
+    rows = []
+    d, n = distinct_interleavings(seeds=8, schedules=30 if quick else 150)
+    rows.append(_row("distinct interleavings", f"populate/revalidate, 8 seeds x {n // 8} schedules",
+                     d, f"of {n}", f"{n}", d == n))
+    for threads, target in ((3, 0.05), (23, 0.3)):
+        ms = fixed_cost_ms(threads, 100 if quick else 300)
+        rows.append(_row("per-schedule fixed cost", f"{threads} trivial threads, validator off",
+                         ms, "ms", f"< {target}", ms < target))
+    wall, cpu = mix_ms(5 if quick else 20)
+    rows.append(_row("mix, controlled", "wall per schedule (median of 3 seeds)", wall, "ms", "< 25",
+                     wall < 25))
+    rows.append(_row("mix, controlled", "CPU per schedule (median of 3 seeds)", cpu, "ms"))
+    pages = 5_000 if quick else 20_000
+    for v in (False, True):
+        us = fault_us(pages, v)
+        rows.append(_row("page fault", f"{pages} pages, validator {'on' if v else 'off'}",
+                         us, "us CPU", "" if v else "<= 15", None if v else us <= 15))
+    t = touched(20_000 if quick else 50_000)
+    per = t["touched"] / t["pages"]
+    rows.append(_row("RSS per touched page", f"{t['pages']:,} pages populated, then one store each",
+                     per, "bytes", "<= 1024", per <= 1024))
+    if not quick:
+        g = touched(262_144)
+        mib = g["total"] / 2**20
+        rows.append(_row("1 GiB populated and touched", "262,144 pages: process RSS",
+                         mib, "MiB", "< 500", mib < 500))
+    rows.append(_row("free-mode ops/s", f"mix, {1 if quick else 5} s", free_ops(1.0 if quick else 5.0),
+                     "ops/s"))
+    load1 = os.getloadavg()
+    return {
+        "title": "Engine: independent schedules, scheduler cost, fault path, memory",
+        "rows": rows,
+        "notes": [f"load average at start {load0[0]:.2f} {load0[1]:.2f} {load0[2]:.2f}, "
+                  f"at end {load1[0]:.2f} {load1[1]:.2f} {load1[2]:.2f} (2 cores)",
+                  "wall figures grow with the load (a hand-over waits for the OS to run the "
+                  "next thread); CPU figures much less",
+                  "distinct interleavings: a repeat is a genuine coincidence of two independent "
+                  "random walks over a short program, not a shared stream"],
+    }
