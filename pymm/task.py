@@ -27,7 +27,7 @@ from .mm.mm_types import (MmStruct, VM_DONTEXPAND, VM_HUGETLB, VM_LOCKED, VM_LOC
                           VM_MAYEXEC, VM_MAYREAD, VM_MAYSHARE, VM_MAYWRITE, VM_NORESERVE,
                           VM_SHARED)
 from .mm.mmap import do_vmi_munmap, exit_mmap, get_unmapped_area, mmap_region, page_align, sys_brk
-from .mm.mmap_lock import mmap_read_lock, mmap_read_unlock, mmap_write_lock, mmap_write_unlock
+from .mm.mmap_lock import mmap_write_lock, mmap_write_unlock
 from .mm.mprotect import calc_vm_prot_bits, do_mprotect_pkey
 from .mm.uaccess import user_access
 from .sched import charge
@@ -179,11 +179,10 @@ class Process(Task):
     def munmap(self, addr, length):
         start, end = self._range("munmap", addr, length)
         mmap_write_lock(self.mm)
-        if hugetlb_split_check(self.mm, start, end):
-            mmap_write_unlock(self.mm)
-            raise OSError(errno.EINVAL, "munmap: would split a hugetlb mapping off a 2 MiB boundary")
-        do_vmi_munmap(self.mm, start, end - start)
+        err = do_vmi_munmap(self.mm, start, end - start)
         mmap_write_unlock(self.mm)
+        if err:
+            raise OSError(-err, "munmap: would split a hugetlb mapping off a 2 MiB boundary")
         return 0
 
     @syscall
@@ -194,11 +193,6 @@ class Process(Task):
             raise OSError(errno.EINVAL, f"mprotect: unknown prot bits {prot:#x}")
         if start == end:
             return 0
-        mmap_read_lock(self.mm)
-        bad = hugetlb_split_check(self.mm, start, end)
-        mmap_read_unlock(self.mm)
-        if bad:
-            raise OSError(errno.EINVAL, "mprotect: would split a hugetlb mapping off a 2 MiB boundary")
         return _err(do_mprotect_pkey(self.mm, start, end - start, prot), "mprotect")
 
     @syscall

@@ -1237,10 +1237,22 @@ def __unmap_hugepage_range(vma, start, end, ref_folio=None):
             set_vma_resv_flags(vma, HPAGE_RESV_UNMAPPED)
         if table.bits[i] & _PAGE_DIRTY:
             set_bits(entry, "flags", PG_dirty)
+        # df7a6d1f6405: a private owner's anon page gives its reservation
+        # back, or another mapping could take the page and the owner gets
+        # SIGBUS on its next fault.  The kernel marks the folio whoever else
+        # maps it; pymm only when this is its last mapping, so that
+        # HugePages_Rsvd stays exact (a COW-shared page keeps it consumed).
+        restore = (__vma_private_lock(vma) and entry.flags & PG_anon and entry._mapcount == 1
+                   and vma_needs_reservation(vma, vma_hugecache_offset(vma, address)) == 1)
+        if restore:
+            set_bits(entry, "flags", HPG_restore_reserve)
         table.entries[i] = None
         table.bits[i] = 0
         hugetlb_remove_rmap(entry)
         table.ptl.unlock()
+        if restore:                      # vma_add_reservation (private: the region goes)
+            idx = vma_hugecache_offset(vma, address)
+            vma_resv_map(vma).region_del(idx, idx + 1)
         folio_put(entry, k)              # the PTE's reference (the mmu_gather batch)
         if ref_folio is not None:
             break

@@ -2,15 +2,15 @@
 advice that needs no work."""
 import errno
 
-from ..constants import (FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, MADV_DOFORK, MADV_DONTFORK,
+from ..constants import (HPAGE_MASK, FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, MADV_DOFORK, MADV_DONTFORK,
                          MADV_DONTNEED, MADV_FREE, MADV_NORMAL, MADV_POPULATE_READ,
                          MADV_POPULATE_WRITE, MADV_RANDOM, MADV_REMOVE, MADV_SEQUENTIAL,
                          MADV_WILLNEED)
 from .gup import faultin_page_range
 from .memory import zap_page_range_single
-from .mm_types import (VM_DONTCOPY, VM_IO, VM_LOCKED, VM_MAYWRITE, VM_PFNMAP, VM_READ, VM_SHARED,
-                       VM_WRITE)
-from .mmap import vma_modify_flags
+from .mm_types import (VM_DONTCOPY, VM_HUGETLB, VM_IO, VM_LOCKED, VM_MAYWRITE, VM_PFNMAP, VM_READ,
+                       VM_SHARED, VM_WRITE)
+from .mmap import vma_modify_flags, vmas_may_split
 from .mmap_lock import mmap_read_lock, mmap_read_unlock, mmap_write_lock, mmap_write_unlock
 
 NOOP_ADVICE = (MADV_NORMAL, MADV_RANDOM, MADV_SEQUENTIAL, MADV_WILLNEED)
@@ -43,6 +43,9 @@ def do_madvise(mm, start, end, advice):
             vmas = _vmas_covering(mm, start, end)
             if vmas is None:
                 return -errno.ENOMEM
+            err = vmas_may_split(mm, start, end)
+            if err:
+                return err
             pos = start
             while pos < end:
                 cur = mm.mm_mt.vma_lookup(pos)
@@ -62,10 +65,22 @@ def do_madvise(mm, start, end, advice):
         vmas = _vmas_covering(mm, start, end)
         if vmas is None:
             return -errno.ENOMEM
-        if any(v.vm_flags & (VM_LOCKED | VM_PFNMAP) for v in vmas):
-            return -errno.EINVAL
-        for v in vmas:
+        ranges = []
+        for v in vmas:           # all checked first: a refused call changes nothing
             s, e = max(start, v.vm_start), min(end, v.vm_end)
+            if not v.vm_flags & VM_HUGETLB:
+                if v.vm_flags & (VM_LOCKED | VM_PFNMAP):
+                    return -errno.EINVAL
+            else:
+                # madvise_dontneed_free_valid_vma: DONTNEED only, from a huge
+                # page boundary; the end is rounded DOWN so that a huge page
+                # only partly in the range keeps its data
+                if advice != MADV_DONTNEED or s & ~HPAGE_MASK:
+                    return -errno.EINVAL
+                e &= HPAGE_MASK
+            if s < e:
+                ranges.append((v, s, e))
+        for v, s, e in ranges:
             zap_page_range_single(v, s, e - s)
         return 0
     finally:

@@ -668,6 +668,9 @@ def do_mbind(task, start, length, mode, mode_flags, nmask, flags):
     vma_callback = variant in ("hold-mmap-lock", "early-unlock-vma-callback")
     mmap_write_lock(mm)
     err = mpol_set_nodemask(kernel, new, nmask)
+    if not err:
+        from .mmap import vmas_may_split
+        err = vmas_may_split(mm, start, end)     # mbind_range would split a hugetlb VMA badly
     if err:
         mmap_write_unlock(mm)
     else:

@@ -9,7 +9,8 @@ from ..constants import MCL_CURRENT, MCL_FUTURE, MCL_ONFAULT, MLOCK_ONFAULT, TAS
 from ..sched import point
 from .atomic import clear_bits, set_bits
 from .filemap import folio_lock, folio_unlock
-from .mm_types import PG_lru, PG_mlocked, VM_LOCKED, VM_LOCKED_MASK, VM_LOCKONFAULT, Folio
+from .mm_types import (PG_lru, PG_mlocked, VM_DONTEXPAND, VM_HUGETLB, VM_IO, VM_LOCKED,
+                       VM_LOCKED_MASK, VM_LOCKONFAULT, VM_PFNMAP, Folio)
 from .mmap_lock import mmap_write_lock, mmap_write_unlock
 from .page_alloc import folio_get, folio_put
 from .pgtable import pte_index, pte_ranges
@@ -74,12 +75,17 @@ def mlock_vma_pages_range(vma, start, end, newflags):
         pt.ptl.unlock()
 
 
+VM_SPECIAL = VM_IO | VM_DONTEXPAND | VM_PFNMAP
+
+
 def mlock_fixup(vma, start, end, newflags):
     """Give [start, end) the lock flags ``newflags``; account locked_vm."""
     from .mmap import vma_split_range, vma_try_merge
     mm = vma.vm_mm
     oldflags = vma.vm_flags
-    if newflags == oldflags:
+    if newflags == oldflags or oldflags & (VM_SPECIAL | VM_HUGETLB):
+        # as the kernel: VM_IO/VM_PFNMAP/VM_DONTEXPAND and hugetlb VMAs never
+        # get VM_LOCKED and are not counted (so they are never split here)
         return vma
     vma = vma_split_range(vma, start, end)
     nr = (end - start) >> 12
@@ -138,6 +144,9 @@ def do_mlockall(mm, flags):
     mm.def_flags &= ~VM_LOCKED_MASK
     if flags & MCL_FUTURE:
         mm.def_flags |= VM_LOCKED | (VM_LOCKONFAULT if flags & MCL_ONFAULT else 0)
+        if not flags & MCL_CURRENT:         # apply_mlockall_flags: existing VMAs untouched
+            mmap_write_unlock(mm)
+            return 0
     to = 0
     if flags & MCL_CURRENT:
         to = VM_LOCKED | (VM_LOCKONFAULT if flags & MCL_ONFAULT else 0)

@@ -15,7 +15,7 @@ from .mm_types import (RSS_NAMES, VM_ACCOUNT, VM_DONTEXPAND, VM_HUGETLB, VM_IO, 
 VM_SPECIAL = VM_IO | VM_DONTEXPAND | VM_PFNMAP
 from .mmap_lock import (mmap_assert_write_locked, mmap_write_lock, mmap_write_lock_killable,
                         mmap_write_unlock)
-from .pgtable import free_pgd_range
+from .pgtable import USER_PGTABLES_CEILING, free_pgd_range
 from .rmap import (anon_vma_clone, anon_vma_lock_write, anon_vma_unlock_write, i_mmap_lock_write,
                    i_mmap_unlock_write, unlink_anon_vmas, unlink_file_vma,
                    vma_interval_tree_insert, vma_interval_tree_remove, vma_link_file)
@@ -209,13 +209,29 @@ def free_pgtables(mm, vmas, floor, ceiling):
         free_pgd_range(mm, vmas[0].vm_start, vmas[-1].vm_end, floor, ceiling)
 
 
+def vmas_may_split(mm, start, end):
+    """Would splitting the VMAs at ``start`` and ``end`` be refused?  The
+    kernel asks vm_ops->may_split in __split_vma, under the write lock it
+    splits with; pymm asks before the first split, under that same lock, so
+    that a refused call changes nothing.  Returns 0 or -EINVAL (a hugetlb
+    VMA split off a huge page boundary: hugetlb_vm_op_split).
+    Context: mmap_lock held for write."""
+    mmap_assert_write_locked(mm)
+    from ..fs.hugetlbfs import hugetlb_split_check
+    return hugetlb_split_check(mm, start, end)
+
+
 def do_vmi_munmap(mm, start, length):
-    """Unmap [start, start+len).  Context: mmap_lock held for write."""
+    """Unmap [start, start+len).  Returns 0 or -EINVAL (a split refused).
+    Context: mmap_lock held for write."""
     mmap_assert_write_locked(mm)
     end = start + length
     vmas = mm.mm_mt.range(start, end)
     if not vmas:
         return 0
+    err = vmas_may_split(mm, start, end)
+    if err:
+        return err
     if vmas[0].vm_start < start:
         split_vma(vmas[0], start)
     vmas = mm.mm_mt.range(start, end)
@@ -229,7 +245,8 @@ def do_vmi_munmap(mm, start, length):
             mm.locked_vm -= v.vma_pages()
     point("munmap_detached")
     unmap_vmas(vmas, start, end)
-    free_pgtables(mm, vmas, prev.vm_end if prev else 0, nxt.vm_start if nxt else TASK_SIZE)
+    free_pgtables(mm, vmas, prev.vm_end if prev else 0,
+                  nxt.vm_start if nxt else USER_PGTABLES_CEILING)
     for v in vmas:
         remove_vma(v)
     return 0
@@ -269,8 +286,10 @@ def sys_brk(mm, brk):
         mmap_write_unlock(mm)
         return brk
     if brk <= mm.brk:
+        if do_vmi_munmap(mm, newbrk, oldbrk - newbrk):     # e.g. a hugetlb mapping over the heap
+            mmap_write_unlock(mm)
+            return origbrk
         mm.brk = brk
-        do_vmi_munmap(mm, newbrk, oldbrk - newbrk)
         mmap_write_unlock(mm)
         return brk
     nxt = mm.mm_mt.find_vma(oldbrk)
@@ -307,7 +326,7 @@ def exit_mmap(mm):
     for v in vmas:
         mm.mm_mt.erase(v)
     unmap_vmas(vmas, 0, TASK_SIZE)
-    free_pgtables(mm, vmas, 0, TASK_SIZE)
+    free_pgtables(mm, vmas, 0, USER_PGTABLES_CEILING)
     for v in vmas:
         remove_vma(v)
     mm.locked_vm = 0

@@ -3,7 +3,7 @@ import errno
 
 from ..constants import PROT_EXEC, PROT_READ, PROT_WRITE
 from .mm_types import VM_ACCESS_FLAGS, VM_EXEC, VM_MAYEXEC, VM_MAYREAD, VM_MAYWRITE, VM_READ, VM_WRITE, Folio
-from .mmap import vma_modify_flags
+from .mmap import vma_modify_flags, vmas_may_split
 from .mmap_lock import mmap_write_lock, mmap_write_unlock
 from .pgtable import _PAGE_RW, pte_index, pte_ranges
 
@@ -47,6 +47,9 @@ def do_mprotect_pkey(mm, start, length, prot):
                 return -errno.EACCES
         if not vmas or pos < end:
             return -errno.ENOMEM
+        err = vmas_may_split(mm, start, end)    # decided under the write lock we split with
+        if err:
+            return err
         pos = start
         while pos < end:
             cur = mm.mm_mt.vma_lookup(pos)

@@ -137,6 +137,13 @@ def pte_alloc(mm, addr):
     return pt
 
 
+# The ceiling for "no VMA above": the top of the page-table tree, not
+# TASK_SIZE (one page short of 2^47, so the last PTE and PMD tables would
+# never lie wholly below it).  The kernel passes USER_PGTABLES_CEILING (0,
+# meaning the top) for the same reason.
+USER_PGTABLES_CEILING = 1 << 47
+
+
 def free_pgd_range(mm, start, end, floor, ceiling):
     """Free the page tables covering [start, end) whose whole span lies in
     [floor, ceiling) -- the gap left between the neighbouring VMAs -- as

@@ -178,3 +178,166 @@ def test_dontneed_racing_a_load_is_not_data_corruption():
 
     res = explore(setup, [writer, reader], check, strategy="random", seed=0, max_schedules=60)
     assert res.failure is None, res.failure.message
+
+
+# -- 4, 4b: a hugetlb VMA is never split off a huge page boundary ---------------------------
+
+def hkern(per_node=2, nodes=1):
+    return pymm.Kernel(nodes=nodes, pages_per_node=128, hugepages_per_node=per_node)
+
+
+def vma_ranges(p):
+    return [(v.vm_start, v.vm_end) for v in p.mm.mm_mt.all_unchecked()]
+
+
+def test_mlock_of_part_of_a_hugetlb_mapping_skips_it_without_splitting():
+    """mlock_fixup skips hugetlb VMAs (no VM_LOCKED, no locked_vm, no split)."""
+    from pymm.mm.mm_types import VM_LOCKED
+    k = hkern()
+    p = k.spawn("a")
+    h = p.mmap(0, HS, RW, ANON | MAP_HUGETLB)
+    before = vma_ranges(p)
+    assert p.mlock(h + P, P) == 0
+    assert p.munlock(h + P, P) == 0
+    assert p.mlockall(pymm.MCL_CURRENT) == 0
+    assert vma_ranges(p) == before
+    assert not p.mm.mm_mt.lookup_unchecked(h).vm_flags & VM_LOCKED and p.mm.locked_vm == 0
+    p.store(h + HS - 8, b"12345678")
+    assert p.madvise(h, HS, MADV_DONTNEED) == 0          # not VM_LOCKED: allowed
+    assert p.load(h + HS - 8, 8) == b"\0" * 8
+    p.exit()
+    clean(k)
+
+
+@pytest.mark.parametrize("call", ["dontfork", "dofork", "mbind", "mprotect", "munmap"])
+def test_splitting_a_hugetlb_vma_off_a_huge_page_boundary_is_einval(call):
+    k = hkern()
+    p = k.spawn("a")
+    h = p.mmap(0, HS, RW, ANON | MAP_HUGETLB)
+    p.store(h, b"x")
+    before = vma_ranges(p)
+    fn = {"dontfork": lambda: p.madvise(h + P, P, pymm.MADV_DONTFORK),
+          "dofork": lambda: p.madvise(h + P, P, pymm.MADV_DOFORK),
+          "mbind": lambda: p.mbind(h + P, P, pymm.MPOL_BIND, [0]),
+          "mprotect": lambda: p.mprotect(h + P, P, PROT_READ),
+          "munmap": lambda: p.munmap(h + P, P)}[call]
+    with pytest.raises(OSError) as ei:
+        fn()
+    assert ei.value.errno == errno.EINVAL
+    assert vma_ranges(p) == before
+    assert p.load(h, 1) == b"x"
+    p.exit()
+    clean(k)
+
+
+def test_brk_shrinking_into_a_hugetlb_mapping_over_the_heap_fails():
+    k = hkern()
+    p = k.spawn("a")
+    base = p.brk(0)
+    assert base % HS == 0
+    assert p.brk(base + 2 * HS) == base + 2 * HS
+    assert p.mmap(base + HS, HS, RW, ANON | MAP_HUGETLB | pymm.MAP_FIXED) == base + HS
+    before = vma_ranges(p)
+    assert p.brk(base + HS + P) == base + 2 * HS            # refused: the old break
+    assert vma_ranges(p) == before
+    p.store(base + HS, b"y")
+    p.exit()
+    clean(k)
+
+
+def test_mprotect_decides_the_hugetlb_split_under_the_write_lock_it_splits_with():
+    """4b: mprotect checked under mmap_lock for read, dropped it, and split
+    later under the write lock; a MAP_FIXED hugetlb mmap in between got split."""
+    def setup():
+        k = hkern()
+        p = k.spawn("a")
+        x = p.mmap(0, 2 * HS, RW, ANON)
+        x = (x + HS - 1) & ~(HS - 1)
+        return k, p, x
+
+    def protector(s):
+        k, p, x = s
+        try:
+            p.mprotect(x + P, P, PROT_READ)
+        except OSError as e:
+            assert e.errno in (errno.EINVAL, errno.ENOMEM)
+
+    def mapper(s):
+        k, p, x = s
+        p.mmap(x, HS, RW, ANON | MAP_HUGETLB | pymm.MAP_FIXED)
+
+    def check(s):
+        k, p, x = s
+        for a, b in vma_ranges(p):
+            v = p.mm.mm_mt.lookup_unchecked(a)
+            if v.vm_flags & pymm.mm.mm_types.VM_HUGETLB:
+                assert a % HS == 0 and b % HS == 0
+        p.exit()
+        clean(k)
+
+    res = explore(setup, [protector, mapper], check, strategy="random", seed=0, max_schedules=80)
+    assert res.failure is None, res.failure.message
+
+
+# -- 5, 6: hugetlb MADV_DONTNEED -----------------------------------------------------------
+
+def test_hugetlb_dontneed_needs_an_aligned_start_and_rounds_the_end_down():
+    k = hkern()
+    p = k.spawn("a")
+    h = p.mmap(0, 2 * HS, RW, ANON | MAP_HUGETLB)
+    p.store(h, b"first")
+    p.store(h + HS, b"second")
+    with pytest.raises(OSError) as ei:
+        p.madvise(h + P, P, MADV_DONTNEED)
+    assert ei.value.errno == errno.EINVAL
+    with pytest.raises(OSError) as ei:
+        p.madvise(h, HS, pymm.MADV_FREE)
+    assert ei.value.errno == errno.EINVAL
+    assert p.madvise(h, P, MADV_DONTNEED) == 0               # rounds down to nothing
+    assert p.load(h, 5) == b"first"
+    assert p.madvise(h, HS + P, MADV_DONTNEED) == 0          # only the first huge page
+    assert p.load(h, 5) == b"\0" * 5
+    assert p.load(h + HS, 6) == b"second"
+    p.exit()
+    clean(k)
+
+
+def test_hugetlb_dontneed_of_a_private_page_restores_its_reservation():
+    """df7a6d1f6405: otherwise a NORESERVE mapping takes the freed page and
+    the owner, who had a reservation, gets SIGBUS."""
+    k = hkern(per_node=1)
+    a, b = k.spawn("a"), k.spawn("b")
+    ha = p_h = a.mmap(0, HS, RW, ANON | MAP_HUGETLB)
+    assert k.meminfo()["HugePages_Rsvd"] == 1
+    a.store(ha, b"a")
+    assert k.meminfo()["HugePages_Rsvd"] == 0
+    assert a.madvise(p_h, HS, MADV_DONTNEED) == 0
+    assert k.meminfo()["HugePages_Rsvd"] == 1
+    clean(k)
+    hb = b.mmap(0, HS, RW, ANON | MAP_HUGETLB | pymm.MAP_NORESERVE)
+    with pytest.raises(pymm.BusError):
+        b.store(hb, b"b")                                    # the free page is a's
+    a.store(ha, b"A")
+    assert a.load(ha, 1) == b"A"
+    b.exit()
+    a.exit()
+    assert k.meminfo()["HugePages_Rsvd"] == 0 and k.meminfo()["HugePages_Free"] == 1
+    clean(k)
+
+
+# -- 7: the page tables at the top of the address space -------------------------------------
+
+def test_page_tables_at_the_top_of_the_address_space_are_freed():
+    from pymm.constants import TASK_SIZE
+    k = pymm.Kernel(nodes=1, pages_per_node=64, hugepages_per_node=0)
+    p = k.spawn("a")
+    for addr in (TASK_SIZE - P, TASK_SIZE - 4 * 1024 * 1024):
+        assert p.mmap(addr, P, RW, ANON | pymm.MAP_FIXED) == addr
+        p.store(addr, b"top")
+        assert k.meminfo()["PageTables"] > 0
+        p.munmap(addr, P)
+        assert k.meminfo()["PageTables"] == 0
+    p.mmap(TASK_SIZE - P, P, RW, ANON | pymm.MAP_FIXED)
+    p.store(TASK_SIZE - P, b"top")
+    p.exit()
+    clean(k)
