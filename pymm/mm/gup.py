@@ -15,7 +15,8 @@ from .memory import (FAULT_FLAG_ALLOW_RETRY, FAULT_FLAG_KILLABLE, FAULT_FLAG_RET
                      FAULT_FLAG_TRIED, FAULT_FLAG_WRITE, VM_FAULT_COMPLETED, VM_FAULT_ERROR,
                      VM_FAULT_OOM, VM_FAULT_RETRY, VM_FAULT_SIGBUS, VM_FAULT_SIGSEGV,
                      handle_mm_fault)
-from .mm_types import VM_HUGETLB, VM_IO, VM_LOCKONFAULT, VM_PFNMAP, VM_READ, VM_SHARED, VM_WRITE, Folio
+from .mm_types import (VM_ACCESS_FLAGS, VM_HUGETLB, VM_IO, VM_LOCKONFAULT, VM_MAYREAD, VM_MAYWRITE,
+                       VM_PFNMAP, VM_READ, VM_SHARED, VM_WRITE, Folio)
 from .mmap_lock import (mmap_assert_locked, mmap_read_lock, mmap_read_unlock, mmap_write_downgrade,
                         mmap_write_unlock)
 from .pgtable import _PAGE_RW, pte_index, pte_offset
@@ -32,14 +33,25 @@ FOLL_MADV_POPULATE = 0x8000
 PAGE_SIZE = 4096
 
 
+def vma_is_accessible(vma):
+    return bool(vma.vm_flags & VM_ACCESS_FLAGS)
+
+
 def check_vma_flags(vma, gup_flags):
-    if vma.vm_flags & (VM_IO | VM_PFNMAP):
+    """May gup access ``vma`` as asked?  FOLL_FORCE (ptrace, and populate
+    for any accessible VMA) reads what VM_MAYREAD allows and writes private
+    (COW) mappings without VM_WRITE, never hugetlb ones."""
+    vm_flags = vma.vm_flags
+    if vm_flags & (VM_IO | VM_PFNMAP):
         return -errno.EFAULT
     if gup_flags & FOLL_WRITE:
-        if not vma.vm_flags & VM_WRITE:
+        if not vm_flags & VM_WRITE:
+            if not gup_flags & FOLL_FORCE or vm_flags & VM_HUGETLB or \
+                    (vm_flags & (VM_SHARED | VM_MAYWRITE)) != VM_MAYWRITE:
+                return -errno.EFAULT
+    elif not vm_flags & VM_READ:
+        if not gup_flags & FOLL_FORCE or not vm_flags & VM_MAYREAD:
             return -errno.EFAULT
-    elif not vma.vm_flags & VM_READ:
-        return -errno.EFAULT
     return 0
 
 
@@ -104,6 +116,13 @@ def __get_user_pages(mm, start, nr_pages, gup_flags, locked):
     while nr_pages:
         if vma is None or start >= vma.vm_end:
             vma = mm.mm_mt.vma_lookup(start)
+            if gup_flags & FOLL_MADV_POPULATE:      # its own lookup and error reporting
+                if vma is None:
+                    ret = -errno.ENOMEM
+                    break
+                if check_vma_flags(vma, gup_flags):
+                    ret = -errno.EINVAL             # incompatible mapping or permissions
+                    break
             if vma is None:
                 ret = -errno.EFAULT
                 break
@@ -149,6 +168,8 @@ def populate_vma_page_range(vma, start, end, locked):
     gup_flags = FOLL_TOUCH
     if (vma.vm_flags & (VM_WRITE | VM_SHARED)) == VM_WRITE:
         gup_flags |= FOLL_WRITE
+    if vma_is_accessible(vma):          # mlock succeeds for any mapping but PROT_NONE (fdf4c587a793)
+        gup_flags |= FOLL_FORCE
     if locked is not None:
         gup_flags |= FOLL_UNLOCKABLE
     return __get_user_pages(mm, start, nr_pages, gup_flags, locked)

@@ -1,14 +1,19 @@
-"""madvise(2) (mm/madvise.c): DONTNEED, REMOVE, POPULATE_(READ|WRITE), and the
-advice that needs no work."""
+"""madvise(2) (mm/madvise.c): DONTNEED, FREE (lazy free), REMOVE,
+POPULATE_(READ|WRITE), DONTFORK/DOFORK, and the advice that needs no work."""
 import errno
 
 from ..constants import (HPAGE_MASK, FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, MADV_DOFORK, MADV_DONTFORK,
                          MADV_DONTNEED, MADV_FREE, MADV_NORMAL, MADV_POPULATE_READ,
                          MADV_POPULATE_WRITE, MADV_RANDOM, MADV_REMOVE, MADV_SEQUENTIAL,
                          MADV_WILLNEED)
+from .filemap import folio_trylock, folio_unlock
+from .atomic import clear_bits
 from .gup import faultin_page_range
+from .pgtable import _PAGE_DIRTY, pte_index, pte_ranges
+from .swap_state import SwapEntry, folio_free_swap, free_swap_and_cache
 from .memory import zap_page_range_single
-from .mm_types import (VM_DONTCOPY, VM_HUGETLB, VM_IO, VM_LOCKED, VM_MAYWRITE, VM_PFNMAP, VM_READ,
+from .mm_types import (MM_SWAPENTS, PG_anon, PG_dirty, PG_mlocked, PG_swapbacked, Folio,
+                       VM_DONTCOPY, VM_HUGETLB, VM_IO, VM_LOCKED, VM_MAYWRITE, VM_PFNMAP, VM_READ,
                        VM_SHARED, VM_WRITE)
 from .mmap import vma_modify_flags, vmas_may_split
 from .mmap_lock import mmap_read_lock, mmap_read_unlock, mmap_write_lock, mmap_write_unlock
@@ -59,7 +64,7 @@ def do_madvise(mm, start, end, advice):
             mmap_write_unlock(mm)
     if advice == MADV_REMOVE:
         return madvise_remove(mm, start, end)
-    # MADV_DONTNEED / MADV_FREE (pymm has no swap: FREE behaves as DONTNEED)
+    # MADV_DONTNEED / MADV_FREE
     mmap_read_lock(mm)
     try:
         vmas = _vmas_covering(mm, start, end)
@@ -71,6 +76,8 @@ def do_madvise(mm, start, end, advice):
             if not v.vm_flags & VM_HUGETLB:
                 if v.vm_flags & (VM_LOCKED | VM_PFNMAP):
                     return -errno.EINVAL
+                if advice == MADV_FREE and (v.vm_file is not None or v.vm_flags & VM_SHARED):
+                    return -errno.EINVAL       # madvise_free_single_vma: anonymous VMAs only
             else:
                 # madvise_dontneed_free_valid_vma: DONTNEED only, from a huge
                 # page boundary; the end is rounded DOWN so that a huge page
@@ -81,10 +88,53 @@ def do_madvise(mm, start, end, advice):
             if s < e:
                 ranges.append((v, s, e))
         for v, s, e in ranges:
-            zap_page_range_single(v, s, e - s)
+            if advice == MADV_FREE:
+                madvise_free_single_vma(v, s, e)
+            else:
+                zap_page_range_single(v, s, e - s)
         return 0
     finally:
         mmap_read_unlock(mm)
+
+
+def madvise_free_single_vma(vma, start, end):
+    """MADV_FREE: the pages may be freed lazily.  Swap entries go now; each
+    folio mapped only here leaves the swap cache, becomes clean with a clean
+    PTE and loses PG_swapbacked (folio_mark_lazyfree).  Reclaim then frees it
+    instead of swapping it out -- unless a store dirtied its PTE again, which
+    cancels the lazy free (try_to_unmap_one).  Context: mmap_lock held for
+    read; the ptl per table, folio locks by trylock only."""
+    mm = vma.vm_mm
+    k = mm.kernel
+    for pt, addr, nxt in pte_ranges(mm, start, end):
+        pt.ptl.lock()
+        for i in range(pte_index(addr), pte_index(nxt - 1) + 1):
+            e = pt.ptes[i]
+            if e is None or e is k.zero_page:
+                continue
+            if type(e) is SwapEntry:
+                pt.ptes[i] = None
+                pt.bits[i] = 0
+                pt.nr -= 1
+                mm.rss_stat[MM_SWAPENTS].add(-1)
+                free_swap_and_cache(e)
+                a = addr + ((i - pte_index(addr)) << 12)
+                mm.user_shadow_drop(a, a + 4096)      # it reads zeros now
+                continue
+            if not isinstance(e, Folio) or e._mapcount != 1 or not e.flags & PG_anon:
+                continue                 # a migration entry, or shared: skip it
+            if e.swap is not None or e.flags & PG_dirty:
+                if not folio_trylock(e):
+                    continue
+                if e.swap is not None and not folio_free_swap(e):
+                    folio_unlock(e)
+                    continue
+                clear_bits(e, "flags", PG_dirty)
+                folio_unlock(e)
+            pt.bits[i] &= ~_PAGE_DIRTY
+            if not e.flags & PG_mlocked:
+                clear_bits(e, "flags", PG_swapbacked)      # folio_mark_lazyfree
+        pt.ptl.unlock()
 
 
 def madvise_remove(mm, start, end):

@@ -777,7 +777,7 @@ def migrate_to_node(mm, source, dest, flags):
         mtc = MigrationTargetControl(dest, frozenset({dest}))
         err = migrate_pages(kernel, pagelist, functools.partial(alloc_migration_target, kernel),
                             None, mtc, MIGRATE_SYNC, MR_SYSCALL)     # puts back what failed
-    return err + max(nr_failed, 0)
+    return err if err < 0 else err + max(nr_failed, 0)
 
 
 def do_migrate_pages(mm, from_nodes, to_nodes, flags):
@@ -901,14 +901,17 @@ def move_pages_and_store_status(mm, node, pagelist, status, addrs, start, i):
     """Migrate the batch queued for ``node`` (pages start..i-1) and set their
     status.  Linux gives up on the rest of the call when some fail and leaves
     their status untouched; pymm goes on and reports each failed page as
-    -EBUSY (looked up again after the attempt)."""
+    -EBUSY, or -ENOMEM when a destination could not be allocated (looked up
+    again after the attempt)."""
     if not pagelist:
         return
-    if do_move_pages_to_node(mm, pagelist, node) == 0:
+    err = do_move_pages_to_node(mm, pagelist, node)
+    if err == 0:
         status[start:i] = [node] * (i - start)
         return
     now = do_pages_stat(mm, addrs[start:i])
-    status[start:i] = [node if s == node else -errno.EBUSY for s in now]
+    fail = -errno.ENOMEM if err == -errno.ENOMEM else -errno.EBUSY
+    status[start:i] = [node if s == node else fail for s in now]
 
 
 def do_pages_move(mm, addrs, nodes, flags):

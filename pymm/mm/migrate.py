@@ -198,10 +198,13 @@ def _unlock_src(kernel, src, anon_vma):
 
 def migrate_pages(kernel, folios, get_new_folio, put_new_folio, private, mode, reason):
     """Migrate a list of isolated folios.  Returns the number that could not be
-    moved (they are put back); moved ones are released.  Context: may sleep;
-    holds no lock across folios."""
+    moved (they are put back), or -ENOMEM when a destination could not be
+    allocated (as the kernel, that one and the rest are put back untried);
+    moved ones are released.  Context: may sleep; holds no lock across folios."""
     failed = 0
-    for src in list(folios):
+    todo = list(folios)
+    while todo:
+        src = todo.pop(0)
         huge = bool(src.flags & PG_hugetlb)
         if huge:
             from .hugetlb import folio_putback_hugetlb, unmap_and_move_huge_page
@@ -217,6 +220,10 @@ def migrate_pages(kernel, folios, get_new_folio, put_new_folio, private, mode, r
                 folio_putback_hugetlb(kernel, src)
             else:
                 folio_put(src, kernel)       # the isolation reference: usually the last
+        elif rc == -errno.ENOMEM:
+            putback_movable_pages(kernel, [src] + todo)
+            folios.clear()
+            return rc
         else:
             failed += 1
             putback_movable_pages(kernel, [src])

@@ -120,15 +120,27 @@ def apply_vma_lock_flags(mm, start, length, flags):
 
 def do_mlock(mm, start, length, flags):
     """mlock(2)/mlock2(2) after argument checks.  Context: mmap_lock not held."""
-    from .gup import mm_populate
+    from .gup import __mm_populate
     mmap_write_lock(mm)
     err = apply_vma_lock_flags(mm, start, length, VM_LOCKED | (flags & VM_LOCKONFAULT))
     mmap_write_unlock(mm)
     if err:
         return err
     if not flags & VM_LOCKONFAULT:
-        mm_populate(mm, start, length)
+        err = __mm_populate(mm, start, length, False)
+        if err:
+            return __mlock_posix_error_return(err)
     return 0
+
+
+def __mlock_posix_error_return(err):
+    """POSIX says mlock fails with ENOMEM for an unmapped range and EAGAIN
+    when the pages cannot be locked: gup's EFAULT and ENOMEM become those."""
+    if err == -errno.EFAULT:
+        return -errno.ENOMEM
+    if err == -errno.ENOMEM:
+        return -errno.EAGAIN
+    return err
 
 
 def do_munlock(mm, start, length):

@@ -2,7 +2,9 @@
 import errno
 
 from ..constants import PROT_EXEC, PROT_READ, PROT_WRITE
-from .mm_types import VM_ACCESS_FLAGS, VM_EXEC, VM_MAYEXEC, VM_MAYREAD, VM_MAYWRITE, VM_READ, VM_WRITE, Folio
+from .mm_types import (VM_ACCESS_FLAGS, VM_EXEC, VM_LOCKED, VM_MAYEXEC, VM_MAYREAD, VM_MAYWRITE, VM_READ,
+                       VM_SHARED, VM_WRITE, Folio)
+from .gup import populate_vma_page_range
 from .mmap import vma_modify_flags, vmas_may_split
 from .mmap_lock import mmap_write_lock, mmap_write_unlock
 from .pgtable import _PAGE_RW, pte_index, pte_ranges
@@ -54,10 +56,16 @@ def do_mprotect_pkey(mm, start, length, prot):
         while pos < end:
             cur = mm.mm_mt.vma_lookup(pos)
             e = min(end, cur.vm_end)
-            newflags = (cur.vm_flags & ~VM_ACCESS_FLAGS) | want
-            if newflags != cur.vm_flags:
+            oldflags = cur.vm_flags
+            newflags = (oldflags & ~VM_ACCESS_FLAGS) | want
+            if newflags != oldflags:
                 cur = vma_modify_flags(cur, pos, e, newflags)
                 change_protection(cur, pos, e, newflags)
+                # mprotect_fixup: a private VM_LOCKED VMA becoming writable
+                # breaks COW now, so the locked pages are its own
+                if (oldflags & (VM_WRITE | VM_SHARED | VM_LOCKED)) == VM_LOCKED and \
+                        newflags & VM_WRITE:
+                    populate_vma_page_range(cur, pos, e, None)
             pos = e
         return 0
     finally:

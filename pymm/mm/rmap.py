@@ -626,6 +626,25 @@ def try_to_unmap_one(folio, vma, address, flags):
             pt.ptl.unlock()
             return True
     from .memory import mm_counter
+    if folio.flags & PG_anon and not folio.flags & PG_swapbacked:
+        # MADV_FREE'd (lazyfree): discard it if nobody redirtied it and
+        # only its mappings and our isolation hold it; otherwise the lazy
+        # free is cancelled and the folio is swap-backed again
+        if pt.bits[i] & _PAGE_DIRTY:
+            set_bits(folio, "flags", PG_dirty)
+        if folio.flags & PG_dirty or folio._refcount != 1 + folio._mapcount:
+            set_bits(folio, "flags", PG_swapbacked)
+            pt.ptl.unlock()
+            return False
+        pt.ptes[i] = None
+        pt.bits[i] = 0
+        pt.nr -= 1
+        vma.vm_mm.rss_stat[MM_ANONPAGES].add(-1)
+        vma.vm_mm.user_shadow_drop(address, address + 4096)   # the process now reads zeros
+        folio_remove_rmap_pte(k, folio, vma)
+        pt.ptl.unlock()
+        folio_put(folio, k)
+        return True
     if folio.flags & PG_anon:
         entry = folio.swap
         if entry is None:          # reclaim puts an anon folio in the swap cache first

@@ -21,7 +21,7 @@ from .hugetlb import hugetlb_user_copy
 from .memory import (FAULT_FLAG_ALLOW_RETRY, FAULT_FLAG_KILLABLE, FAULT_FLAG_TRIED,
                      FAULT_FLAG_USER, FAULT_FLAG_WRITE, VM_FAULT_OOM, VM_FAULT_RETRY,
                      VM_FAULT_SIGBUS, VM_FAULT_SIGSEGV, handle_mm_fault)
-from .mm_types import VM_HUGETLB, VM_READ, VM_SHARED, VM_WRITE, Folio
+from .mm_types import VM_ACCESS_FLAGS, VM_HUGETLB, VM_SHARED, VM_WRITE, Folio
 from .mmap_lock import mmap_read_lock, mmap_read_unlock
 from .pgtable import _PAGE_DIRTY, _PAGE_RW, pte_index, pte_offset
 
@@ -44,7 +44,9 @@ def user_access(task, addr, length, write, data):
             vma = mm.mm_mt.vma_lookup(pos)
             if vma is None:
                 raise SegmentationFault(pos, "no mapping")
-            if not vma.vm_flags & (VM_WRITE if write else VM_READ):
+            # x86 (access_error): a load needs the VMA accessible at all, so a
+            # PROT_WRITE-only (or PROT_EXEC-only) mapping is readable
+            if not vma.vm_flags & (VM_WRITE if write else VM_ACCESS_FLAGS):
                 raise SegmentationFault(pos, "access against the mapping's protection")
             n = min(end, (pos & ~(PAGE_SIZE - 1)) + PAGE_SIZE) - pos
             off = pos - addr

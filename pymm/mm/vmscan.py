@@ -34,7 +34,7 @@ from .gfp import __fs_reclaim_release as raw_fs_reclaim_release
 from .gfp import (fs_reclaim_acquire, fs_reclaim_release, memalloc_noreclaim_restore,
                   memalloc_noreclaim_save)
 from .migrate import folio_putback_lru
-from .mm_types import PG_anon, PG_dirty, PG_isolated, PG_mlocked
+from .mm_types import PG_anon, PG_dirty, PG_isolated, PG_mlocked, PG_swapbacked
 from .page_alloc import folio_put
 from .rmap import try_to_unmap
 from .swap import LRU_ANON, lruvec_del_folio_locked
@@ -136,13 +136,22 @@ def _shrink_locked_folio(kernel, folio, sc):
         return _activate_locked(folio, sc)
     if not folio.flags & PG_anon:
         return False                      # shmem: not reclaimed (see the module docstring)
-    if folio.swap is None and not add_to_swap(kernel, folio):
+    lazyfree = not folio.flags & PG_swapbacked          # MADV_FREE'd: no swap needed
+    if not lazyfree and folio.swap is None and not add_to_swap(kernel, folio):
         return _activate_locked(folio, sc)     # the swap device is full
     if folio.folio_mapped():
         try_to_unmap(folio, 0)
         if folio.folio_mapped() or not folio_evictable(folio):
             sc.nr_unmap_fail += folio.nr_pages()
             return _activate_locked(folio, sc)
+    if lazyfree:
+        # the __remove_mapping of a lazyfree folio: only our reference, clean
+        if folio._refcount != 1 or folio.flags & PG_dirty or folio.flags & PG_swapbacked:
+            return False
+        folio_unlock(folio)
+        clear_bits(folio, "flags", PG_isolated)
+        folio_put(folio, kernel)
+        return True
     if folio.flags & PG_dirty:
         pageout(folio)
     point("shrink_folio_list_remove")

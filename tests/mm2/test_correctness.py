@@ -341,3 +341,196 @@ def test_page_tables_at_the_top_of_the_address_space_are_freed():
     p.store(TASK_SIZE - P, b"top")
     p.exit()
     clean(k)
+
+
+# -- 8, 10, 10b: mlock, populate and protection semantics -----------------------------------
+
+def shm_kern():
+    return pymm.Kernel(nodes=1, pages_per_node=128, hugepages_per_node=1)
+
+
+def test_mlock_of_a_write_only_shared_mapping_populates_it():
+    """populate_vma_page_range uses FOLL_FORCE for any accessible VMA
+    (fdf4c587a793): PROT_WRITE-only MAP_SHARED gets its pages mlocked."""
+    k = shm_kern()
+    p = k.spawn("a")
+    f = k.create_file("w", 4 * P)
+    a = p.mmap(0, 4 * P, PROT_WRITE, pymm.MAP_SHARED, fd=f)
+    assert p.mlock(a, 4 * P) == 0
+    assert k.meminfo()["Mlocked"] == 16
+    a2 = p.mmap(0, 4 * P, PROT_WRITE, MAP_ANONYMOUS | pymm.MAP_SHARED)
+    assert p.mlock2(a2, 4 * P, 0) == 0
+    assert k.meminfo()["Mlocked"] == 32
+    p.exit()
+    clean(k)
+
+
+def test_write_only_mapping_is_readable_as_on_x86_but_not_populate_read():
+    k = shm_kern()
+    p = k.spawn("a")
+    a = p.mmap(0, P, PROT_WRITE, ANON)
+    assert p.load(a, 4) == b"\0" * 4
+    p.store(a, b"wo")
+    assert p.load(a, 2) == b"wo"
+    with pytest.raises(OSError) as ei:
+        p.madvise(a, P, pymm.MADV_POPULATE_READ)             # gup still needs VM_READ
+    assert ei.value.errno == errno.EINVAL
+    assert p.madvise(a, P, pymm.MADV_POPULATE_WRITE) == 0
+    n = p.mmap(0, P, pymm.PROT_NONE, ANON)
+    with pytest.raises(pymm.SegmentationFault):
+        p.load(n, 1)
+    p.exit()
+    clean(k)
+
+
+def test_mlock_reports_a_populate_failure():
+    """do_mlock: __mm_populate's error, as POSIX wants it (EFAULT -> ENOMEM,
+    ENOMEM -> EAGAIN); the VMA stays VM_LOCKED."""
+    k = shm_kern()
+    p = k.spawn("a")
+    f = k.create_file("short", P)
+    a = p.mmap(0, 4 * P, PROT_READ, pymm.MAP_SHARED, fd=f)      # pages 1-3 beyond EOF: SIGBUS
+    with pytest.raises(OSError) as ei:
+        p.mlock(a, 4 * P)
+    assert ei.value.errno == errno.ENOMEM
+    p.exit()
+    clean(k)
+
+
+def test_mlockall_future_alone_leaves_existing_vmas_locked():
+    k = shm_kern()
+    p = k.spawn("a")
+    base = p.brk(0)
+    p.brk(base + P)
+    assert p.mlockall(pymm.MCL_CURRENT) == 0
+    assert p.mm.locked_vm == 1
+    assert p.mlockall(pymm.MCL_FUTURE) == 0                     # apply_mlockall_flags: goto out
+    assert p.mm.locked_vm == 1
+    a = p.mmap(0, P, RW, ANON)
+    assert p.mm.locked_vm == 2                                  # and the future is locked
+    assert k.meminfo()["Mlocked"] == 8
+    p.munlockall()
+    assert p.mm.locked_vm == 0
+    p.store(a, b"x")
+    p.exit()
+    clean(k)
+
+
+def test_mprotect_write_on_a_locked_private_file_mapping_breaks_cow_now():
+    from pymm.mm.mm_types import PG_anon
+    k = shm_kern()
+    p = k.spawn("a")
+    f = k.create_file("cow", 2 * P)
+    a = p.mmap(0, 2 * P, PROT_READ, MAP_PRIVATE | pymm.MAP_LOCKED, fd=f)
+    assert p.mprotect(a, 2 * P, RW) == 0
+    from pymm.mm.pgtable import pte_index, pte_offset
+    pt = pte_offset(p.mm, a)
+    assert all(pt.ptes[pte_index(a + i * P)].flags & PG_anon for i in range(2))
+    p.exit()
+    clean(k)
+
+
+def test_madvise_free_is_for_private_anonymous_memory_only():
+    k = shm_kern()
+    p = k.spawn("a")
+    f = k.create_file("ff", P)
+    for a in (p.mmap(0, P, RW, pymm.MAP_SHARED, fd=f), p.mmap(0, P, RW, MAP_PRIVATE, fd=f),
+              p.mmap(0, P, RW, MAP_ANONYMOUS | pymm.MAP_SHARED)):
+        p.store(a, b"keep")
+        with pytest.raises(OSError) as ei:
+            p.madvise(a, P, pymm.MADV_FREE)
+        assert ei.value.errno == errno.EINVAL
+        assert p.load(a, 4) == b"keep"
+    p.exit()
+    clean(k)
+
+
+def test_move_pages_reports_enomem_when_the_target_node_is_full():
+    k = pymm.Kernel(nodes=2, pages_per_node=16, hugepages_per_node=0)
+    p, hog = k.spawn("a"), k.spawn("hog")
+    a = p.mmap(0, P, RW, ANON)
+    p.store(a, b"x")
+    n = node_of(p, a)
+    other = k.spawn("o2") if (hog.pid % 2) == n else hog      # a process local to the other node
+    h = other.mmap(0, 64 * P, RW, ANON)
+    i = 0
+    while k.nodes[1 - n].nr_free:
+        other.store(h + i * P, b"h")
+        i += 1
+    assert p.move_pages([a], [1 - n], MPOL_MF_MOVE) == [-errno.ENOMEM]
+    assert p.load(a, 1) == b"x"
+    for q in k.processes():
+        q.exit()
+    clean(k)
+
+
+# -- 11: MADV_FREE is a lazy free ---------------------------------------------------------------
+
+def test_madvise_free_pages_are_freed_by_reclaim_unless_written_again():
+    """LTP madvise09: clean MADV_FREE'd pages are discarded by reclaim (they
+    read back as zeros); a store after MADV_FREE cancels it for that page."""
+    k = pymm.Kernel(nodes=1, pages_per_node=128, hugepages_per_node=0)
+    p = k.spawn("a")
+    a = p.mmap(0, 8 * P, RW, ANON)
+    for i in range(8):
+        p.store(a + i * P, b"page%d" % i)
+    assert p.madvise(a, 8 * P, pymm.MADV_FREE) == 0
+    for i in range(8):                                         # nothing happened yet
+        assert p.load(a + i * P, 5) == b"page%d" % i
+    p.store(a + 3 * P, b"again")
+    free_before = k.meminfo()["MemFree"]
+    assert k.reclaim(64) == 7                 # the redirtied page is swap-backed again, kept
+    m = k.meminfo()
+    assert m["SwapTotal"] == m["SwapFree"]
+    assert m["MemFree"] == free_before + 7 * 4
+    assert k.reclaim(64) == 1                 # and is swapped out like any other next time
+    for i in range(8):
+        want = b"again" if i == 3 else b"\0" * 5
+        assert p.load(a + i * P, 5) == want
+    clean(k)
+    p.exit()
+    clean(k)
+    assert k.meminfo()["MemFree"] == k.meminfo()["MemTotal"]
+
+
+def test_madvise_free_drops_swapped_out_pages_and_keeps_shared_ones():
+    k = pymm.Kernel(nodes=1, pages_per_node=128, hugepages_per_node=0)
+    p = k.spawn("a")
+    a = p.mmap(0, 2 * P, RW, ANON)
+    p.store(a, b"out")
+    p.store(a + P, b"shared")
+    assert k.reclaim(1) == 1                                   # page 0 (oldest) to swap
+    c = p.fork()
+    assert p.madvise(a, 2 * P, pymm.MADV_FREE) == 0
+    assert p.load(a, 3) == b"\0\0\0"                           # its swap entry is gone
+    assert c.load(a, 3) == b"out"
+    k.reclaim(64)
+    assert p.load(a + P, 6) == b"shared" and c.load(a + P, 6) == b"shared"
+    clean(k)
+    c.exit()
+    p.exit()
+    clean(k)
+
+
+def test_madvise_free_racing_loads_is_not_data_corruption():
+    def setup():
+        k = pymm.Kernel(nodes=1, pages_per_node=64, hugepages_per_node=0)
+        a = k.spawn("a")
+        addr = a.mmap(0, P, RW, ANON)
+        a.store(addr, b"\xaa" * 16)
+        a.madvise(addr, P, pymm.MADV_FREE)
+        return k, a, addr
+
+    def reclaimer(s):
+        s[0].reclaim(8)
+
+    def reader(s):
+        k, a, addr = s
+        for _ in range(2):
+            assert a.load(addr, 16) in (b"\xaa" * 16, b"\0" * 16)
+
+    def check(s):
+        clean(s[0])
+
+    res = explore(setup, [reclaimer, reader], check, strategy="random", seed=0, max_schedules=40)
+    assert res.failure is None, res.failure.message
