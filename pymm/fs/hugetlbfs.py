@@ -84,10 +84,8 @@ class HugetlbFile(File):
         inode = self.inode
         inode.i_rwsem.down_write()
         try:
-            if size < inode.i_size:
-                hugetlb_vmtruncate(self, size)
-            else:
-                inode.i_size = size
+            # whatever the old size: pages fallocated beyond the new EOF go
+            hugetlb_vmtruncate(self, size)
         finally:
             inode.i_rwsem.up_write()
         return 0

@@ -85,7 +85,7 @@ class File:
         try:
             old = inode.i_size
             inode.i_size = size
-            if size < old:
+            if size <= old:     # also to the same size: pages fallocated beyond EOF go
                 truncate_pagecache(k, inode, size)
         finally:
             inode.i_rwsem.up_write()

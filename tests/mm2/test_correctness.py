@@ -534,3 +534,19 @@ def test_madvise_free_racing_loads_is_not_data_corruption():
 
     res = explore(setup, [reclaimer, reader], check, strategy="random", seed=0, max_schedules=40)
     assert res.failure is None, res.failure.message
+
+
+# -- 9b: ftruncate to the current size drops what was fallocated beyond EOF ----------------
+
+@pytest.mark.parametrize("huge", [False, True])
+def test_ftruncate_to_the_same_size_frees_pages_beyond_eof(huge):
+    k = pymm.Kernel(nodes=1, pages_per_node=128, hugepages_per_node=2)
+    f = k.create_file("f", 0, hugetlb=huge)
+    size = HS if huge else 4 * P
+    f.fallocate(pymm.FALLOC_FL_KEEP_SIZE, 0, size)
+    m = k.meminfo()
+    assert (m["HugePages_Free"] == 1) if huge else (m["Shmem"] == 16)
+    f.ftruncate(0)
+    m = k.meminfo()
+    assert m["HugePages_Free"] == 2 and m["HugePages_Rsvd"] == 0 and m["Shmem"] == 0
+    clean(k)
