@@ -126,9 +126,32 @@ def folio_assert_locked(folio):
 
 
 def folio_wait_locked(folio):
-    """Wait until the folio is unlocked (modelled as lock + unlock)."""
+    """Wait until the folio is unlocked (modelled as lock + unlock).
+    Context: the caller holds a reference."""
     folio_lock(folio)
     folio_unlock(folio)
+
+
+def folio_waitqueue(folio):
+    """Where a waiter for the page lock sleeps.  The kernel hashes the folio
+    into a table of wait queues that outlive any folio; pymm's queue is the
+    folio's lock object, which a waiter may keep after the folio is freed."""
+    return _lock_of(folio)
+
+
+def migration_entry_wait_on_locked(folio, ptl):
+    """Wait, with NO folio reference, for the migration that installed a
+    migration entry for ``folio`` to unlock it.  As the kernel: join the wait
+    queue while the ptl is held (the migration holds a reference and must
+    take this ptl to remove the entry, so the folio is valid until then),
+    drop the ptl, and from then on touch only the queue -- the folio may be
+    freed meanwhile.  (The wait is modelled as lock + unlock of the queue's
+    lock object, never of the folio.)  Context: ptl held; released here."""
+    wq = folio_waitqueue(folio)
+    ptl.unlock()
+    point("migration_entry_wait_on_locked")
+    wq.lock()
+    wq.unlock()
 
 
 # -- the page cache ----------------------------------------------------------------

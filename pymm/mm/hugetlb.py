@@ -1012,13 +1012,13 @@ def migration_entry_wait_huge(vmf):
         table.ptl.unlock()
         _fault_vma_unlock_read(vmf)
         return
-    folio = e.folio
-    folio_get(folio)
+    from .filemap import folio_waitqueue
+    wq = folio_waitqueue(e.folio)        # migration_entry_wait_on_locked: no reference
     table.ptl.unlock()
     _fault_vma_unlock_read(vmf)
     point("migration_entry_wait_huge")
-    folio_wait_locked(folio)
-    folio_put(folio, vmf.kernel)
+    wq.lock()
+    wq.unlock()
 
 
 def hugetlb_no_page(vmf):

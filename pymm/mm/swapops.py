@@ -8,10 +8,7 @@ implements, so memory.c's fault, zap and fork paths stay one code path:
 - ``zap(vma, pt, i, details) -> bool`` -- munmap/truncate met it; True if cleared
 - ``copy(dst_vma, src_pt, dst_pt, i, cow)`` -- fork copies it
 """
-from ..sched import point
-from .atomic import atomic_add_return
-from .filemap import folio_wait_locked
-from .page_alloc import folio_put
+from .filemap import migration_entry_wait_on_locked
 
 
 class SwpEntry:
@@ -77,9 +74,6 @@ def migration_entry_wait(mm, pt, i):
     if type(e) is not MigrationEntry:
         pt.ptl.unlock()
         return
-    folio = e.folio
-    atomic_add_return(folio, "_refcount", 1)     # folio_try_get
-    pt.ptl.unlock()
-    point("migration_entry_wait")
-    folio_wait_locked(folio)
-    folio_put(folio)
+    # no reference: a waiter's reference would make the migration's
+    # refcount check fail (-EAGAIN, and -EBUSY after the retries)
+    migration_entry_wait_on_locked(e.folio, pt.ptl)

@@ -550,3 +550,39 @@ def test_ftruncate_to_the_same_size_frees_pages_beyond_eof(huge):
     m = k.meminfo()
     assert m["HugePages_Free"] == 2 and m["HugePages_Rsvd"] == 0 and m["Shmem"] == 0
     clean(k)
+
+
+# -- 9: a fault waiting on a migration entry holds no folio reference -----------------------
+
+@pytest.mark.parametrize("shared", [False, True])
+def test_migration_waiters_hold_no_reference(monkeypatch, shared):
+    """selftests/mm migration.c shared_anon: readers of a page being moved
+    made move_pages fail with -EBUSY, because a fault waiting on the
+    migration entry held a reference (the refcount check saw it).  One
+    attempt per folio here, so a single such waiter shows."""
+    from pymm.mm import migrate
+    monkeypatch.setattr(migrate, "NR_MAX_MIGRATE_PAGES_RETRY", 1)
+
+    def setup():
+        k = pymm.Kernel(nodes=2, pages_per_node=64, hugepages_per_node=0)
+        p = k.spawn("a")
+        addr = p.mmap(0, P, RW, (MAP_ANONYMOUS | pymm.MAP_SHARED) if shared else ANON)
+        p.store(addr, b"data")
+        return k, p, addr, node_of(p, addr)
+
+    def mover(s):
+        k, p, addr, n = s
+        assert p.move_pages([addr], [1 - n], MPOL_MF_MOVE_ALL) == [1 - n]
+
+    def reader(s):
+        k, p, addr, n = s
+        for _ in range(3):
+            assert p.load(addr, 4) == b"data"
+
+    def check(s):
+        k, p, addr, n = s
+        p.exit()
+        clean(k)
+
+    res = explore(setup, [mover, reader], check, strategy="random", seed=0, max_schedules=150)
+    assert res.failure is None, res.failure.message
