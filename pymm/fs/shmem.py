@@ -31,6 +31,8 @@ class File:
         self.inode.i_mapping = self.mapping
         self.f_count = 0          # VMAs mapping it (atomic); named files also live in kernel.files
         self.unlinked = False     # shmem_zero_setup files die with their last mapping
+        from ..mm.mempolicy import SharedPolicy
+        self.shared_policy = None if hugetlb else SharedPolicy()     # mbind on its mappings
 
     @property
     def size(self):
@@ -54,6 +56,8 @@ class File:
         """shmem_evict_inode: the file is gone, drop its page cache."""
         if self.f_count == 0:
             truncate_inode_pages_range(self.kernel, self.mapping, 0, ULONG_MAX)
+            if self.shared_policy is not None:
+                self.shared_policy.free()
             self.kernel.files.pop(self.name, None)
 
     # -- user API (system calls) -------------------------------------------------

@@ -205,9 +205,24 @@ def _dequeue_hugetlb_folio(h, nid, nodemask):
 
 
 def huge_node(vma, address):
-    """The node to allocate from (the kernel consults the VMA's mempolicy;
-    pymm uses the faulting task's local node and falls back in node order)."""
-    return vma.vm_mm.kernel.local_node()
+    """Where a huge page for ``address`` may come from, by the VMA's (else
+    the task's) NUMA policy: (preferred nid, nodemask or None, the policy,
+    whether the caller must mpol_put it).  Context: mmap_lock held."""
+    from .mempolicy import get_vma_policy, numa_node_id, policy_nodemask
+    pol, ilx, ref = get_vma_policy(vma, address, HUGETLB_PAGE_ORDER)
+    nodemask, nid = policy_nodemask(pol, ilx, numa_node_id(vma.vm_mm.kernel))
+    return nid, nodemask, pol, ref
+
+
+def dequeue_hugetlb_folio_vma(h, nid, nodemask, pol):
+    """A free huge page by policy: MPOL_PREFERRED_MANY tries its nodes
+    first, then anywhere.  Context: hugetlb_lock held."""
+    from ..constants import MPOL_PREFERRED_MANY
+    folio = None
+    if pol.mode == MPOL_PREFERRED_MANY:
+        folio = _dequeue_hugetlb_folio(h, nid, nodemask)
+        nodemask = None
+    return folio or _dequeue_hugetlb_folio(h, nid, nodemask)
 
 
 def alloc_hugetlb_folio(vma, addr, cow_from_owner):
@@ -221,17 +236,22 @@ def alloc_hugetlb_folio(vma, addr, cow_from_owner):
     idx = vma_hugecache_offset(vma, addr)
     # map_chg == 0: a reservation exists for idx (MAP_CHG_REUSE in the kernel)
     map_chg = 1 if cow_from_owner else vma_needs_reservation(vma, idx)
+    # the policy is read before hugetlb_lock (pymm's task policy read takes
+    # task_lock); reservations are per pool, not per node, as in the kernel
+    nid, nodemask, pol, ref = huge_node(vma, addr)
     h.hugetlb_lock.lock()
     if map_chg == 0:
-        folio = _dequeue_hugetlb_folio(h, huge_node(vma, addr), None)
+        folio = dequeue_hugetlb_folio_vma(h, nid, nodemask, pol)
         if folio is not None:
             h.resv_huge_pages -= 1
             folio.flags |= HPG_restore_reserve
     elif h.free_huge_pages - h.resv_huge_pages > 0:
-        folio = _dequeue_hugetlb_folio(h, huge_node(vma, addr), None)
+        folio = dequeue_hugetlb_folio_vma(h, nid, nodemask, pol)
     else:
         folio = None
     h.hugetlb_lock.unlock()
+    if ref:
+        pol.put()
     if folio is None:
         return None
     if not cow_from_owner:

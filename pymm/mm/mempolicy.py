@@ -53,11 +53,14 @@ mpol-alloc (default)       dropped after the ilx walk      alloc_migration_targe
 
 Queued folios are safe without mmap_lock: isolation holds a reference.
 
-Not modelled: cpusets (every node is allowed), shmem's shared policies (a file
-page is allocated by the task policy; an mbind on a file mapping governs where
-its pages are migrated to), MPOL_F_NUMA_BALANCING's effect, per-VMA locks.
-Huge pages are queued and moved (queue_folios_hugetlb, move_pages), but the
-hugetlb fault path allocates from its own pool without consulting policies.
+shmem (tmpfs) files keep a shared policy per range of page indices
+(``SharedPolicy``): mbind on any mapping of the file sets it (shmem_set_policy)
+and every fault on the file's pages, from any process, follows it
+(shmem_get_policy), else the task policy.  hugetlb faults follow the VMA's (or
+the task's) policy through huge_node.
+
+Not modelled: cpusets (every node is allowed), MPOL_F_NUMA_BALANCING's
+effect, per-VMA locks.
 """
 import errno
 import functools
@@ -70,6 +73,7 @@ from ..constants import (MPOL_BIND, MPOL_DEFAULT, MPOL_F_NUMA_BALANCING, MPOL_F_
                          MPOL_WEIGHTED_INTERLEAVE)
 from ..context import current
 from ..debug.kasan import KasanObject, kasan_poison
+from ..locking import SpinLock
 from ..debug.report import report
 from ..sched import point
 from . import hugetlb
@@ -255,12 +259,85 @@ def numa_node_id(kernel):
     return kernel.local_node()
 
 
+class SharedPolicy:
+    """``struct shared_policy`` of a tmpfs inode: policies by range of page
+    indices, each range holding a reference to its policy.  ``lock`` is
+    sp->lock (the kernel's is an rwlock; readers here are short)."""
+
+    __slots__ = ("ranges", "lock")
+
+    def __init__(self):
+        self.ranges = []            # sorted, disjoint [start, end, pol]; lock
+        self.lock = SpinLock("&sp->lock")
+
+    def lookup(self, idx):
+        """mpol_shared_policy_lookup: the policy at ``idx`` with a reference
+        for the caller, or None."""
+        if not self.ranges:          # (the kernel also peeks at the empty tree unlocked)
+            return None
+        self.lock.lock()
+        pol = next((p for s, e, p in self.ranges if s <= idx < e), None)
+        if pol is not None:
+            pol.get()
+        self.lock.unlock()
+        return pol
+
+    def set_range(self, start, end, pol):
+        """mpol_set_shared_policy: [start, end) gets its own copy of ``pol``
+        (None: the range goes back to the task policy)."""
+        new = mpol_dup(pol)
+        drop = []
+        self.lock.lock()
+        out = []
+        for s, e, p in self.ranges:
+            if e <= start or s >= end:
+                out.append([s, e, p])
+                continue
+            if s < start:
+                out.append([s, start, p.get()])
+            if e > end:
+                out.append([end, e, p.get()])
+            drop.append(p)
+        if new is not None:
+            out.append([start, end, new])
+        out.sort(key=lambda r: r[0])
+        self.ranges = out
+        self.lock.unlock()
+        for p in drop:
+            p.put()
+
+    def free(self):
+        """mpol_free_shared_policy: the inode is evicted."""
+        self.lock.lock()
+        ranges, self.ranges = self.ranges, []
+        self.lock.unlock()
+        for s, e, p in ranges:
+            p.put()
+
+
+def shmem_shared_policy(vma):
+    """The shared policy behind a tmpfs VMA (vm_ops->get_policy/set_policy
+    exist), or None: anonymous, hugetlbfs."""
+    f = vma.vm_file if vma is not None else None
+    return getattr(f, "shared_policy", None) if f is not None and not f.hugetlb else None
+
+
 def get_vma_policy(vma, addr, order=0):
     """The effective policy at ``addr`` of ``vma`` (or of the task if ``vma``
     is None or has none) and the interleave index.  Returns (pol, ilx, ref):
-    ``ref`` says a reference was taken for the caller (the task policy), to
-    be dropped with mpol_put.  Context: mmap_lock held (vm_policy and the
-    VMA's range are protected by it)."""
+    ``ref`` says a reference was taken for the caller (the task policy, a
+    shared policy), to be dropped with mpol_put.  A tmpfs VMA's policy is
+    its file's shared policy at that index (vm_ops->get_policy), never
+    vm_policy.  Context: mmap_lock held (vm_policy and the VMA's range are
+    protected by it)."""
+    sp = shmem_shared_policy(vma)
+    if sp is not None:
+        idx = vma.linear_page_index(addr)
+        pol = sp.lookup(idx)
+        ilx = vma.vm_file.inode.i_ino + (idx >> order)      # shmem_get_pgoff_policy
+        if pol is None:
+            pol = get_task_policy(current())
+        return pol, ilx, pol is not default_policy
     pol = vma.vm_policy if vma is not None else None
     ref = False
     if pol is None:
@@ -331,7 +408,7 @@ def vma_alloc_folio(kernel, vma, addr, order=0, gfp=GFP_HIGHUSER_MOVABLE):
     policy alone).  ``gfp``: every caller in pymm (anonymous fault, COW,
     swap-in) passes GFP_HIGHUSER_MOVABLE in the kernel.  Context: mmap_lock
     held -- vma and vma->vm_policy are read without a reference."""
-    if vma is not None and vma.vm_policy is None:
+    if vma is not None and vma.vm_policy is None and shmem_shared_policy(vma) is None:
         t = current()
         if t is None or t.mempolicy is None:      # the default policy: local node
             return _alloc_pages_nodemask(kernel, order, numa_node_id(kernel), None, gfp)
@@ -344,9 +421,17 @@ def vma_alloc_folio(kernel, vma, addr, order=0, gfp=GFP_HIGHUSER_MOVABLE):
 
 
 def alloc_file_folio(kernel, file, index, order=0):
-    """A page-cache folio for ``file``: the task policy (shmem's shared
-    policies are not modelled), interleaved by inode number and index.
-    GFP: mapping_gfp_mask() of a tmpfs mapping, GFP_HIGHUSER_MOVABLE."""
+    """A page-cache folio for ``file``: its shared policy at ``index`` if
+    one is set (shmem_get_pgoff_policy), else the task policy; interleaved
+    by inode number and index.  GFP: mapping_gfp_mask() of a tmpfs mapping,
+    GFP_HIGHUSER_MOVABLE."""
+    sp = getattr(file, "shared_policy", None)
+    pol = sp.lookup(index) if sp is not None else None
+    if pol is not None:
+        folio = alloc_pages_mpol(kernel, order, pol, file.inode.i_ino + (index >> order),
+                                 numa_node_id(kernel), GFP_HIGHUSER_MOVABLE)
+        pol.put()
+        return folio
     t = current()
     if t is None or t.mempolicy is None:
         return _alloc_pages_nodemask(kernel, order, numa_node_id(kernel), None, GFP_HIGHUSER_MOVABLE)
@@ -533,6 +618,9 @@ def queue_pages_range(mm, start, end, nmask, flags, pagelist):
 def vma_replace_policy(vma, pol):
     """Give ``vma`` its own copy of ``pol``.  Context: mmap_lock held for write."""
     mmap_assert_write_locked(vma.vm_mm)
+    sp = shmem_shared_policy(vma)
+    if sp is not None:               # vm_ops->set_policy: shmem_set_policy
+        sp.set_range(vma.vm_pgoff, vma.vm_pgoff + vma.vma_pages(), pol)
     new = mpol_dup(pol)
     old = vma.vm_policy
     vma.vm_policy = new

@@ -586,3 +586,59 @@ def test_migration_waiters_hold_no_reference(monkeypatch, shared):
 
     res = explore(setup, [mover, reader], check, strategy="random", seed=0, max_schedules=150)
     assert res.failure is None, res.failure.message
+
+
+# -- 12: NUMA policy for hugetlb faults and shmem ---------------------------------------------
+
+def test_hugetlb_faults_follow_the_vma_policy():
+    k = pymm.Kernel(nodes=2, pages_per_node=64, hugepages_per_node=2)
+    p = k.spawn("a")                           # pid 1: local node 1
+    h = p.mmap(0, 2 * HS, RW, ANON | MAP_HUGETLB)
+    assert p.mbind(h, HS, pymm.MPOL_BIND, [0]) == 0
+    assert p.mbind(h + HS, HS, pymm.MPOL_PREFERRED, [0]) == 0
+    p.store(h, b"a")
+    p.store(h + HS, b"b")
+    assert p.move_pages([h, h + HS], None) == [0, 0]
+    q = k.spawn("b")
+    hq = q.mmap(0, 2 * HS, RW, ANON | MAP_HUGETLB)
+    assert q.mbind(hq, 2 * HS, pymm.MPOL_INTERLEAVE, [0, 1]) == 0
+    q.store(hq, b"c")
+    q.store(hq + HS, b"d")
+    assert sorted(q.move_pages([hq, hq + HS], None)) == [1, 1]      # node 0 is full
+    p.exit()
+    q.exit()
+    clean(k)
+
+
+def test_hugetlb_interleave_spreads_the_pages():
+    k = pymm.Kernel(nodes=2, pages_per_node=64, hugepages_per_node=2)
+    q = k.spawn("b")
+    hq = q.mmap(0, 4 * HS, RW, ANON | MAP_HUGETLB)
+    assert q.mbind(hq, 4 * HS, pymm.MPOL_INTERLEAVE, [0, 1]) == 0
+    for i in range(4):
+        q.store(hq + i * HS, b"x")
+    assert q.move_pages([hq + i * HS for i in range(4)], None) == [0, 1, 0, 1]
+    q.exit()
+    clean(k)
+
+
+@pytest.mark.parametrize("flags", [pymm.MAP_SHARED, MAP_PRIVATE])
+def test_shmem_shared_policy_is_set_by_mbind_and_followed_by_every_mapping(flags):
+    """LTP move_pages03/05/11 setup: mbind on a tmpfs mapping sets the
+    inode's shared policy, which faults from other processes follow too."""
+    k = pymm.Kernel(nodes=2, pages_per_node=64, hugepages_per_node=0)
+    f = k.create_file("shm", 4 * P)
+    a, b = k.spawn("a"), k.spawn("b")          # local nodes 1 and 0
+    pa = a.mmap(0, 4 * P, RW, flags, fd=f)
+    assert a.mbind(pa, 2 * P, pymm.MPOL_BIND, [0]) == 0
+    assert a.mbind(pa + 2 * P, 2 * P, pymm.MPOL_INTERLEAVE, [0, 1]) == 0
+    pb = b.mmap(0, 4 * P, PROT_READ, pymm.MAP_SHARED, fd=f)
+    for i in range(4):
+        b.load(pb + i * P, 1)                  # b faults the page-cache pages in
+    nodes = b.move_pages([pb + i * P for i in range(4)], None)
+    assert nodes[:2] == [0, 0]
+    assert sorted(nodes[2:]) == [0, 1]
+    assert a.mbind(pa, 4 * P, pymm.MPOL_DEFAULT, []) == 0     # back to the task policy
+    a.exit()
+    b.exit()
+    clean(k)
