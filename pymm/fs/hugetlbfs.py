@@ -408,7 +408,7 @@ class _PseudoVma:
     """The pseudo VMA hugetlbfs_fallocate allocates through."""
 
     __slots__ = ("vm_mm", "vm_file", "vm_flags", "vm_start", "vm_end", "vm_pgoff",
-                 "vm_private_data")
+                 "vm_private_data", "vm_policy")
 
     def __init__(self, kernel, file):
         class _Mm:
@@ -421,6 +421,9 @@ class _PseudoVma:
         self.vm_end = H.LONG_MAX
         self.vm_pgoff = 0
         self.vm_private_data = None
+        # hugetlb_set_vma_policy: the kernel looks the inode's shared policy
+        # up (SysV shm); pymm's hugetlbfs files have none: the task policy
+        self.vm_policy = None
 
 
 def hugetlbfs_fallocate(file, mode, offset, length):
