@@ -33,10 +33,6 @@ FOLL_MADV_POPULATE = 0x8000
 PAGE_SIZE = 4096
 
 
-def vma_is_accessible(vma):
-    return bool(vma.vm_flags & VM_ACCESS_FLAGS)
-
-
 def check_vma_flags(vma, gup_flags):
     """May gup access ``vma`` as asked?  FOLL_FORCE (ptrace, and populate
     for any accessible VMA) reads what VM_MAYREAD allows and writes private
@@ -168,7 +164,7 @@ def populate_vma_page_range(vma, start, end, locked):
     gup_flags = FOLL_TOUCH
     if (vma.vm_flags & (VM_WRITE | VM_SHARED)) == VM_WRITE:
         gup_flags |= FOLL_WRITE
-    if vma_is_accessible(vma):          # mlock succeeds for any mapping but PROT_NONE (fdf4c587a793)
+    if vma.vm_flags & VM_ACCESS_FLAGS:  # vma_is_accessible: mlock succeeds for all but PROT_NONE (fdf4c587a793)
         gup_flags |= FOLL_FORCE
     if locked is not None:
         gup_flags |= FOLL_UNLOCKABLE
