@@ -233,7 +233,7 @@ def do_wp_page(vmf, old):
         pt.bits[i] |= _PAGE_RW | _PAGE_DIRTY
         pt.ptl.unlock()
         return 0
-    if not special and old.flags & PG_anon and old._mapcount == 1 and old._refcount == 1:
+    if not special and old.flags & PG_anon and wp_can_reuse_anon_folio(old):
         pt.bits[i] |= _PAGE_RW | _PAGE_DIRTY          # wp_page_reuse: we are the only user
         pt.ptl.unlock()
         return 0
@@ -241,6 +241,23 @@ def do_wp_page(vmf, old):
         folio_get(old)
     pt.ptl.unlock()
     return wp_page_copy(vmf, old, special)
+
+
+def wp_can_reuse_anon_folio(folio):
+    """Are we the only user of this anon folio?  Only our PTE may hold it,
+    plus the swap cache if no other PTE holds its swap entry: then it leaves
+    the swap cache (trylock only: we hold the ptl) and is reused, as the
+    kernel's wp_can_reuse_anon_folio does.  Context: ptl held."""
+    if folio._mapcount != 1 or folio._refcount > 1 + (folio.swap is not None):
+        return False
+    if folio.swap is not None:
+        if not filemap.folio_trylock(folio):
+            return False
+        if folio.swap is not None:
+            from .swap_state import folio_free_swap
+            folio_free_swap(folio)
+        filemap.folio_unlock(folio)
+    return folio._refcount == 1
 
 
 def wp_page_copy(vmf, old, special):
@@ -271,6 +288,9 @@ def wp_page_copy(vmf, old, special):
         mm.rss_stat[MM_ANONPAGES].add(1)
         pt.ptl.unlock()
         if not special:
+            if old.swap is not None:   # copied away from a swap-cache folio: free it if unused
+                from .swap_state import free_swap_cache
+                free_swap_cache(old)
             folio_put(old, k)          # the reference the PTE held
     else:
         pt.ptl.unlock()

@@ -642,3 +642,29 @@ def test_shmem_shared_policy_is_set_by_mbind_and_followed_by_every_mapping(flags
     a.exit()
     b.exit()
     clean(k)
+
+
+# -- 10c: leaks found by a random program driver ------------------------------------------------
+
+@pytest.mark.parametrize("popul", [pymm.MADV_POPULATE_READ, pymm.MADV_POPULATE_WRITE])
+def test_write_fault_on_a_swap_cache_page_no_one_else_holds_reuses_it(popul):
+    """Shrunk from a random program: a fork child swaps a page in read-only,
+    the parent exits (the slot's count drops to 0, the folio stays in the
+    swap cache), then the child's write fault (here mlockall's populate)
+    COWed away from it and left it in the swap cache for good.  As the
+    kernel: wp_can_reuse_anon_folio takes it out of the swap cache and
+    reuses it; and wp_page_copy frees a copied-from swap-cache folio."""
+    k = pymm.Kernel(nodes=1, pages_per_node=64, hugepages_per_node=0)
+    p = k.spawn("a")
+    a = p.mmap(0, 2 * P, RW, ANON)
+    p.store(a, b"x")
+    assert k.reclaim(64) == 1
+    c = p.fork()
+    c.madvise(a, 2 * P, popul)
+    p.exit()
+    assert c.mlockall(pymm.MCL_CURRENT) == 0
+    assert c.load(a, 1) == b"x"
+    c.exit()
+    m = k.meminfo()
+    assert m["SwapCached"] == 0 and m["MemFree"] == m["MemTotal"] and m["SwapFree"] == m["SwapTotal"]
+    clean(k)
