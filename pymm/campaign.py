@@ -100,11 +100,19 @@ def _traceback_frames(text):
     return out[::-1]
 
 
+_CHAIN = re.compile(r"^-> #\d+ \((.+)\):\s*$", re.M)
+
+
 def signature(kind, title, text):
     """(signature string, frames) of a finding: kind, title and the first
     kernel-side frames.  Numbers in the title (addresses, pids, counts) are
-    masked so that the same bug seen with other values dedups."""
-    fr = frames(text) or _traceback_frames(text)[:SIGNATURE_FRAMES]
+    masked so that the same bug seen with other values dedups.  A circular
+    locking dependency is signed by the lock classes of its cycle, sorted:
+    the same inversion is reported from whichever side closes it first, with
+    that side's stack, and it is one bug (pymm's own rule; syzkaller titles
+    it by the closing function and so may list it twice)."""
+    chain = sorted(set(_CHAIN.findall(text))) if "circular locking dependency" in title else []
+    fr = chain or frames(text) or _traceback_frames(text)[:SIGNATURE_FRAMES]
     t = re.sub(r"0x[0-9a-fA-F]+|\b\d+\b", "N", title)
     return f"{kind} | {t} | {' < '.join(fr)}", fr
 

@@ -269,3 +269,16 @@ def test_no_minimize_then_a_later_run_catches_up(tmp_path, cli):
     assert r.rc == 0 and "1 already in" in r.out
     [c] = json.loads(cli("crashes", "--db", db, "--json", "-").out)["crashes"]
     assert c["minimized_replay"] and c["minimized_preemptions"] <= c["preemptions"]
+
+
+def test_a_lock_inversion_is_one_crash_whichever_side_closes_it():
+    def report(first, second, func):
+        return (f"WARNING: possible circular locking dependency detected\n"
+                f"the existing dependency chain (in reverse order) is:\n\n-> #1 ({first}):\n"
+                f"  x+0x0/0x0 pymm/mm/a.py:1\n\n-> #0 ({second}):\n  y+0x0/0x0 pymm/mm/b.py:2\n\n"
+                f"stack backtrace:\n {func}+0x0/0x0 pymm/mm/c.py:3\n")
+    t = "WARNING: possible circular locking dependency detected"
+    a = campaign.signature("lockdep", t, report("folio_lock", "hugetlb_fault_mutex", "hugetlb_wp"))
+    b = campaign.signature("lockdep", t, report("hugetlb_fault_mutex", "folio_lock", "hugetlb_fault"))
+    c = campaign.signature("lockdep", t, report("folio_lock", "i_mmap_rwsem", "hugetlb_wp"))
+    assert a[0] == b[0] != c[0]
