@@ -53,6 +53,16 @@ VARIANTS = {
         "buggy": ("mapped-check-unlocked",),
         "doc": "remove_inode_single_folio's mapped check without the folio lock (SCENARIOS.md D)",
     },
+    "hugetlb-zap-alloc": {
+        # alloc-under-locks: mainline since df7a6d1f6405 (2024), syzbot 3f5f9a0d292454409ca6
+        # (open); imap-before-vma-lock: the reorder posted upstream (Nov 2025), which syzbot ci
+        # answered with new cycles; alloc-before-locks: pymm's proposed fix
+        "values": ("alloc-under-locks", "imap-before-vma-lock", "alloc-before-locks"),
+        "default": "alloc-before-locks",
+        "buggy": ("alloc-under-locks", "imap-before-vma-lock"),
+        "doc": "the hugetlb zap's reservation-restore allocation under the vma_lock and "
+               "i_mmap_rwsem (README: the open 2025 lockdep report)",
+    },
     "rmap-mlock": {
         "values": ("mmap-trylock", "pte-lock"),
         "default": "pte-lock",

@@ -70,7 +70,8 @@ from .rmap import (RMP_LOCKED, TTU_RMAP_LOCKED, anon_vma_lock_read, anon_vma_pre
                    i_mmap_trylock_write, i_mmap_unlock_read, i_mmap_unlock_write, put_anon_vma,
                    remove_migration_ptes, try_to_migrate)
 from .util import folio_copy
-from .gfp import GFP_HIGHUSER_MOVABLE, GFP_KERNEL, might_alloc
+from .gfp import (__GFP_NOWARN, GFP_HIGHUSER_MOVABLE, GFP_KERNEL, GFP_NOWAIT, GFP_PGTABLE_USER,
+                  might_alloc)
 from .memory import FAULT_FLAG_WRITE, VM_FAULT_SIGBUS, is_cow_mapping
 from .page_alloc import bad_page, folio_get, folio_put
 from .pgtable import (_PAGE_DIRTY, _PAGE_RW, PMD_SHIFT, PTRS_PER_TABLE, PUD_SHIFT, PteTable,
@@ -335,27 +336,50 @@ class ResvMap:
     consumed.  ``lock`` protects ``regions``; ``rw_sema`` is the vma_lock of
     private owner VMAs (&resv_map->rw_sema).  Split VMAs share the map."""
 
-    __slots__ = ("regions", "lock", "rw_sema", "refs")
+    __slots__ = ("regions", "lock", "rw_sema", "refs", "region_cache_count")
 
     def __init__(self):
         self.regions = set()
         self.lock = SpinLock("&resv_map->lock")
         self.rw_sema = RwSemaphore("&resv_map->rw_sema")
         self.refs = 1
+        self.region_cache_count = 0      # preallocated file_region entries; lock
 
-    def region_chg(self, f, t):
-        """How many indices of [f, t) are not in the map.  When some are
-        not, the kernel's region_chg makes sure file_region descriptors are
-        there for the region_add to come: allocate_file_region_entries,
-        kmalloc(GFP_KERNEL) with resv->lock dropped -- pymm keeps a set and
-        allocates nothing, but tells lockdep it may (might_alloc).
-        Context: may sleep; takes resv->lock."""
+    def region_chg(self, f, t, gfp=None):
+        """How many indices of [f, t) are not in the map.
+
+        The kernel's region_chg first makes sure file_region descriptors
+        are cached for the region_add/region_del to come
+        (allocate_file_region_entries: kmalloc(GFP_KERNEL) with resv->lock
+        dropped) -- whenever its cache runs short, which depends on a
+        history pymm does not keep (pymm's map is a set).  Simplification:
+        only a caller that passes ``gfp`` is modelled as allocating: the
+        zap's reservation restore (df7a6d1f6405), where syzbot's trace
+        shows the allocation.  It takes an entry from the cache if one was
+        preallocated (``region_cache_prealloc``), else allocates with
+        ``gfp``.  Left out: the same allocation in faults, under the
+        hugetlb fault mutex (README: the open 2025 report).
+        Context: may sleep for a blocking ``gfp``; takes resv->lock."""
         self.lock.lock()
         n = (t - f) - sum(1 for i in self.regions if f <= i < t)
+        cached = gfp is not None and self.region_cache_count > 0
+        if cached:
+            self.region_cache_count -= 1
         self.lock.unlock()
-        if n:
-            might_alloc(GFP_KERNEL)
+        if gfp is not None and not cached:
+            might_alloc(gfp)
         return n
+
+    def region_cache_prealloc(self, nr, gfp=GFP_KERNEL):
+        """Put ``nr`` file_region entries in the cache now (the
+        ``hugetlb-zap-alloc`` fix: before the zap takes its locks).
+        Context: may sleep; no lock held."""
+        if nr <= 0:
+            return
+        might_alloc(gfp)
+        self.lock.lock()
+        self.region_cache_count += nr
+        self.lock.unlock()
 
     def region_add(self, f, t):
         self.lock.lock()
@@ -422,14 +446,15 @@ def vma_resv_map(vma):
     return p.resv_map if p is not None else None
 
 
-def vma_needs_reservation(vma, idx):
-    """0 if a reservation covers ``idx`` for this VMA, 1 if not."""
+def vma_needs_reservation(vma, idx, gfp=None):
+    """0 if a reservation covers ``idx`` for this VMA, 1 if not.
+    Context: may allocate with ``gfp`` (see ResvMap.region_chg)."""
     if vma.vm_flags & VM_MAYSHARE:
-        return vma.vm_file.resv_map.region_chg(idx, idx + 1)
+        return vma.vm_file.resv_map.region_chg(idx, idx + 1, gfp)
     if not is_vma_resv_set(vma, HPAGE_RESV_OWNER):
         return 1
     # private owner: the map holds the consumed reservations
-    return 1 - vma_resv_map(vma).region_chg(idx, idx + 1)
+    return 1 - vma_resv_map(vma).region_chg(idx, idx + 1, gfp)
 
 
 def vma_commit_reservation(vma, idx):
@@ -542,6 +567,12 @@ def hugetlb_vma_lock_read(vma):
     s = _vma_lock_sem(vma)
     if s is not None:
         s.down_read()
+
+
+def hugetlb_vma_trylock_read(vma):
+    """True when the lock was taken for read -- or when the VMA has none."""
+    s = _vma_lock_sem(vma)
+    return True if s is None else s.down_read_trylock()
 
 
 def hugetlb_vma_unlock_read(vma):
@@ -707,10 +738,10 @@ def _walk_rule_violated(vma, addr):
            data={"signature": ("hugetlb_walk",) + tuple(stackdepot.current(3)[:4])})
 
 
-def _pmd_alloc(mm, addr):
+def _pmd_alloc(mm, addr, gfp=GFP_PGTABLE_USER):
     """pmd_alloc for a hugetlb address: the PMD table, allocated if needed.
     Returns the ptep.  Context: mmap_lock held; takes page_table_lock."""
-    pmd = pmd_alloc(mm, addr)
+    pmd = pmd_alloc(mm, addr, gfp)
     i = pmd_index(addr)
     if isinstance(pmd.entries[i], PteTable):
         report("assertion", "kernel BUG at mm/hugetlb.c: BUG_ON(pte_present(pteval) && !pte_huge(pteval))",
@@ -765,7 +796,12 @@ def huge_pmd_share(mm, vma, addr):
         else:
             atomic_add_return(spte, "pt_share_count", -1)
         mm.page_table_lock.unlock()
-    ptep = _pmd_alloc(mm, addr)
+    # under the vma_lock and i_mmap_rwsem: with ``alloc-before-locks`` the
+    # fault allocated the table before its locks (pymm models that
+    # preallocated table as an allocation that cannot reclaim)
+    gfp = (GFP_NOWAIT | __GFP_NOWARN if vma.vm_mm.kernel.variant("hugetlb-zap-alloc") ==
+           "alloc-before-locks" else GFP_PGTABLE_USER)
+    ptep = _pmd_alloc(mm, addr, gfp)
     i_mmap_unlock_read(mapping)
     return ptep
 
@@ -967,6 +1003,8 @@ def hugetlb_fault(mm, vma, address, flags):
     Context: mmap_lock held for read; returns with FM and VL released.
     """
     vmf = HugetlbFault(vma, address, flags)
+    if vmf.kernel.variant("hugetlb-zap-alloc") == "alloc-before-locks":
+        _fault_alloc_before_locks(mm, vma, vmf.address)
     vmf.fault_mutex.lock()
     _fault_vma_lock_read(vmf)
     vmf.pte = huge_pte_alloc(mm, vma, vmf.address)
@@ -1019,6 +1057,23 @@ def hugetlb_fault(mm, vma, address, flags):
     for f in to_put:
         folio_put(f, vmf.kernel)
     return ret
+
+
+def _fault_alloc_before_locks(mm, vma, address):
+    """``hugetlb-zap-alloc`` ``alloc-before-locks``, the fault's half: what
+    mainline allocates under the fault mutex and the vma_lock
+    (__vmf_anon_prepare's anon_vma, huge_pte_alloc's PMD table), allocated
+    first, under mmap_lock alone, as do_anonymous_page does.  A PMD table a
+    VMA may share must be installed by huge_pmd_share under the vma_lock:
+    it is allocated here and handed over (pymm models the hand-over as
+    huge_pmd_share allocating without reclaim).  Context: mmap_lock held."""
+    if not vma.vm_flags & VM_MAYSHARE:
+        anon_vma_prepare(vma)
+    if mm.pgd.get(address >> PUD_SHIFT) is None:
+        if want_pmd_share(vma, address):
+            might_alloc(GFP_PGTABLE_USER)    # the table huge_pmd_share may need
+        else:
+            pmd_alloc(mm, address)
 
 
 def migration_entry_wait_huge(vmf):
@@ -1259,20 +1314,22 @@ def __unmap_hugepage_range(vma, start, end, ref_folio=None):
             set_bits(entry, "flags", PG_dirty)
         # df7a6d1f6405: a private owner's anon page gives its reservation
         # back, or another mapping could take the page and the owner gets
-        # SIGBUS on its next fault.  The kernel marks the folio whoever else
-        # maps it; pymm only when this is its last mapping, so that
-        # HugePages_Rsvd stays exact (a COW-shared page keeps it consumed).
-        restore = (__vma_private_lock(vma) and entry.flags & PG_anon and entry._mapcount == 1
-                   and vma_needs_reservation(vma, vma_hugecache_offset(vma, address)) == 1)
-        if restore:
-            set_bits(entry, "flags", HPG_restore_reserve)
+        # SIGBUS on its next fault (pymm: only on its last mapping, so that
+        # HugePages_Rsvd stays exact: a COW-shared page keeps it consumed)
+        adjust_reservation = (ref_folio is None and __vma_private_lock(vma)
+                              and entry.flags & PG_anon and entry._mapcount == 1)
         table.entries[i] = None
         table.bits[i] = 0
         hugetlb_remove_rmap(entry)
         table.ptl.unlock()
-        if restore:                      # vma_add_reservation (private: the region goes)
+        if adjust_reservation:
+            # after the spin lock, as the kernel does: vma_needs_reservation
+            # may allocate (region_chg) -- under the vma_lock and
+            # i_mmap_rwsem the zap holds: the ``hugetlb-zap-alloc`` question
             idx = vma_hugecache_offset(vma, address)
-            vma_resv_map(vma).region_del(idx, idx + 1)
+            if vma_needs_reservation(vma, idx, _zap_region_gfp(k)) == 1:
+                set_bits(entry, "flags", HPG_restore_reserve)
+                vma_resv_map(vma).region_del(idx, idx + 1)     # vma_add_reservation (private)
         folio_put(entry, k)              # the PTE's reference (the mmu_gather batch)
         if ref_folio is not None:
             break
@@ -1283,9 +1340,64 @@ def unmap_hugepage_range(vma, start, end, ref_folio=None):
     __unmap_hugepage_range(vma, start, end, ref_folio)
 
 
-def __hugetlb_zap_begin(vma):
-    hugetlb_vma_lock_write(vma)
-    i_mmap_lock_write(vma.vm_file.mapping)
+def _zap_region_gfp(kernel):
+    """The GFP of the zap's reservation-restore allocation (``hugetlb-zap-alloc``):
+    GFP_KERNEL in mainline (df7a6d1f6405: it may reclaim under the
+    vma_lock and i_mmap_rwsem -- syzbot 3f5f9a0d292454409ca6);
+    ``alloc-before-locks`` (pymm's proposed fix) preallocates before the
+    locks and only tops up without reclaim under them."""
+    if kernel.variant("hugetlb-zap-alloc") == "alloc-before-locks":
+        return GFP_NOWAIT | __GFP_NOWARN
+    return GFP_KERNEL
+
+
+def _zap_restore_candidates(vma, start, end):
+    """How many anon pages of private owner ``vma`` are mapped in
+    [start, end): an upper bound of the reservations the zap may restore.
+    Context: mmap_lock held (enough for a private VMA's page tables)."""
+    n = 0
+    for address in range(start, end, HPAGE_SIZE):
+        ptep = huge_pte_offset(vma.vm_mm, address)
+        if ptep is not None:
+            e = ptep[0].entries[ptep[1]]
+            if isinstance(e, Folio) and e.flags & PG_anon:
+                n += 1
+    return n
+
+
+def __hugetlb_zap_begin(vma, start=None, end=None):
+    """Take the zap's locks: the vma_lock (write), then i_mmap_rwsem (write).
+
+    ``hugetlb-zap-alloc``:
+
+    - ``alloc-under-locks`` (mainline since df7a6d1f6405): the
+      reservation restore in __unmap_hugepage_range allocates (GFP_KERNEL,
+      region_chg) under both: i_mmap_rwsem -> fs_reclaim, and with
+      vma_lock -> i_mmap_rwsem here and hugetlb_fault_mutex -> vma_lock in
+      every fault, reclaim waiting on anything that faults on hugetlb
+      memory closes a cycle (syzbot 3f5f9a0d292454409ca6);
+    - ``imap-before-vma-lock`` (the reorder posted upstream, Nov 2025):
+      i_mmap_rwsem first -- against hugetlb_change_protection,
+      hugetlb_unshare_pmds, hugetlb_unmap_file_folio and
+      move_hugetlb_page_tables, which take the vma_lock first;
+    - ``alloc-before-locks`` (pymm's proposed fix): keep the documented
+      order; before taking the locks, fill the resv_map's file_region
+      cache (GFP_KERNEL, nothing held) with one entry per anon page of a
+      private owner VMA in the range (the most the zap can restore), and
+      let the zap's region_chg top up only with GFP_NOWAIT (no reclaim; a
+      failure takes the kernel's existing "act as if we consumed the
+      reservation" path)."""
+    k = vma.vm_mm.kernel
+    v = k.variant("hugetlb-zap-alloc")
+    if v == "alloc-before-locks" and start is not None and __vma_private_lock(vma):
+        vma.vm_private_data.resv_map.region_cache_prealloc(
+            _zap_restore_candidates(vma, start, end), GFP_KERNEL)
+    if v == "imap-before-vma-lock":
+        i_mmap_lock_write(vma.vm_file.mapping)
+        hugetlb_vma_lock_write(vma)
+    else:
+        hugetlb_vma_lock_write(vma)
+        i_mmap_lock_write(vma.vm_file.mapping)
 
 
 def __hugetlb_zap_end(vma, final):
@@ -1304,9 +1416,46 @@ def hugetlb_zap_range(vma, start, end, final):
     The range is widened to huge page boundaries.  Context: mmap_lock held."""
     start &= HPAGE_MASK
     end = (end + HPAGE_SIZE - 1) & HPAGE_MASK
-    __hugetlb_zap_begin(vma)
+    __hugetlb_zap_begin(vma, start, end)
     __unmap_hugepage_range(vma, start, end, None)
     __hugetlb_zap_end(vma, final)
+
+
+def hugetlb_change_protection(vma, start, end, newflags):
+    """mprotect of a hugetlb range: write-protect its huge PTEs when write
+    permission goes (gaining it leaves them read-only: the next write
+    faults), unsharing shared PMD tables in the range instead.  Returns the
+    number of huge pages changed.  Context: mmap_lock held for write; takes
+    the vma_lock (write) then i_mmap_rwsem (write), the documented order."""
+    mapping = vma.vm_file.mapping
+    pages = 0
+    hugetlb_vma_lock_write(vma)
+    i_mmap_lock_write(mapping)
+    address = start & HPAGE_MASK
+    while address < end:
+        ptep = hugetlb_walk(vma, address)
+        if ptep is None:
+            address = _next_pud(address)
+            continue
+        table, i = ptep
+        table.ptl.lock()
+        if huge_pmd_unshare(vma, address, ptep):
+            table.ptl.unlock()
+            pages += 1
+            address = _next_pud(address)
+            continue
+        if not newflags & VM_WRITE and isinstance(table.entries[i], Folio) and \
+                table.bits[i] & _PAGE_RW:
+            table.bits[i] &= ~_PAGE_RW
+            pages += 1
+        elif type(table.entries[i]) is MigrationEntry and not newflags & VM_WRITE and \
+                table.entries[i].writable:
+            table.entries[i] = MigrationEntry(table.entries[i].folio, False)
+        table.ptl.unlock()
+        address += HPAGE_SIZE
+    i_mmap_unlock_write(mapping)
+    hugetlb_vma_unlock_write(vma)
+    return pages
 
 
 # -- fork ------------------------------------------------------------------------------------
@@ -1382,9 +1531,15 @@ def _huge_pte_present(vma, address, write):
 def hugetlb_user_copy(vma, pos, n, write, data, off, out):
     """Copy to or from a huge page if its PTE is present with the right
     access (uaccess's _copy_pte for hugetlb VMAs).  Like a fault it holds
-    the vma_lock for read around the walk and copies under the ptl.
-    Returns False when the caller must fault first.  Context: mmap_lock held."""
-    hugetlb_vma_lock_read(vma)
+    the vma_lock for read around the walk and copies under the ptl -- but
+    only tries it: the kernel's copy walks the page tables in hardware and
+    takes no lock, so the copy must add no lock dependency (a copy under a
+    socket lock would otherwise order that lock before the vma_lock).  If
+    the trylock fails, the access faults, as a hardware walk that meets a
+    PTE being changed would.  Returns False when the caller must fault
+    first.  Context: mmap_lock held."""
+    if not hugetlb_vma_trylock_read(vma):
+        return False
     try:
         ptep = _huge_pte_present(vma, pos, write)
         if ptep is None:

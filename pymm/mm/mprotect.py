@@ -2,7 +2,7 @@
 import errno
 
 from ..constants import PROT_EXEC, PROT_READ, PROT_WRITE
-from .mm_types import (VM_ACCESS_FLAGS, VM_EXEC, VM_LOCKED, VM_MAYEXEC, VM_MAYREAD, VM_MAYWRITE, VM_READ,
+from .mm_types import (VM_ACCESS_FLAGS, VM_EXEC, VM_HUGETLB, VM_LOCKED, VM_MAYEXEC, VM_MAYREAD, VM_MAYWRITE, VM_READ,
                        VM_SHARED, VM_WRITE, Folio)
 from .gup import populate_vma_page_range
 from .mmap import vma_modify_flags, vmas_may_split
@@ -18,6 +18,10 @@ def calc_vm_prot_bits(prot):
 def change_protection(vma, start, end, newflags):
     """Write-protect the PTEs when write permission goes away.  (Gaining write
     leaves PTEs read-only: the next write faults and do_wp_page decides.)"""
+    if vma.vm_flags & VM_HUGETLB:
+        from .hugetlb import hugetlb_change_protection
+        hugetlb_change_protection(vma, start, end, newflags)
+        return
     if newflags & VM_WRITE:
         return
     for pt, addr, nxt in pte_ranges(vma.vm_mm, start, end):

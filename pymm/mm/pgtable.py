@@ -93,13 +93,13 @@ def pte_ranges(mm, start, end):
         addr = nxt
 
 
-def pmd_alloc(mm, addr):
+def pmd_alloc(mm, addr, gfp=GFP_PGTABLE_USER):
     """The PMD table covering addr, allocated and installed in the PUD entry
     if needed (__pmd_alloc).  Context: mmap_lock held; takes page_table_lock."""
     key = addr >> PUD_SHIFT
     pmd = mm.pgd.get(key)
     if pmd is None:
-        might_alloc(GFP_PGTABLE_USER)           # pmd_alloc_one
+        might_alloc(gfp)                        # pmd_alloc_one
         new = PmdTable(addr & ~(PUD_SIZE - 1))
         mm.page_table_lock.lock()
         pmd = mm.pgd.get(key)

@@ -99,6 +99,7 @@ class SwapInfo:
         self.data = {}                # offset -> bytes | None; the device's contents
         self.cache_lock = SpinLock("&xa->xa_lock")
         self.cache = {}               # offset -> folio (the swap cache); cache_lock (+ si->lock to change)
+        self.bdev = None              # a block device swap I/O goes through (drivers/nbd.py), or None
 
     def __repr__(self):
         return f"<swap device {self.inuse_pages}/{self.max} slots used, {len(self.cache)} cached>"
@@ -302,6 +303,8 @@ def swap_writepage(folio):
     locked, in the swap cache, unmapped (nobody can write to it)."""
     si = folio.swap.si
     si.data[folio.swap.offset] = None if folio.data is None else bytes(folio.data)
+    if si.bdev is not None:                      # swap_writepage_bdev_sync: submit_bio
+        si.bdev.submit_bio(1, si.data[folio.swap.offset] or b"")
     clear_bits(folio, "flags", PG_dirty)
 
 

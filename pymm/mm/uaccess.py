@@ -22,22 +22,27 @@ from .memory import (FAULT_FLAG_ALLOW_RETRY, FAULT_FLAG_KILLABLE, FAULT_FLAG_TRI
                      FAULT_FLAG_USER, FAULT_FLAG_WRITE, VM_FAULT_OOM, VM_FAULT_RETRY,
                      VM_FAULT_SIGBUS, VM_FAULT_SIGSEGV, handle_mm_fault)
 from .mm_types import VM_ACCESS_FLAGS, VM_HUGETLB, VM_SHARED, VM_WRITE, Folio
-from .mmap_lock import mmap_read_lock, mmap_read_unlock
+from .mmap_lock import mmap_read_lock, mmap_read_trylock, mmap_read_unlock
 from .pgtable import _PAGE_DIRTY, _PAGE_RW, pte_index, pte_offset
 
 PAGE_SIZE = 4096
 
 
-def user_access(task, addr, length, write, data):
+def user_access(task, addr, length, write, data, carefully=False):
     """Copy to (write) or from user memory.  Raises SegmentationFault outside a
-    mapping or against its protection, BusError beyond the end of a file."""
+    mapping or against its protection, BusError beyond the end of a file.
+    ``carefully``: a copy_from_user/copy_to_user inside a system call, which
+    may hold kernel locks: mmap_lock is tried first, as the fault path's
+    lock_mm_and_find_vma does (get_mmap_lock_carefully), so an uncontended
+    copy adds no dependency on it (pymm has no might_fault annotation)."""
     mm = task.mm
     out = None if write else bytearray(length)
     pos, end = addr, addr + length
     fault_flags = FAULT_FLAG_USER | FAULT_FLAG_ALLOW_RETRY | FAULT_FLAG_KILLABLE
     if write:
         fault_flags |= FAULT_FLAG_WRITE
-    mmap_read_lock(mm)
+    if not carefully or not mmap_read_trylock(mm):
+        mmap_read_lock(mm)
     locked = True
     try:
         while pos < end:

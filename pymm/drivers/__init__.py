@@ -1,0 +1,1 @@
+"""Device drivers, as far as their locks reach into mm."""
