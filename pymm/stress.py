@@ -93,7 +93,7 @@ class _Mix(Scenario):
         return "clean"
 
     def __init__(self):
-        self.parts = [scenarios.get(n)() for n in scenarios.names()]
+        self.parts = [c() for c in map(scenarios.get, scenarios.names()) if c.in_mix]
         self.caught_kinds = frozenset()
         self.roles = tuple((f"{p.name}:{r}", _sub_step(i, fn))
                            for i, p in enumerate(self.parts) for r, fn in p.roles)

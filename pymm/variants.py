@@ -53,6 +53,24 @@ VARIANTS = {
         "buggy": ("mapped-check-unlocked",),
         "doc": "remove_inode_single_folio's mapped check without the folio lock (SCENARIOS.md D)",
     },
+    "hugetlb-dontneed": {
+        # final-zap: 6.1 (40549ba8f8e0 freed the vma_lock in the final hugetlb zap, and
+        # MADV_DONTNEED's zap was final); non-final-zap: 04ada095dcfc (mainline)
+        "values": ("final-zap", "non-final-zap"),
+        "default": "non-final-zap",
+        "buggy": ("final-zap",),
+        "doc": "hugetlb MADV_DONTNEED deleting the vma_lock of a VMA that stays",
+    },
+    "hugetlb-fault-imap": {
+        # the 5.7-5.18 fault held i_mmap_rwsem for read (c0d0381ade79); imap-held-in-cow:
+        # 5.7-5.10, COW's unmap_ref_private takes it for write under the read hold;
+        # drop-imap-in-cow: e7dd91c456a8 (Dec 2020).  Only the era's fault (hugetlb-cow-imap)
+        # reads it; today's fault takes no i_mmap_rwsem
+        "values": ("imap-held-in-cow", "drop-imap-in-cow"),
+        "default": "drop-imap-in-cow",
+        "buggy": ("imap-held-in-cow",),
+        "doc": "hugetlb COW with an empty pool under the 5.7 fault's i_mmap_rwsem",
+    },
     "hugetlb-zap-alloc": {
         # alloc-under-locks: mainline since df7a6d1f6405 (2024), syzbot 3f5f9a0d292454409ca6
         # (open); imap-before-vma-lock: the reorder posted upstream (Nov 2025), which syzbot ci

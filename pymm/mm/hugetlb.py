@@ -564,9 +564,21 @@ def _vma_lock_sem(vma):
 
 def hugetlb_vma_lock_read(vma):
     """Context: may sleep; FM may be held, i_mmap_rwsem and folio locks must not be."""
+    if __vma_shareable_lock(vma):
+        vma_lock = vma.vm_private_data
+        vma_lock.rw_sema.down_read()
+        # down_read records its owner in the semaphore, inside the vma_lock:
+        # if the lock was freed while we waited (hugetlb-dontneed final-zap),
+        # that is a write to freed memory -- KASAN sees this access
+        _rwsem_set_reader_owned(vma_lock)
+        return
     s = _vma_lock_sem(vma)
     if s is not None:
         s.down_read()
+
+
+def _rwsem_set_reader_owned(vma_lock):
+    vma_lock.rw_sema = vma_lock.rw_sema
 
 
 def hugetlb_vma_trylock_read(vma):
@@ -930,10 +942,21 @@ class HugetlbFault:
             folio_unlock(self.locked.pop())
 
 
+def fault_i_mmap_era(kernel):
+    """The 5.7-5.18 fault path (c0d0381ade79 .. 188a39725ad7): i_mmap_rwsem
+    for read across the whole fault, taken before the fault mutex, and no
+    vma_lock (it did not exist).  Selected per Kernel by the scenario that
+    replays that era (``kernel.hugetlb_fault_i_mmap``, hugetlb-cow-imap);
+    every other path is today's."""
+    return getattr(kernel, "hugetlb_fault_i_mmap", False)
+
+
 def _fault_vma_lock_read(vmf):
     """Take the vma_lock for read before huge_pte_alloc -- unless the
-    ``hugetlb-pmd-share`` variant is the pre-40549ba8f8e0 ``no-vma-lock``."""
-    vmf.vma_locked = vmf.kernel.variant("hugetlb-pmd-share") == "vma-lock"
+    ``hugetlb-pmd-share`` variant is the pre-40549ba8f8e0 ``no-vma-lock``
+    (or the fault is the 5.7 era's, which had none)."""
+    vmf.vma_locked = (vmf.kernel.variant("hugetlb-pmd-share") == "vma-lock"
+                      and not fault_i_mmap_era(vmf.kernel))
     if vmf.vma_locked:
         hugetlb_vma_lock_read(vmf.vma)
 
@@ -992,6 +1015,19 @@ def hugetlb_add_to_page_cache(folio, file, idx):
 
 
 def hugetlb_fault(mm, vma, address, flags):
+    """hugetlb_fault; in the 5.7 era (fault_i_mmap_era) inside
+    i_mmap_lock_read/i_mmap_unlock_read of the file's mapping."""
+    if fault_i_mmap_era(vma.vm_mm.kernel):
+        mapping = vma.vm_file.mapping
+        i_mmap_lock_read(mapping)
+        try:
+            return _hugetlb_fault(mm, vma, address, flags)
+        finally:
+            i_mmap_unlock_read(mapping)
+    return _hugetlb_fault(mm, vma, address, flags)
+
+
+def _hugetlb_fault(mm, vma, address, flags):
     """Resolve a fault in a hugetlb VMA.
 
     FM (hugetlb_fault_mutex for the file and index) serialises faults on the
@@ -1218,13 +1254,24 @@ def hugetlb_wp(vmf):
         # SIGBUS on their next fault).  Unmapping needs VL for write, so drop
         # VL and FM, and retake them in order afterwards.
         folio_put(old, k)
-        _wp_drop_folio_locks(vmf)
-        _fault_vma_unlock_read(vmf)
-        vmf.fault_mutex.unlock()
-        point("hugetlb_wp_unmap_ref_private")
-        unmap_ref_private(mm, vma, old, vmf.address)
-        vmf.fault_mutex.lock()
-        _fault_vma_relock_read(vmf)
+        era = fault_i_mmap_era(k)
+        if era and k.variant("hugetlb-fault-imap") == "imap-held-in-cow":
+            # 5.7-5.10 (c0d0381ade79): unmap with FM and i_mmap_rwsem (read)
+            # still held; unmap_ref_private takes i_mmap_rwsem for write
+            point("hugetlb_wp_unmap_ref_private")
+            unmap_ref_private(mm, vma, old, vmf.address)
+        else:
+            _wp_drop_folio_locks(vmf)
+            _fault_vma_unlock_read(vmf)
+            vmf.fault_mutex.unlock()
+            if era:                      # e7dd91c456a8: i_mmap_rwsem (read) goes too
+                i_mmap_unlock_read(vma.vm_file.mapping)
+            point("hugetlb_wp_unmap_ref_private")
+            unmap_ref_private(mm, vma, old, vmf.address)
+            if era:
+                i_mmap_lock_read(vma.vm_file.mapping)
+            vmf.fault_mutex.lock()
+            _fault_vma_relock_read(vmf)
         table.ptl.lock()
         ptep = hugetlb_walk(vma, vmf.address)
         if ptep is None or ptep != vmf.pte or not huge_pte_same(ptep, pte):

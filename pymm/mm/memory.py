@@ -372,7 +372,13 @@ def unmap_vmas(vmas, start, end):
 
 
 def zap_page_range_single(vma, start, size, details=None):
-    unmap_page_range(vma, start, min(start + size, vma.vm_end), details)
+    """Zap part of one VMA that stays (MADV_DONTNEED, truncation of a
+    mapping).  ``hugetlb-dontneed``: ``final-zap`` is 6.1's zap_page_range,
+    which ran the hugetlb zap as final -- freeing the vma_lock of a VMA that
+    stays (syzbot ca56f14c500045350f93); ``non-final-zap`` is 04ada095dcfc."""
+    final = bool(vma.vm_flags & VM_HUGETLB) and \
+        vma.vm_mm.kernel.variant("hugetlb-dontneed") == "final-zap"
+    unmap_page_range(vma, start, min(start + size, vma.vm_end), details, final=final)
 
 
 # -- fork ------------------------------------------------------------------------------

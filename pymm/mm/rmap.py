@@ -80,6 +80,9 @@ LOCK_ORDER_EXCEPTIONS = {
         "under the inode lock and the fault mutex (fs/hugetlbfs.py remove_inode_single_folio)",
     ("folio_lock#hugetlbfs/1", "&vma_lock->rw_sema"): "7b7387650dcf, as above",
     ("folio_lock#hugetlbfs/1", "&resv_map->rw_sema"): "7b7387650dcf, as above",
+    ("&hugetlbfs_i_mmap_rwsem_key", "hugetlb_fault_mutex"):
+        "c0d0381ade79 (5.7-5.18): the era's fault takes i_mmap_rwsem before the fault mutex "
+        "(hugetlb-cow-imap replays it; today's fault takes no i_mmap_rwsem)",
 }
 
 

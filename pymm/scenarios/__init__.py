@@ -31,7 +31,9 @@ SCENARIO_MODULES = {
     "hugetlb-pmd-share": "hugetlb_pmd_share",
     "hugetlb-wp": "hugetlb_wp",
     "hugetlb-truncate": "hugetlb_truncate",
+    "hugetlb-dontneed": "hugetlb_dontneed",
     "hugetlb-zap-reclaim": "hugetlb_zap_reclaim",
+    "hugetlb-cow-imap": "hugetlb_cow_imap",
     "rmap-mlock": "rmap_mlock",
 }
 

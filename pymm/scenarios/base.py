@@ -62,6 +62,7 @@ class Scenario:
     caught_kinds = frozenset()
     controlled_steps = 2
     roles = ()
+    in_mix = True        # False: an era's code path whose lock order today's contradicts
 
     @classmethod
     def variants(cls):

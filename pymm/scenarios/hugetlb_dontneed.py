@@ -1,0 +1,60 @@
+"""04ada095dcfc "hugetlb: don't delete vma_lock in hugetlb MADV_DONTNEED
+processing" (syzbot ca56f14c500045350f93, Nov 2022).
+
+40549ba8f8e0 (6.1) frees a shareable VMA's vma_lock in the final hugetlb
+zap (__unmap_hugepage_range_final: the VMA is going away, so no new user
+of its PMD tables may appear).  But MADV_DONTNEED zapped through the same
+final path, for a VMA that stays: the vma_lock was freed under a fault
+waiting for it (MADV_DONTNEED holds mmap_lock only for read), and the VMA
+lived on without one, faulting with no PMD-sharing protection at all.
+syzbot saw lockdep's lock class in use after free.
+
+Workload: one process maps a hugetlbfs file MAP_SHARED; a thread
+MADV_DONTNEEDs it while another faults it.  ``final-zap``: the faulter
+that waited on the vma_lock wakes up in a freed one (KASAN
+use-after-free); ``non-final-zap`` (04ada095dcfc) keeps the lock.
+"""
+from types import SimpleNamespace
+
+from .. import constants as C
+from ..errors import SegmentationFault
+from ..kernel import Kernel
+from . import register
+from .base import Scenario
+from .hugetlb_common import HS, RW
+
+
+@register
+class HugetlbDontneedScenario(Scenario):
+    name = "hugetlb-dontneed"
+    variant_key = "hugetlb-dontneed"
+    caught_kinds = frozenset({"use-after-free", "lockdep"})
+    controlled_steps = 1
+
+    def setup(self, variant, seed):
+        k = Kernel(nodes=1, pages_per_node=64, hugepages_per_node=2,
+                   variants={"hugetlb-dontneed": variant}, seed=seed)
+        f = k.create_file("dontneed", HS, hugetlb=True)
+        p = k.spawn("mapper")
+        a = p.mmap(0, HS, RW, C.MAP_SHARED, fd=f)
+        p.store(a, b"d")
+        return SimpleNamespace(kernel=k, f=f, p=p, a=a)
+
+    def dontneed(self, st, rng):
+        """DONTNEED, then map the file there afresh (MAP_FIXED): a new VMA,
+        with a new vma_lock, for the next round."""
+        st.p.madvise(st.a, HS, C.MADV_DONTNEED)
+        st.p.mmap(st.a, HS, RW, C.MAP_SHARED | C.MAP_FIXED, fd=st.f)
+
+    def fault(self, st, rng):
+        try:
+            data = st.p.load(st.a, 1)
+        except SegmentationFault:
+            return                       # between the old VMA and the new one
+        if data != b"d":
+            raise AssertionError("the shared page lost its contents")
+
+    roles = (("dontneed", dontneed), ("fault", fault))
+
+    def teardown(self, st):
+        st.p.exit()

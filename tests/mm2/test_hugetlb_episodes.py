@@ -1,0 +1,74 @@
+"""New hugetlb episodes of issue 12: hugetlb-cow-imap (e7dd91c456a8) and
+hugetlb-dontneed (04ada095dcfc): buggy caught with the expected finding and
+replayed, fixed clean."""
+import pytest
+
+from pymm.locking import lockdep
+from pymm.sched import explore, replay
+
+from .test_hugetlb_variants import kind_of, program
+
+
+@pytest.fixture(autouse=True)
+def fresh_lockdep():
+    lockdep.reset()
+    yield
+    lockdep.reset()
+
+
+@pytest.fixture
+def lockdep_off():
+    lockdep.disable()
+    yield
+    lockdep.enable()
+
+
+def test_imap_held_in_cow_is_recursive_locking():
+    setup, threads, check = program("hugetlb-cow-imap", "imap-held-in-cow")
+    f = explore(setup, threads, check, seed=0, max_schedules=20).failure
+    assert f is not None and kind_of(f) == "lockdep", f and f.message
+    assert "possible recursive locking" in f.message
+    assert "&hugetlbfs_i_mmap_rwsem_key" in f.message and "unmap_ref_private" in f.message
+    lockdep.reset()
+    assert replay(setup, threads, f.schedule, check).message.splitlines()[0] == f.message.splitlines()[0]
+
+
+def test_imap_held_in_cow_hangs_without_the_validator(lockdep_off):
+    setup, threads, check = program("hugetlb-cow-imap", "imap-held-in-cow")
+    f = explore(setup, threads, check, strategy="pct", seed=0, max_schedules=50).failure
+    assert f is not None and f.kind == "deadlock", f and f.message
+    assert "&hugetlbfs_i_mmap_rwsem_key" in f.message
+
+
+def test_drop_imap_in_cow_is_clean():
+    setup, threads, check = program("hugetlb-cow-imap", "drop-imap-in-cow")
+    res = explore(setup, threads, check, strategy="random", seed=0, max_schedules=100)
+    assert res.failure is None, res.failure.message
+
+
+def test_final_zap_loses_the_vma_lock_under_a_waiting_fault():
+    setup, threads, check = program("hugetlb-dontneed", "final-zap")
+    f = explore(setup, threads, check, strategy="random", seed=0, max_schedules=200).failure
+    assert f is not None, "final-zap ran clean"
+    assert kind_of(f) in ("lockdep", "use-after-free"), f.message
+    assert "vma_lock" in f.message
+
+
+def test_final_zap_leaves_a_shared_vma_without_its_lock():
+    """Even with no race: after MADV_DONTNEED the VMA that stays has no
+    vma_lock any more (its faults would run unprotected)."""
+    from pymm.mm.hugetlb import HugetlbVmaLock
+    from pymm.scenarios import get
+    for value, kept in (("final-zap", False), ("non-final-zap", True)):
+        scn = get("hugetlb-dontneed")()
+        st = scn.setup(value, 0)
+        st.p.madvise(st.a, 2 << 20, 4)
+        vma = st.p.mm.mm_mt.vma_lookup(st.a)
+        assert isinstance(vma.vm_private_data, HugetlbVmaLock) is kept, value
+        scn.teardown(st)
+
+
+def test_non_final_zap_is_clean():
+    setup, threads, check = program("hugetlb-dontneed", "non-final-zap")
+    res = explore(setup, threads, check, strategy="random", seed=0, max_schedules=150)
+    assert res.failure is None, res.failure.message
