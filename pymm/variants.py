@@ -53,6 +53,15 @@ VARIANTS = {
         "buggy": ("mapped-check-unlocked",),
         "doc": "remove_inode_single_folio's mapped check without the folio lock (SCENARIOS.md D)",
     },
+    "hugetlb-split": {
+        # unshare-before-split: vm_ops->may_split unshares ("hugetlb: unshare some PMDs when
+        # splitting VMAs", 2023) .. 2025;
+        # unshare-in-split: 081056dc00a2 (CVE-2025-38084), hugetlb_split under the rmap lock
+        "values": ("unshare-before-split", "unshare-in-split"),
+        "default": "unshare-in-split",
+        "buggy": ("unshare-before-split",),
+        "doc": "hugetlb PMD unsharing before/inside __split_vma",
+    },
     "hugetlb-dontneed": {
         # final-zap: 6.1 (40549ba8f8e0 freed the vma_lock in the final hugetlb zap, and
         # MADV_DONTNEED's zap was final); non-final-zap: 04ada095dcfc (mainline)

@@ -696,16 +696,68 @@ def hugetlb_vm_op_close(vma):
 def hugetlb_vm_op_split(vma, addr):
     """May ``vma`` be split at ``addr``?  Only at a huge page boundary.
     Splitting loses the PUD alignment PMD sharing needs, so the PMDs around
-    addr are unshared first (the 6.1 placement, taking the locks).
+    addr must be unshared.  ``hugetlb-split``: ``unshare-before-split``
+    ("hugetlb: unshare some PMDs when splitting VMAs", 2023 .. 2025) does
+    it here, taking the locks, before
+    __split_vma takes the rmap locks -- another process's fault can share
+    the table again (huge_pmd_share finds this VMA still covering the PUD)
+    before the split; ``unshare-in-split`` (081056dc00a2, CVE-2025-38084)
+    leaves it to hugetlb_split, under them.
     Returns 0 or -EINVAL.  Context: mmap_lock held for write."""
     if addr & ~HPAGE_MASK:
         return -errno.EINVAL
+    if vma.vm_mm.kernel.variant("hugetlb-split") == "unshare-before-split":
+        _unshare_around(vma, addr, True)
+        point("hugetlb_vm_op_split")
+    return 0
+
+
+def _unshare_around(vma, addr, take_locks):
     if addr & ~PUD_MASK:
         floor = addr & PUD_MASK
         ceil = floor + PUD_SIZE
         if floor >= vma.vm_start and ceil <= vma.vm_end:
-            hugetlb_unshare_pmds(vma, floor, ceil, True)
-    return 0
+            hugetlb_unshare_pmds(vma, floor, ceil, take_locks)
+
+
+def hugetlb_split(vma, addr):
+    """081056dc00a2: unshare the PMDs around ``addr`` in the middle of the
+    split, with the VMA's range not yet changed and i_mmap_rwsem held for
+    write by the caller -- no fault can share them again before the new
+    boundaries are visible.  The vma_lock cannot be taken under
+    i_mmap_rwsem, and is not needed: mmap_lock (write) and the rmap lock
+    exclude every page-table walker.  Context: mmap_lock and i_mmap_rwsem
+    held for write."""
+    if vma.vm_mm.kernel.variant("hugetlb-split") == "unshare-in-split":
+        i_mmap_assert_write_locked(vma.vm_file.mapping)
+        _unshare_around(vma, addr, False)
+
+
+def hugetlb_check_pmd_share_coverage(vma, why):
+    """pymm's own check (the kernel has none): a shareable VMA that does not
+    cover a whole PUD range must not sit on a shared PMD table there --
+    unsharing it, zapping through it or freeing it would act on the other
+    sharers' entries.  Context: mmap_lock held."""
+    if not vma.vm_flags & VM_MAYSHARE:
+        return
+    mm = vma.vm_mm
+    for key in range(vma.vm_start >> PUD_SHIFT, ((vma.vm_end - 1) >> PUD_SHIFT) + 1):
+        table = mm.pgd.get(key)
+        floor = key << PUD_SHIFT
+        if table is None or not table.pt_share_count:
+            continue
+        if vma.vm_start <= floor and floor + PUD_SIZE <= vma.vm_end:
+            continue
+        title = "BUG: shared hugetlb PMD table in a VMA that does not cover its PUD range"
+        report("assertion", title,
+               "\n".join([title,
+                          f"{vma!r} ({why}) maps part of PUD range {floor:#x}-{floor + PUD_SIZE:#x}, and",
+                          f"its PMD table there is shared ({table.pt_share_count} other user(s)): an unmap",
+                          "or unshare through this VMA acts on the other processes' entries, and its",
+                          "last user can free the table while they still use it (CVE-2025-38084).",
+                          "Call Trace:", stackdepot.format(stackdepot.save(3), "  ")]),
+               data={"signature": ("pmd-share-coverage", why), "pymm_only": True})
+        return
 
 
 # -- page tables ----------------------------------------------------------------------
@@ -827,15 +879,17 @@ def huge_pte_alloc(mm, vma, addr):
     return _pmd_alloc(mm, addr)
 
 
-def huge_pmd_unshare(vma, addr, ptep):
+def huge_pmd_unshare(vma, addr, ptep, vma_locked=True):
     """If the PMD table of ``ptep`` is shared, take it out of this mm (clear
     the PUD entry, drop the share count) and return True.
-    Context: the huge pte lock, i_mmap_rwsem (write) and the vma_lock held."""
+    Context: the huge pte lock, i_mmap_rwsem (write) and the vma_lock held
+    (``vma_locked`` False: hugetlb_split, whose caller excludes walkers)."""
     table = ptep[0]
     if table.pt_share_count == 0:
         return False
     i_mmap_assert_write_locked(vma.vm_file.mapping)
-    hugetlb_vma_assert_locked(vma)
+    if vma_locked:
+        hugetlb_vma_assert_locked(vma)
     mm = vma.vm_mm
     key = addr >> PUD_SHIFT
     if mm.pgd.get(key) is table:
@@ -863,7 +917,7 @@ def hugetlb_unshare_pmds(vma, start, end, take_locks):
         if ptep is None:
             continue
         ptep[0].ptl.lock()
-        huge_pmd_unshare(vma, address, ptep)
+        huge_pmd_unshare(vma, address, ptep, take_locks)
         ptep[0].ptl.unlock()
     if take_locks:
         i_mmap_unlock_write(mapping)
@@ -1334,6 +1388,8 @@ def __unmap_hugepage_range(vma, start, end, ref_folio=None):
             address = _next_pud(address)
             continue
         table, i = ptep
+        if table.pt_share_count:
+            hugetlb_check_pmd_share_coverage(vma, "zap")
         table.ptl.lock()
         if huge_pmd_unshare(vma, address, ptep):
             table.ptl.unlock()

@@ -31,7 +31,7 @@ def page_align(x):
 
 # -- changing a VMA's range under the rmap locks ---------------------------------
 
-def vma_set_range(vma, start, end, pgoff):
+def vma_set_range(vma, start, end, pgoff, under_locks=None):
     """Move/resize ``vma`` (vma_prepare ... vma_complete): rmap walkers read
     vm_start/vm_end/vm_pgoff under i_mmap_rwsem or anon_vma->rwsem, so the VMA
     leaves the interval trees, changes, and goes back, under both locks
@@ -41,6 +41,8 @@ def vma_set_range(vma, start, end, pgoff):
     anon_vma = vma.anon_vma
     if mapping is not None:
         i_mmap_lock_write(mapping)
+        if under_locks is not None:
+            under_locks()               # __split_vma's hugetlb_split, between vma_prepare and the change
         vma_interval_tree_remove(vma, mapping)
     if anon_vma is not None:
         anon_vma_lock_write(anon_vma)
@@ -74,9 +76,17 @@ def split_vma(vma, addr):
     if new.vm_flags & VM_HUGETLB:       # vm_ops->open
         hugetlb_vm_op_open(new, vma)
     anon_vma_clone(new, vma)
-    vma_set_range(vma, vma.vm_start, addr, vma.vm_pgoff)
+    hugetlb = bool(vma.vm_flags & VM_HUGETLB)
+    if hugetlb:
+        from .hugetlb import hugetlb_check_pmd_share_coverage, hugetlb_split
+        vma_set_range(vma, vma.vm_start, addr, vma.vm_pgoff, lambda: hugetlb_split(vma, addr))
+    else:
+        vma_set_range(vma, vma.vm_start, addr, vma.vm_pgoff)
     mm.mm_mt.insert(new)
     vma_link_file(new)
+    if hugetlb:
+        hugetlb_check_pmd_share_coverage(vma, "split")
+        hugetlb_check_pmd_share_coverage(new, "split")
     return new
 
 

@@ -31,6 +31,7 @@ SCENARIO_MODULES = {
     "hugetlb-pmd-share": "hugetlb_pmd_share",
     "hugetlb-wp": "hugetlb_wp",
     "hugetlb-truncate": "hugetlb_truncate",
+    "hugetlb-split": "hugetlb_split",
     "hugetlb-dontneed": "hugetlb_dontneed",
     "hugetlb-zap-reclaim": "hugetlb_zap_reclaim",
     "hugetlb-cow-imap": "hugetlb_cow_imap",

@@ -72,3 +72,48 @@ def test_non_final_zap_is_clean():
     setup, threads, check = program("hugetlb-dontneed", "non-final-zap")
     res = explore(setup, threads, check, strategy="random", seed=0, max_schedules=150)
     assert res.failure is None, res.failure.message
+
+
+def test_unshare_before_split_leaves_a_shared_table_in_a_partial_vma():
+    setup, threads, check = program("hugetlb-split", "unshare-before-split")
+    f = explore(setup, threads, check, strategy="random", seed=0, max_schedules=50).failure
+    assert f is not None and kind_of(f) == "assertion", f and f.message
+    assert "shared hugetlb PMD table in a VMA that does not cover its PUD range" in f.message
+    lockdep.reset()
+    assert replay(setup, threads, f.schedule, check) is not None
+
+
+def test_the_coverage_check_is_labelled_pymm_only():
+    from pymm.scenarios import get
+    scn = get("hugetlb-split")()
+    setup, threads, check = program("hugetlb-split", "unshare-before-split")
+    st = setup()
+    k = st.kernel
+    # force the interleaving: B shares A's table between the unshare and the split
+    from pymm.mm import hugetlb as H
+    orig = H.point
+
+    def point(name):
+        if name == "hugetlb_vm_op_split":
+            st.b.load(scn_base(), 1)
+        return orig(name)
+    H.point = point
+    try:
+        st.a.mprotect(scn_base() + 8 * (2 << 20), 2 << 20, 1)
+    finally:
+        H.point = orig
+    bad = [f for f in k.findings() if "does not cover its PUD range" in f.title]
+    assert bad and bad[0].data.get("pymm_only") is True
+    for p in (st.a, st.b):
+        p.exit()
+
+
+def scn_base():
+    from pymm.scenarios.hugetlb_split import BASE
+    return BASE
+
+
+def test_unshare_in_split_is_clean():
+    setup, threads, check = program("hugetlb-split", "unshare-in-split")
+    res = explore(setup, threads, check, strategy="random", seed=0, max_schedules=60)
+    assert res.failure is None, res.failure.message
