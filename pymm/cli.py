@@ -116,9 +116,14 @@ def build_parser():
                    "JSON; '-' for stdout (the table then goes to stderr)")
     s.add_argument("--report-dir", metavar="DIR", help="write each finding's full report to DIR")
     s.add_argument("--lockstat", action="store_true", help="collect and print lock_stat (free mode)")
+    s.add_argument("--no-pymm-checks", action="store_true",
+                   help="switch off pymm's own checks (the ones the kernel never had): "
+                        "only what the kernel would see is reported")
 
     r = add("replay", "re-run a controlled finding exactly and print its report")
     r.add_argument("token", metavar="TOKEN_OR_FILE")
+    r.add_argument("--no-pymm-checks", action="store_true",
+                   help="replay with pymm's own checks off (as the finding was made)")
 
     from .experiment import EXPERIMENTS
     e = add("experiment", "compare locking designs under one workload")
@@ -207,6 +212,22 @@ def _plan(args):
     return plan
 
 
+def _with_pymm_checks(cmd):
+    """Run ``cmd`` with pymm's own checks as ``--no-pymm-checks`` says, and
+    put the default back afterwards (main() may be called again in-process)."""
+    def run(args):
+        from .debug import report as _r
+        prev = _r.pymm_checks_default
+        _r.set_pymm_checks_default(not getattr(args, "no_pymm_checks", False))
+        try:
+            return cmd(args)
+        finally:
+            _r.set_pymm_checks_default(prev)
+    run.__name__ = cmd.__name__
+    return run
+
+
+@_with_pymm_checks
 def cmd_stress(args):
     from . import stress
     plan = _plan(args)
@@ -343,6 +364,7 @@ def _write_reports(d, results):
 _TOKEN_RE = re.compile(r"pymm:v1:\S+")
 
 
+@_with_pymm_checks
 def cmd_replay(args):
     from . import stress
     arg = args.token

@@ -30,15 +30,22 @@ class Kernel:
     ``nodes`` NUMA nodes with ``pages_per_node`` base pages and
     ``hugepages_per_node`` PMD-sized huge pages each; ``variants`` selects
     locking designs (see pymm.variants); ``seed`` seeds whatever in the kernel
-    is random (address-space layout stays fixed so runs compare).
+    is random (address-space layout stays fixed so runs compare);
+    ``pymm_checks`` (default: on, or the CLI's ``--no-pymm-checks``) runs
+    pymm's own checks, the ones the kernel never had (their findings say
+    ``"pymm_only": true``).
     """
 
-    def __init__(self, nodes=2, pages_per_node=4096, hugepages_per_node=16, variants=None, seed=None):
+    def __init__(self, nodes=2, pages_per_node=4096, hugepages_per_node=16, variants=None, seed=None,
+                 pymm_checks=None):
         for name, v, lo in (("nodes", nodes, 1), ("pages_per_node", pages_per_node, 1),
                             ("hugepages_per_node", hugepages_per_node, 0)):
             if type(v) is not int or v < lo:
                 raise ValueError(f"Kernel: {name} must be an int >= {lo}, got {v!r}")
         self.variants = _variants.resolve(variants)
+        if pymm_checks is not None and not isinstance(pymm_checks, bool):
+            raise ValueError(f"Kernel: pymm_checks must be True or False, got {pymm_checks!r}")
+        self.pymm_checks = _report.pymm_checks_default if pymm_checks is None else pymm_checks
         self.seed = seed
         self.random = random.Random(seed)
         self.nodes = [PgData(n, pages_per_node) for n in range(nodes)]

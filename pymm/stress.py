@@ -23,6 +23,7 @@ from .scenarios.base import Scenario
 from .locking import lock_stat, lockdep
 from .sched import DEFAULT_STRATEGY, derive_seed, explore, free_mode, replay as sched_replay
 from .sched.trace import decode_schedule
+from .debug.report import is_pymm_only
 
 DEFAULT_SCHEDULES = 200
 DEFAULT_SECONDS = 2.0
@@ -251,7 +252,7 @@ def _failure_finding(f, token):
     if f.report is not None:
         title = f.report.title
     return {"kind": _finding_kind(f), "title": title, "text": finding_text(f),
-            "replay": f"pymm replay {token}"}
+            "replay": f"pymm replay {token}", "pymm_only": is_pymm_only(title)}
 
 
 def _finding_kind(f):
@@ -440,7 +441,8 @@ def _free_round(scn, r, variant, seed, rnd, threads_per_role, deadline, stop_whe
             _add_free(r, {"kind": "assertion", "title": f"teardown/check failed: {e}",
                           "text": traceback.format_exc(), "replay": ""})
     for f in _findings(st):
-        _add_free(r, {"kind": f.kind, "title": f.title, "text": f.text, "replay": ""})
+        _add_free(r, {"kind": f.kind, "title": f.title, "text": f.text, "replay": "",
+                      "pymm_only": bool(f.data.get("pymm_only")) or is_pymm_only(f.title)})
     return stuck
 
 

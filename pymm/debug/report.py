@@ -27,7 +27,8 @@ class Finding:
         self.kind, self.title, self.text, self.data = kind, title, text, data or {}
 
     def to_dict(self):
-        return {"kind": self.kind, "title": self.title, "text": self.text}
+        return {"kind": self.kind, "title": self.title, "text": self.text,
+                "pymm_only": bool(self.data.get("pymm_only"))}
 
     def __repr__(self):
         return f"<Finding {self.kind}: {self.title}>"
@@ -49,9 +50,43 @@ def current_kernel():
     return _last_kernel() if _last_kernel is not None else None
 
 
+# -- checks the kernel never had ------------------------------------------------------
+# Findings from pymm's own checks carry ``"pymm_only": True`` in their data
+# (and in the report JSON); their titles are remembered here so that a finding
+# known only by its title (a controlled run's failure) is labelled too.  A
+# Kernel built with ``pymm_checks=False`` (CLI: ``--no-pymm-checks``) runs
+# none of them: what is left is what the kernel itself would have seen.
+_pymm_only_titles = set()
+pymm_checks_default = True
+
+
+def set_pymm_checks_default(on):
+    """The ``pymm_checks`` of Kernels built without one (the CLI's switch)."""
+    global pymm_checks_default
+    pymm_checks_default = bool(on)
+
+
+def pymm_checks(kernel=None):
+    """Do pymm's own checks run?  (Kernel option ``pymm_checks``.)"""
+    k = kernel or current_kernel()
+    return getattr(k, "pymm_checks", pymm_checks_default) if k is not None else pymm_checks_default
+
+
+def pymm_only_title(title):
+    """Register (and return) the title of a pymm-only check's finding."""
+    _pymm_only_titles.add(title)
+    return title
+
+
+def is_pymm_only(title):
+    return title in _pymm_only_titles
+
+
 def report(kind, title, text, kernel=None, data=None):
     """Record a finding.  Context: any; never takes a pymm lock (it may be
     called with any lock held, from inside a poisoned-object access)."""
+    if data and data.get("pymm_only"):
+        _pymm_only_titles.add(title)
     text = _with_headline(title, text)
     f = Finding(kind, title, text, data)
     k = kernel or current_kernel()

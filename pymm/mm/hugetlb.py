@@ -54,7 +54,7 @@ import weakref
 
 from ..debug import stackdepot
 from ..debug.kasan import KasanObject, kasan_poison
-from ..debug.report import report
+from ..debug.report import pymm_checks, report
 from ..locking import Mutex, RwSemaphore, SpinLock, lockdep
 from ..sched import charge, point
 from .atomic import atomic_add_return, clear_bits, set_bits
@@ -738,7 +738,7 @@ def hugetlb_check_pmd_share_coverage(vma, why):
     cover a whole PUD range must not sit on a shared PMD table there --
     unsharing it, zapping through it or freeing it would act on the other
     sharers' entries.  Context: mmap_lock held."""
-    if not vma.vm_flags & VM_MAYSHARE:
+    if not vma.vm_flags & VM_MAYSHARE or not pymm_checks(vma.vm_mm.kernel):
         return
     mm = vma.vm_mm
     for key in range(vma.vm_start >> PUD_SHIFT, ((vma.vm_end - 1) >> PUD_SHIFT) + 1):

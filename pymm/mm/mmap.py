@@ -69,7 +69,8 @@ def split_vma(vma, addr):
     if vma.vm_flags & VM_HUGETLB:       # vm_ops->may_split: unshare the PMDs around addr first
         if hugetlb_vm_op_split(vma, addr):
             report("assertion", "BUG: hugetlb VMA split off a huge page boundary",
-                   f"split_vma({vma!r}, {addr:#x}): the caller should have failed with -EINVAL")
+                   f"split_vma({vma!r}, {addr:#x}): the caller should have failed with -EINVAL",
+                   data={"pymm_only": True})
     new = vm_area_dup(vma)
     new.vm_start = addr
     new.vm_pgoff = vma.vm_pgoff + ((addr - vma.vm_start) >> 12)

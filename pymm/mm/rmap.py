@@ -36,6 +36,7 @@ page under it).  The kernel's lockdep never sees the page lock, so its
 comment can afford both; pymm's lockdep does.
 """
 from ..debug.kasan import kasan_poison
+from ..debug.report import pymm_checks, pymm_only_title
 from ..locking import lockdep
 from ..rcu import rcu_read
 from ..sched import point
@@ -129,8 +130,14 @@ def anon_vma_unlock_read(anon_vma):
     anon_vma.root.rwsem.up_read()
 
 
+ANON_VMA_ASSERT_TITLE = pymm_only_title("WARNING: lockdep_assert_held(&anon_vma->rwsem) failed")
+
+
 def anon_vma_assert_locked(anon_vma):
-    lockdep.lockdep_assert_held(anon_vma.root.rwsem)
+    """pymm's own check (the kernel's rmap_walk_anon trusts its caller): a
+    "locked" anon walk must hold the anon_vma lock.  Off with pymm_checks."""
+    if pymm_checks():
+        lockdep.lockdep_assert_held(anon_vma.root.rwsem)
 
 
 def get_anon_vma(anon_vma):

@@ -55,7 +55,9 @@ def user_access(task, addr, length, write, data, carefully=False):
                 raise SegmentationFault(pos, "access against the mapping's protection")
             n = min(end, (pos & ~(PAGE_SIZE - 1)) + PAGE_SIZE) - pos
             off = pos - addr
-            shadow = mm.user_shadow if vma.vm_file is None and not vma.vm_flags & VM_SHARED else None
+            # the integrity shadow is pymm's own check (off with pymm_checks=False)
+            shadow = (mm.user_shadow if vma.vm_file is None and not vma.vm_flags & VM_SHARED
+                      and mm.kernel.pymm_checks else None)
             if vma.vm_flags & VM_HUGETLB:
                 done, bad = hugetlb_user_copy(vma, pos, n, write, data, off, out), None
             else:
@@ -140,4 +142,4 @@ def _report_corruption(task, pos, i, want, got):
            f"process {task.comm}[{task.pid}], thread {t.name}: the page's contents changed "
            f"behind the process's back (a lost COW, a lost migration copy, or a page freed "
            f"and reused while mapped).\nCall Trace:\n" + stackdepot.format(stackdepot.save(2), " "),
-           data={"addr": bad})
+           data={"addr": bad, "pymm_only": True})

@@ -23,6 +23,9 @@ from .base import Scenario
 from .hugetlb_common import HS, RW, migrate_mapped_page
 
 
+NR_CHILDREN = 3
+
+
 @register
 class HugetlbAnonMigrateScenario(Scenario):
     name = "hugetlb-anon-migrate"
@@ -42,8 +45,12 @@ class HugetlbAnonMigrateScenario(Scenario):
         migrate_mapped_page(st.p, st.a)
 
     def fork(self, st, rng):
-        """Edit the page's anon_vma tree: a child is linked in, then exits."""
-        st.p.fork().exit()
+        """Edit the page's anon_vma tree: children are linked in, then exit
+        (their chain nodes are freed, while a walk may be going through the
+        tree)."""
+        children = [st.p.fork() for _ in range(NR_CHILDREN)]
+        for c in children:
+            c.exit()
 
     roles = (("migrate", migrate), ("fork", fork))
 
