@@ -28,6 +28,7 @@ SCENARIO_MODULES = {
     "mbind": "mbind",
     "hugetlb-anon-migrate": "hugetlb_anon_migrate",
     "hugetlb-file-migrate": "hugetlb_file_migrate",
+    "hugetlb-mbind-punch": "hugetlb_mbind_punch",
     "hugetlb-pmd-share": "hugetlb_pmd_share",
     "hugetlb-wp": "hugetlb_wp",
     "hugetlb-truncate": "hugetlb_truncate",

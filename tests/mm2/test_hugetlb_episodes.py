@@ -117,3 +117,24 @@ def test_unshare_in_split_is_clean():
     setup, threads, check = program("hugetlb-split", "unshare-in-split")
     res = explore(setup, threads, check, strategy="random", seed=0, max_schedules=60)
     assert res.failure is None, res.failure.message
+
+
+def test_mbind_punch_relock_under_folio_is_a_circular_dependency():
+    setup, threads, check = program("hugetlb-mbind-punch", "relock-under-folio")
+    f = explore(setup, threads, check, seed=0, max_schedules=20).failure
+    assert f is not None and kind_of(f) == "lockdep", f and f.message
+    assert "possible circular locking dependency" in f.message
+    assert "&hugetlbfs_i_mmap_rwsem_key" in f.message and "hugetlbfs_zero_partial_page" in f.message
+    assert "do_mbind" in f.message or "migrate_pages" in f.message
+
+
+def test_mbind_punch_hangs_without_the_validator(lockdep_off):
+    setup, threads, check = program("hugetlb-mbind-punch", "relock-under-folio")
+    f = explore(setup, threads, check, strategy="random", seed=0, max_schedules=200).failure
+    assert f is not None and f.kind == "deadlock", f and f.message
+
+
+def test_mbind_punch_keep_imap_is_clean():
+    setup, threads, check = program("hugetlb-mbind-punch", "keep-imap")
+    res = explore(setup, threads, check, strategy="random", seed=0, max_schedules=100)
+    assert res.failure is None, res.failure.message
