@@ -8,7 +8,7 @@ from pymm.debug import report as R
 def test_cli_flag(cli, tmp_path):
     out = tmp_path / "r.json"
     res = cli("stress", "--scenario", "hugetlb-anon-migrate", "--variant", "rmap-locked",
-              "--mode", "controlled", "--no-pymm-checks", "--json", str(out))
+              "--mode", "controlled", "--schedules", "800", "--no-pymm-checks", "--json", str(out))
     assert res.rc == 0, res.out + res.err
     runs = json.loads(out.read_text())["runs"]
     assert runs[0]["findings"][0]["kind"] == "use-after-free"
