@@ -41,7 +41,14 @@ class _KernelContext:
         self.prev = getattr(_tls, "task", None)
         _tls.task = self.task
 
-    def __exit__(self, *exc):
+    def __exit__(self, exc_type, exc, tb):
+        if exc is not None and not isinstance(exc, Exception):
+            # The scheduler is unwinding the thread (SchedAbort, a
+            # BaseException): no return to user space, nothing to check --
+            # a "lock held" report here would replace the abort with an
+            # ordinary exception that the program may catch and go on.
+            _tls.task = self.prev
+            return
         if self.prev is None:
             works = self.task.task_works
             while works:                  # task_work_run(): e.g. the final fput

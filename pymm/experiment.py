@@ -52,6 +52,7 @@ class Workload:
     variants = ()
     roles = ()
     kernel_args = {"nodes": 2, "pages_per_node": 16384}
+    fixed_variants = {}         # other variant keys the workload pins (the kernel it models)
 
     def __init__(self, kernel, seed):
         self.k = kernel
@@ -138,7 +139,78 @@ class MbindWorkload(_MmapLockWorkload):
                    C.MPOL_MF_MOVE)
 
 
-EXPERIMENTS = {"populate": PopulateWorkload, "mbind": MbindWorkload}
+BIG = 512           # pages of the munmap experiment's large populated region
+
+
+class MunmapWorkload(Workload):
+    """munmap of a large populated region beside faulting readers: does
+    munmap hold mmap_lock for write across the zap (write-locked, before
+    4.20) or downgrade to read after detaching (dd2283f2605e and its later
+    forms)?  The readers' loads take mmap_lock for read: pymm pins
+    per-vma-lock off here, the kernel dd2283f2605e was measured on (with
+    per-VMA locks, faults in other VMAs do not wait for munmap at all --
+    see the per-vma-lock experiment)."""
+    key = "munmap-downgrade"
+    variants = ("write-locked", "downgrade-always", "unless-growsdown", "stack-write-locked")
+    fixed_variants = {"per-vma-lock": "off"}
+    roles = (("unmapper", "unmapper"), ("reader", "reader"), ("reader", "reader"))
+
+    def __init__(self, kernel, seed):
+        super().__init__(kernel, seed)
+        self.region = self.p.mmap(0, REGION * P, C.PROT_READ | C.PROT_WRITE,
+                                  C.MAP_PRIVATE | C.MAP_ANONYMOUS | C.MAP_POPULATE)
+
+    def unmapper(self, rng):
+        a = self.timed("mmap+populate", self.p.mmap, 0, BIG * P, C.PROT_READ | C.PROT_WRITE,
+                       C.MAP_PRIVATE | C.MAP_ANONYMOUS | C.MAP_POPULATE)
+        if a is not None:
+            self.timed("munmap (large)", self.p.munmap, a, BIG * P)
+
+    def reader(self, rng):
+        self.timed("fault (reader)", self.p.load, self.region + rng.randrange(REGION) * P, 8)
+
+
+FAULTERS = 4         # faulting threads of the per-vma-lock experiment
+
+
+class PerVmaLockWorkload(Workload):
+    """Page faults with and without per-VMA locks (6.4): FAULTERS threads
+    each fault the pages of their own region in (a store to a page that is
+    not there), dropping them with MADV_DONTNEED when the region is full;
+    beside them a writer maps and unmaps a small region (mmap_lock for
+    write) in a loop."""
+    key = "per-vma-lock"
+    variants = ("off", "on")
+    roles = (("writer", "writer"),) + tuple(("faulter", f"faulter{i}") for i in range(FAULTERS))
+
+    def __init__(self, kernel, seed):
+        super().__init__(kernel, seed)
+        self.regions = [self.p.mmap(0, REGION * P, C.PROT_READ | C.PROT_WRITE,
+                                    C.MAP_PRIVATE | C.MAP_ANONYMOUS) for _ in range(FAULTERS)]
+        self.next = [0] * FAULTERS
+        for r in self.regions:
+            self.p.store(r, b"anon_vma")       # the first fault makes the anon_vma
+
+    def writer(self, rng):
+        a = self.timed("mmap (writer)", self.p.mmap, 0, 4 * P, C.PROT_READ | C.PROT_WRITE,
+                       C.MAP_PRIVATE | C.MAP_ANONYMOUS)
+        if a is not None:
+            self.timed("munmap (writer)", self.p.munmap, a, 4 * P)
+
+    def _fault(self, i):
+        n = self.next[i] = (self.next[i] + 1) % REGION
+        if n == 0:
+            self.p.madvise(self.regions[i], REGION * P, C.MADV_DONTNEED)
+            return
+        self.timed("fault", self.p.store, self.regions[i] + n * P, b"x")
+
+
+for _i in range(FAULTERS):
+    setattr(PerVmaLockWorkload, f"faulter{_i}", lambda self, rng, _i=_i: self._fault(_i))
+
+
+EXPERIMENTS = {"populate": PopulateWorkload, "mbind": MbindWorkload, "munmap": MunmapWorkload,
+               "per-vma-lock": PerVmaLockWorkload}
 DEFAULT_DURATION_MS = {"virtual": 5.0, "wall": 3000.0}
 
 
@@ -148,7 +220,8 @@ def _virtual(cls, variant, seed, cpus, duration_ns, model, trace):
     roles = cls.roles
 
     def setup():
-        return cls(Kernel(variants={cls.key: variant}, seed=seed, **cls.kernel_args), seed)
+        return cls(Kernel(variants={**cls.fixed_variants, cls.key: variant}, seed=seed,
+                          **cls.kernel_args), seed)
 
     def body(i):
         def role(w):
@@ -191,7 +264,7 @@ def _virtual(cls, variant, seed, cpus, duration_ns, model, trace):
 def _wall(cls, variant, seed, duration_ns):
     from .locking import lock_stat
     from .sched import free_mode
-    k = Kernel(variants={cls.key: variant}, seed=seed, **cls.kernel_args)
+    k = Kernel(variants={**cls.fixed_variants, cls.key: variant}, seed=seed, **cls.kernel_args)
     w = cls(k, seed)
     w.clock = time.perf_counter_ns
     lock_stat.reset()

@@ -23,7 +23,7 @@ from .mm.madvise import VALID_ADVICE, do_madvise
 from .mm.mempolicy import (kernel_mbind, kernel_migrate_pages, kernel_move_pages,
                            kernel_set_mempolicy, mpol_dup, mpol_put)
 from .mm.mlock import do_mlock, do_mlockall, do_munlock, mlock2_flags_to_vm
-from .mm.mm_types import (MmStruct, VM_DONTEXPAND, VM_HUGETLB, VM_LOCKED, VM_LOCKED_MASK,
+from .mm.mm_types import (MmStruct, VM_DONTEXPAND, VM_GROWSDOWN, VM_HUGETLB, VM_LOCKED, VM_LOCKED_MASK,
                           VM_MAYEXEC, VM_MAYREAD, VM_MAYSHARE, VM_MAYWRITE, VM_NORESERVE,
                           VM_SHARED)
 from .mm.mmap import do_vmi_munmap, exit_mmap, get_unmapped_area, mmap_region, page_align, sys_brk
@@ -136,6 +136,10 @@ class Process(Task):
             vm_flags |= VM_SHARED | VM_MAYSHARE
         if flags & C.MAP_LOCKED:
             vm_flags |= VM_LOCKED
+        if flags & C.MAP_GROWSDOWN:
+            if shared and anon:
+                raise OSError(errno.EINVAL, "mmap: MAP_GROWSDOWN with MAP_SHARED|MAP_ANONYMOUS")
+            vm_flags |= VM_GROWSDOWN
         if huge:
             vm_flags |= VM_HUGETLB | VM_DONTEXPAND | (VM_NORESERVE if flags & C.MAP_NORESERVE else 0)
         mmap_write_lock(mm)
@@ -179,9 +183,9 @@ class Process(Task):
     def munmap(self, addr, length):
         start, end = self._range("munmap", addr, length)
         mmap_write_lock(self.mm)
-        err = do_vmi_munmap(self.mm, start, end - start)
-        mmap_write_unlock(self.mm)
+        err = do_vmi_munmap(self.mm, start, end - start, unlock=True)     # releases mmap_lock
         if err:
+            mmap_write_unlock(self.mm)
             raise OSError(-err, "munmap: would split a hugetlb mapping off a 2 MiB boundary")
         return 0
 

@@ -96,6 +96,29 @@ VARIANTS = {
         "buggy": ("mmap-trylock",),
         "doc": "mlock from try_to_unmap_one: mmap_lock trylock vs under the pte lock (SCENARIOS.md E)",
     },
+    "per-vma-lock": {
+        "values": ("off", "on"),
+        "default": "on",
+        "buggy": (),
+        "doc": "CONFIG_PER_VMA_LOCK (6.4+): page faults try the faulting VMA's own lock "
+               "(lock_vma_under_rcu) before mmap_lock; off is the kernel before 6.4",
+    },
+    "dup-anon-vma-lock": {
+        "values": ("unlocked", "vma-start-write"),
+        "default": "vma-start-write",
+        "buggy": ("unlocked",),
+        "doc": "dup_anon_vma setting dst->anon_vma before (unlocked) or after vma_start_write(dst) "
+               "(d8ab9f7b644a \"mm: lock VMA in dup_anon_vma() before setting ->anon_vma\", 6.5)",
+    },
+    "munmap-downgrade": {
+        "values": ("downgrade-always", "write-locked", "unless-growsdown", "stack-write-locked"),
+        "default": "stack-write-locked",
+        "buggy": ("downgrade-always",),
+        "doc": "munmap zapping under a downgraded mmap_lock while stacks grow under the read "
+               "lock (dd2283f2605e, 4.20), never downgrading (before 4.20), not next to a "
+               "VM_GROWSDOWN VMA (5.8), or stacks growing only under the write lock "
+               "(8d7071af8907, 6.5)",
+    },
 }
 
 

@@ -74,14 +74,22 @@ def _freed_class(cls):
     if fc is None:
         get = object.__getattribute__
         put = object.__setattr__
+        # SLAB_TYPESAFE_BY_RCU caches (vm_area_struct): a freed object stays
+        # an object of its type until the RCU readers that may have found it
+        # are gone, so accesses inside an RCU read section are legal; the
+        # reader must revalidate what it found (lock_vma_under_rcu).
+        typesafe = getattr(cls, "KASAN_TYPESAFE_BY_RCU", False)
+        from ..rcu import rcu_read_lock_held
 
         def __getattribute__(self, name):
-            if not name.startswith(("_kasan", "__class__")):
+            if not name.startswith(("_kasan", "__class__")) and \
+                    not (typesafe and rcu_read_lock_held()):
                 _report(self, name, "Read", sys._getframe(1))
             return get(self, name)
 
         def __setattr__(self, name, value):
-            _report(self, name, "Write", sys._getframe(1))
+            if not (typesafe and rcu_read_lock_held()):
+                _report(self, name, "Write", sys._getframe(1))
             put(self, name, value)
 
         fc = type(f"freed_{cls.__name__}", (cls,), {

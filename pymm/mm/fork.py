@@ -3,7 +3,7 @@ from ..locking import SINGLE_DEPTH_NESTING
 from .hugetlb import hugetlb_vm_op_open
 from .memory import copy_page_range
 from .mm_types import VM_DONTCOPY, VM_HUGETLB, VM_LOCKED_MASK, MmStruct
-from .mmap_lock import mmap_write_lock, mmap_write_lock_nested, mmap_write_unlock
+from .mmap_lock import mmap_write_lock, mmap_write_lock_nested, mmap_write_unlock, vma_start_write
 from .rmap import anon_vma_fork, vma_link_file
 from .vma import vm_area_dup
 
@@ -15,10 +15,19 @@ def dup_mm(kernel, oldmm, child_pid):
     mmap_write_lock_nested(mm, SINGLE_DEPTH_NESTING)
     mm.start_brk, mm.brk, mm.mmap_base = oldmm.start_brk, oldmm.brk, oldmm.mmap_base
     mm.def_flags = oldmm.def_flags & ~VM_LOCKED_MASK   # mlockall(MCL_FUTURE) is not inherited
-    mm.user_shadow = {a: bytearray(b) for a, b in list(oldmm.user_shadow.items())}
+    shadow = oldmm.user_shadow
     for mpnt in oldmm.mm_mt.all():
+        # fb49c455323f (6.5): no page fault under mpnt's per-VMA lock while
+        # its page tables are copied.
+        vma_start_write(mpnt)
         if mpnt.vm_flags & VM_DONTCOPY:
             continue
+        # The child's copy of what user space stored, taken per VMA once the
+        # VMA is write-locked (other VMAs are still being written to).
+        for a in [a for a in list(shadow) if mpnt.vm_start <= a < mpnt.vm_end]:
+            buf = shadow.get(a)
+            if buf is not None:
+                mm.user_shadow[a] = bytearray(buf)
         tmp = vm_area_dup(mpnt, mm)
         tmp.vm_flags &= ~VM_LOCKED_MASK                  # nor are memory locks
         if tmp.vm_flags & VM_HUGETLB:                    # hugetlb_dup_vma_private + vm_ops->open

@@ -1,12 +1,14 @@
 """Page faults, zapping and fork's page-table copy (mm/memory.c)."""
 from .atomic import set_bits
 from ..locking import SINGLE_DEPTH_NESTING
+from ..rcu import rcu_read_lock, rcu_read_unlock
 from ..sched import charge, point
 from ..sched.vtime import span_begin, span_end
 from . import filemap
 from .mm_types import (MM_ANONPAGES, MM_FILEPAGES, MM_SHMEMPAGES, PG_anon, PG_dirty, PG_swapbacked,
                        VM_HUGETLB, VM_MAYWRITE, VM_PFNMAP, VM_SHARED, Folio)
-from .mmap_lock import mmap_assert_locked
+from .mmap_lock import (mmap_assert_locked, mmap_read_trylock, mmap_read_unlock, vma_assert_locked,
+                        vma_end_read, vma_start_read)
 from .page_alloc import folio_get, folio_put
 from .pgtable import _PAGE_DIRTY, _PAGE_RW, _PAGE_SPECIAL, pte_alloc, pte_index, pte_ranges
 from .rmap import (anon_vma_prepare, folio_add_anon_rmap_pte, folio_add_file_rmap_pte,
@@ -39,6 +41,7 @@ FAULT_FLAG_TRIED = 1 << 5
 FAULT_FLAG_USER = 1 << 6
 FAULT_FLAG_REMOTE = 1 << 7
 FAULT_FLAG_UNSHARE = 1 << 10
+FAULT_FLAG_VMA_LOCK = 1 << 12       # the fault holds the VMA's read lock, not mmap_lock
 
 
 class VmFault:
@@ -68,15 +71,78 @@ def mm_counter(folio):
     return MM_SHMEMPAGES if folio.flags & PG_swapbacked else MM_FILEPAGES
 
 
+def lock_vma_under_rcu(mm, address):
+    """Find the VMA containing ``address`` and read-lock it, without
+    mmap_lock (mm/memory.c; mm/mmap_lock.c since 6.15).  Returns the locked
+    VMA, or None: no VMA there, a writer owns it, or it is unsupported --
+    the caller then takes mmap_lock (do_user_addr_fault's lock_mmap).
+
+    The VMA is found under RCU only, so it may be detached, freed, or
+    (SLAB_TYPESAFE_BY_RCU) reused for another range or another mm by the time
+    it is locked: after vma_start_read it is revalidated -- still attached,
+    still this mm (vma_start_read), still covering ``address``.  A finder that
+    skipped this would use a VMA it does not own; if that VMA was freed, the
+    first access after rcu_read_unlock is reported by KASAN.
+    Context: no mmap_lock needed; takes rcu_read_lock and the VMA's lock."""
+    rcu_read_lock()
+    try:
+        while True:
+            vma = mm.mm_mt.lookup_rcu(address)
+            if vma is None:
+                return None
+            # pymm's simplification: hugetlb faults expect mmap_lock (pymm's
+            # hugetlb_fault), so hugetlb VMAs are unsupported here, as every
+            # non-anonymous VMA was in 6.4.
+            if vma.vm_flags & VM_HUGETLB:
+                return None
+            if not vma_start_read(mm, vma):
+                return None
+            if vma.detached:            # isolated after we found it: look again (VMA_LOCK_MISS)
+                vma_end_read(vma)
+                continue
+            if not vma.vm_start <= address < vma.vm_end:    # changed before we locked it
+                vma_end_read(vma)
+                return None
+            return vma
+    finally:
+        rcu_read_unlock()
+
+
+def vmf_anon_prepare(vmf):
+    """Make sure the VMA has an anon_vma before an anonymous page goes in
+    (mm/internal.h vmf_anon_prepare, 6.10+).  Under the per-VMA lock,
+    anon_vma_prepare looks at neighbouring VMAs (which are not locked), so it
+    needs mmap_lock: tried, and if that fails the VMA lock is dropped and the
+    fault retried under mmap_lock (VM_FAULT_RETRY).  Returns 0,
+    VM_FAULT_RETRY or VM_FAULT_OOM."""
+    vma = vmf.vma
+    if vma.anon_vma is not None:
+        return 0
+    if vmf.flags & FAULT_FLAG_VMA_LOCK:
+        if not mmap_read_trylock(vma.vm_mm):
+            vma_end_read(vma)
+            return VM_FAULT_RETRY
+    ret = VM_FAULT_OOM if anon_vma_prepare(vma) else 0
+    if vmf.flags & FAULT_FLAG_VMA_LOCK:
+        mmap_read_unlock(vma.vm_mm)
+    return ret
+
+
 def handle_mm_fault(vma, address, flags):
     """Resolve a fault at ``address`` in ``vma``.
 
-    Context: mmap_lock held (read or write).  With FAULT_FLAG_ALLOW_RETRY the
+    Context: mmap_lock held (read or write), or with FAULT_FLAG_VMA_LOCK the
+    VMA's read lock (lock_vma_under_rcu).  With FAULT_FLAG_ALLOW_RETRY the
     fault may drop mmap_lock and return VM_FAULT_RETRY; the caller must then
-    consider ``vma`` stale and not touch it again.
+    consider ``vma`` stale and not touch it again.  Under the VMA lock, a
+    VM_FAULT_RETRY return means the VMA lock was released (the caller retries
+    under mmap_lock); any other return leaves it held.
     """
     mm = vma.vm_mm
-    mmap_assert_locked(mm)
+    if flags & FAULT_FLAG_VMA_LOCK:
+        vma_assert_locked(vma)
+    else:
+        mmap_assert_locked(mm)
     charge("fault")
     span = span_begin("handle_mm_fault", "fault")
     point("handle_mm_fault")
@@ -128,7 +194,9 @@ def do_anonymous_page(vmf):
             set_pte(vmf, k.zero_page, _PAGE_SPECIAL)
         pt.ptl.unlock()
         return 0
-    anon_vma_prepare(vma)
+    ret = vmf_anon_prepare(vmf)
+    if ret:
+        return ret
     folio = k.vma_alloc_folio(vma, vmf.address)
     if folio is None:
         return VM_FAULT_OOM
@@ -194,7 +262,9 @@ def do_read_fault(vmf):
 
 def do_cow_fault(vmf):
     vma, k = vmf.vma, vmf.kernel
-    anon_vma_prepare(vma)
+    ret = vmf_anon_prepare(vmf)
+    if ret:
+        return ret
     new = k.vma_alloc_folio(vma, vmf.address)
     if new is None:
         return VM_FAULT_OOM
@@ -264,7 +334,11 @@ def wp_page_copy(vmf, old, special):
     """Break COW: copy into a new anon folio and replace the PTE if it did not change."""
     vma, pt, i, k = vmf.vma, vmf.pt, vmf.idx, vmf.kernel
     mm = vma.vm_mm
-    anon_vma_prepare(vma)
+    ret = vmf_anon_prepare(vmf)
+    if ret:
+        if not special:
+            folio_put(old, k)
+        return ret
     new = k.vma_alloc_folio(vma, vmf.address)
     if new is None:
         if not special:

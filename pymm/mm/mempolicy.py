@@ -86,7 +86,7 @@ from .mm_types import PG_hugetlb, PG_reserved, VM_HUGETLB, VM_IO, VM_PFNMAP, Fol
 from .mmap import mpol_equal        # identity, None, then Mempolicy.__eq__
 from .mmap import vma_split_range, vma_try_merge
 from .mmap_lock import (mmap_assert_locked, mmap_assert_write_locked, mmap_read_lock,
-                        mmap_read_unlock, mmap_write_lock, mmap_write_unlock)
+                        mmap_read_unlock, mmap_write_lock, mmap_write_unlock, vma_start_write)
 from .gfp import (__GFP_DIRECT_RECLAIM, __GFP_NOWARN, __GFP_RETRY_MAYFAIL, GFP_HIGHUSER_MOVABLE, GFP_KERNEL,
                   might_alloc)
 from .page_alloc import __alloc_pages as _alloc_pages_nodemask
@@ -618,6 +618,7 @@ def queue_pages_range(mm, start, end, nmask, flags, pagelist):
 def vma_replace_policy(vma, pol):
     """Give ``vma`` its own copy of ``pol``.  Context: mmap_lock held for write."""
     mmap_assert_write_locked(vma.vm_mm)
+    vma_start_write(vma)        # "mm/mempolicy: Take VMA lock before replacing policy" (6.5)
     sp = shmem_shared_policy(vma)
     if sp is not None:               # vm_ops->set_policy: shmem_set_policy
         sp.set_range(vma.vm_pgoff, vma.vm_pgoff + vma.vma_pages(), pol)

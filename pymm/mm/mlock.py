@@ -13,6 +13,7 @@ from .mm_types import (PG_lru, PG_mlocked, VM_DONTEXPAND, VM_HUGETLB, VM_IO, VM_
                        VM_LOCKED_MASK, VM_LOCKONFAULT, VM_PFNMAP, Folio)
 from .mmap_lock import mmap_write_lock, mmap_write_unlock
 from .page_alloc import folio_get, folio_put
+from .vma import vm_flags_reset
 from .pgtable import pte_index, pte_ranges
 from .swap import folio_add_lru, folio_move_lru_locked, lruvec_del_folio_locked
 
@@ -63,7 +64,7 @@ def mlock_vma_pages_range(vma, start, end, newflags):
     k = mm.kernel
     lock = newflags & VM_LOCKED
     old = vma.vm_flags & VM_LOCKED
-    vma.vm_flags = newflags
+    vm_flags_reset(vma, newflags)
     if bool(lock) == bool(old):
         return
     for pt, addr, nxt in pte_ranges(mm, start, end):

@@ -93,6 +93,7 @@ class MmStruct(KasanObject):
         "rss_stat",         # list of PerCpuCounter, one per MM_* type
         "pgtables_bytes",   # PerCpuCounter
         "mm_users",         # atomic
+        "mm_lock_seq",      # per-VMA locks: bumped by mmap_write_unlock/downgrade; mmap_lock (write)
         "dead",
         # Not kernel state: the data-integrity checker's model of what user
         # space stored in private anonymous memory (page address -> bytearray
@@ -120,6 +121,7 @@ class MmStruct(KasanObject):
         self.rss_stat = [PerCpuCounter() for _ in RSS_NAMES]
         self.pgtables_bytes = PerCpuCounter()
         self.mm_users = 1
+        self.mm_lock_seq = 0
         self.dead = False
         self.user_shadow = {}
 
@@ -141,9 +143,19 @@ class MmStruct(KasanObject):
 class VmAreaStruct(KasanObject):
     """``struct vm_area_struct``.  vm_start/vm_end/vm_pgoff change only under
     mmap_lock (write) *and* the rmap locks (i_mmap_rwsem for file VMAs,
-    anon_vma->rwsem for anon), because rmap walkers read them under those."""
+    anon_vma->rwsem for anon), because rmap walkers read them under those.
+    Every change also write-locks the VMA (vma_start_write), because page
+    faults under the per-VMA lock hold neither mmap_lock nor the rmap locks.
+
+    The cache is SLAB_TYPESAFE_BY_RCU, as vm_area_cachep is in mainline: a
+    reader that found the VMA under rcu_read_lock may still read a freed VMA
+    (KASAN stays quiet inside the RCU section), so it must lock the VMA and
+    then revalidate it (detached? same mm? address still inside?) before use;
+    a use after the RCU section of a VMA that was freed meanwhile is a
+    use-after-free, reported."""
 
     KASAN_CACHE = "vm_area_struct"
+    KASAN_TYPESAFE_BY_RCU = True
     __slots__ = (
         "vm_start", "vm_end", "vm_pgoff",
         "vm_flags",         # mmap_lock (write)
@@ -153,7 +165,9 @@ class VmAreaStruct(KasanObject):
         "anon_vma_chain",   # list of AnonVmaChain; mmap_lock + anon_vma lock
         "vm_policy",        # Mempolicy or None (part 2); mmap_lock (write)
         "vm_private_data",  # hugetlb vma_lock (part 2)
-        "detached",
+        "detached",         # not in the VMA tree; set under the VMA write lock (vma_mark_detached)
+        "vm_lock",          # RwSemaphore "vm_lock", created on first use (mmap_lock._vma_lock)
+        "vm_lock_seq",      # == mm.mm_lock_seq while write-locked; the VMA write lock
     )
 
     def __init__(self, mm, start, end, flags, pgoff, file=None):
@@ -169,6 +183,8 @@ class VmAreaStruct(KasanObject):
         self.vm_policy = None
         self.vm_private_data = None
         self.detached = True
+        self.vm_lock = None
+        self.vm_lock_seq = -1
 
     def vma_pages(self):
         return (self.vm_end - self.vm_start) >> 12

@@ -9,17 +9,19 @@ from .gup import mm_populate_after_write
 from .hugetlb import hugetlb_vm_op_close, hugetlb_vm_op_open, hugetlb_vm_op_split
 from .memory import unmap_vmas
 from .mlock import munlock_vma_pages_all
-from .mm_types import (RSS_NAMES, VM_ACCOUNT, VM_DONTEXPAND, VM_HUGETLB, VM_IO, VM_LOCKED, VM_MAYEXEC,
-                       VM_MAYREAD, VM_MAYWRITE, VM_PFNMAP, VM_READ, VM_WRITE)
+from .mm_types import (RSS_NAMES, VM_ACCESS_FLAGS, VM_ACCOUNT, VM_DONTEXPAND, VM_GROWSDOWN, VM_HUGETLB,
+                       VM_IO, VM_LOCKED, VM_MAYEXEC, VM_MAYREAD, VM_MAYWRITE, VM_PFNMAP, VM_READ,
+                       VM_WRITE)
 
 VM_SPECIAL = VM_IO | VM_DONTEXPAND | VM_PFNMAP
-from .mmap_lock import (mmap_assert_write_locked, mmap_write_lock, mmap_write_lock_killable,
-                        mmap_write_unlock)
+from .mmap_lock import (mmap_assert_write_locked, mmap_read_lock, mmap_read_unlock,
+                        mmap_write_downgrade, mmap_write_lock, mmap_write_lock_killable,
+                        mmap_write_unlock, vma_start_write)
 from .pgtable import USER_PGTABLES_CEILING, free_pgd_range
-from .rmap import (anon_vma_clone, anon_vma_lock_write, anon_vma_unlock_write, i_mmap_lock_write,
+from .rmap import (anon_vma_clone, anon_vma_lock_write, anon_vma_prepare, anon_vma_unlock_write, i_mmap_lock_write,
                    i_mmap_unlock_write, unlink_anon_vmas, unlink_file_vma,
                    vma_interval_tree_insert, vma_interval_tree_remove, vma_link_file)
-from .vma import vm_area_alloc, vm_area_dup, vm_area_free
+from .vma import vm_area_alloc, vm_area_dup, vm_area_free, vm_flags_reset
 
 PAGE_SIZE = 4096
 VM_DATA_DEFAULT_FLAGS = VM_READ | VM_WRITE | VM_MAYREAD | VM_MAYWRITE | VM_MAYEXEC
@@ -35,8 +37,10 @@ def vma_set_range(vma, start, end, pgoff, under_locks=None):
     """Move/resize ``vma`` (vma_prepare ... vma_complete): rmap walkers read
     vm_start/vm_end/vm_pgoff under i_mmap_rwsem or anon_vma->rwsem, so the VMA
     leaves the interval trees, changes, and goes back, under both locks
-    (write).  Context: mmap_lock held for write."""
+    (write), and write-locked against per-VMA-lock faults (vma_prepare).
+    Context: mmap_lock held for write."""
     mmap_assert_write_locked(vma.vm_mm)
+    vma_start_write(vma)
     mapping = vma.vm_file.mapping if vma.vm_file is not None else None
     anon_vma = vma.anon_vma
     if mapping is not None:
@@ -71,7 +75,9 @@ def split_vma(vma, addr):
             report("assertion", "BUG: hugetlb VMA split off a huge page boundary",
                    f"split_vma({vma!r}, {addr:#x}): the caller should have failed with -EINVAL",
                    data={"pymm_only": True})
+    vma_start_write(vma)
     new = vm_area_dup(vma)
+    vma_start_write(new)
     new.vm_start = addr
     new.vm_pgoff = vma.vm_pgoff + ((addr - vma.vm_start) >> 12)
     if new.vm_flags & VM_HUGETLB:       # vm_ops->open
@@ -115,8 +121,9 @@ def vma_merge_pair(a, b):
     """Merge ``b`` into ``a`` (they passed can_vma_merge); ``b`` is freed.
     Context: mmap_lock held for write."""
     mm = a.vm_mm
-    if a.anon_vma is None and b.anon_vma is not None:
-        anon_vma_clone(a, b)
+    vma_start_write(a)
+    vma_start_write(b)
+    dup_anon_vma(a, b)
     mm.mm_mt.erase(b)
     vma_set_range(a, a.vm_start, b.vm_end, a.vm_pgoff)
     # b leaves the rmap trees before it is freed (anon_vma_merge; the file
@@ -125,6 +132,27 @@ def vma_merge_pair(a, b):
     unlink_file_vma(b)
     remove_vma(b)
     return a
+
+
+def dup_anon_vma(dst, src):
+    """``dst`` expands over ``src``: if only src has an anon_vma, dst takes
+    it, with src's anon_vma chains (mm/vma.c dup_anon_vma).
+
+    The variant ``dup-anon-vma-lock`` (d8ab9f7b644a, 6.5, Jann Horn):
+    ``unlocked`` sets dst->anon_vma before write-locking dst, so a fault
+    under dst's per-VMA lock can install pages under that anon_vma while the
+    chains are not linked yet -- and if anon_vma_clone then fails (ENOMEM) it
+    resets dst->anon_vma to NULL: the pages stay mapped in dst with nothing
+    tying dst to their anon_vma, which can be freed under them.
+    ``vma-start-write`` (mainline) write-locks dst first.
+    Context: mmap_lock held for write."""
+    if src.anon_vma is not None and dst.anon_vma is None:
+        if dst.vm_mm.kernel.variants["dup-anon-vma-lock"] == "vma-start-write":
+            vma_start_write(dst)
+        dst.anon_vma = src.anon_vma
+        point("dup_anon_vma")
+        return anon_vma_clone(dst, src)
+    return 0
 
 
 def vma_try_merge(vma):
@@ -153,7 +181,7 @@ def vma_modify_flags(vma, start, end, newflags):
     and merging afterwards (vma_modify_flags).  Returns the VMA now covering
     [start, end).  Context: mmap_lock held for write."""
     vma = vma_split_range(vma, start, end)
-    vma.vm_flags = newflags
+    vm_flags_reset(vma, newflags)
     return vma_try_merge(vma)
 
 
@@ -193,6 +221,7 @@ def mmap_region(mm, addr, length, vm_flags, file, pgoff, call_mmap=None):
     vma = vm_area_alloc(mm, addr, end, vm_flags, pgoff, file)
     if call_mmap is not None:
         call_mmap(vma)
+    vma_start_write(vma)        # changed after insertion (merge): lock it first, as __mmap_region does
     mm.mm_mt.insert(vma)
     vma_link_file(vma)
     if vm_flags & VM_LOCKED:
@@ -232,13 +261,37 @@ def vmas_may_split(mm, start, end):
     return hugetlb_split_check(mm, start, end)
 
 
-def do_vmi_munmap(mm, start, length):
-    """Unmap [start, start+len).  Returns 0 or -EINVAL (a split refused).
-    Context: mmap_lock held for write."""
+def do_vmi_munmap(mm, start, length, unlock=False):
+    """Unmap [start, start+len) (do_vmi_munmap / vms_complete_munmap_vmas).
+
+    The VMAs are write-locked and detached under mmap_lock held for write;
+    then, since dd2283f2605e (4.20), with ``unlock`` (the munmap system call)
+    the lock is downgraded to read for the long part -- zapping the pages and
+    freeing the page tables -- and released at the end.  Nobody can reach
+    the detached range any more ... except a stack that grows into it: before
+    6.5 expand_stack ran under the *read* lock, so a fault could grow a
+    VM_GROWSDOWN neighbour into the gap while the downgraded munmap zapped it
+    and freed its page tables (Jann Horn's report).  The variant
+    ``munmap-downgrade`` says what munmap and the stack do:
+
+    - ``downgrade-always`` (4.20): downgrade; stacks grow under the read lock.
+    - ``write-locked`` (before 4.20): never downgrade.
+    - ``unless-growsdown`` (5.8, "mm/mmap.c: close race between munmap() and
+      expand_upwards()/downwards()"): no downgrade next to a VM_GROWSDOWN
+      (or VM_GROWSUP: pymm, as x86, has none) neighbour.
+    - ``stack-write-locked`` (8d7071af8907, 6.5, mainline): stacks grow only
+      under the write lock, so munmap always downgrades.
+
+    Returns 0 or -EINVAL (a split refused: nothing changed, and the lock is
+    still held for write, as __vm_munmap expects).
+    Context: mmap_lock held for write; with ``unlock`` it is released here
+    (read or write) on success, otherwise still held for write on return."""
     mmap_assert_write_locked(mm)
     end = start + length
     vmas = mm.mm_mt.range(start, end)
     if not vmas:
+        if unlock:
+            mmap_write_unlock(mm)
         return 0
     err = vmas_may_split(mm, start, end)
     if err:
@@ -251,16 +304,112 @@ def do_vmi_munmap(mm, start, length):
     vmas = mm.mm_mt.range(start, end)
     prev, nxt = mm.mm_mt.neighbours(start, end)
     for v in vmas:
+        vma_start_write(v)              # vms_gather_munmap_vmas: before the VMA is detached
         mm.mm_mt.erase(v)
         if v.vm_flags & VM_LOCKED:
             mm.locked_vm -= v.vma_pages()
+    # Stores under a per-VMA lock are over once every VMA is write-locked.
+    mm.user_shadow_drop(start, end)
+    downgrade = unlock
+    how = mm.kernel.variants["munmap-downgrade"]
+    if how == "write-locked":
+        downgrade = False
+    elif how == "unless-growsdown" and nxt is not None and nxt.vm_flags & VM_GROWSDOWN:
+        downgrade = False
+    if downgrade:
+        mmap_write_downgrade(mm)
     point("munmap_detached")
+    floor = prev.vm_end if prev else 0
+    ceiling = nxt.vm_start if nxt else USER_PGTABLES_CEILING
     unmap_vmas(vmas, start, end)
-    free_pgtables(mm, vmas, prev.vm_end if prev else 0,
-                  nxt.vm_start if nxt else USER_PGTABLES_CEILING)
+    free_pgtables(mm, vmas, floor, ceiling)
     for v in vmas:
         remove_vma(v)
+    if downgrade:
+        mmap_read_unlock(mm)
+    elif unlock:
+        mmap_write_unlock(mm)
     return 0
+
+
+# -- stack growth ----------------------------------------------------------------------
+
+STACK_GUARD_GAP = 256 << 12     # stack_guard_gap: 256 pages (mm/mmap.c)
+
+
+def stack_expands_under_write_lock(mm):
+    """8d7071af8907 (6.5): expand_stack only with mmap_lock held for write."""
+    return mm.kernel.variants["munmap-downgrade"] == "stack-write-locked"
+
+
+def expand_downwards(vma, address):
+    """Grow the VM_GROWSDOWN ``vma`` down to ``address`` (mm/mmap.c
+    expand_downwards).  Returns 0 or -errno (ENOMEM: it would come within
+    stack_guard_gap of the VMA below; EPERM: below mmap_min_addr).
+
+    The VMA's start moves under its anon_vma's lock (rmap walkers read it)
+    and mm->page_table_lock (other stack expansions, which before 6.5 ran
+    under the read lock side by side), and, with the write lock (6.5+),
+    after vma_start_write.
+    Context: mmap_lock held -- for write since 6.5 (stack-write-locked),
+    for read before."""
+    mm = vma.vm_mm
+    address &= ~(PAGE_SIZE - 1)
+    if address < MMAP_MIN_ADDR:
+        return -errno.EPERM
+    _, prev = mm.mm_mt.find_vma_prev(vma.vm_start)
+    if prev is not None:
+        if prev.vm_end > address:
+            return -errno.ENOMEM
+        if not prev.vm_flags & VM_GROWSDOWN and prev.vm_flags & VM_ACCESS_FLAGS and \
+                address - prev.vm_end < STACK_GUARD_GAP:
+            return -errno.ENOMEM
+    if anon_vma_prepare(vma):
+        return -errno.ENOMEM
+    if stack_expands_under_write_lock(mm):
+        vma_start_write(vma)
+    anon_vma = vma.anon_vma
+    anon_vma_lock_write(anon_vma)
+    if address < vma.vm_start:
+        grow = (vma.vm_start - address) >> 12
+        mm.page_table_lock.lock()
+        if vma.vm_flags & VM_LOCKED:
+            mm.locked_vm += grow
+        for avc in vma.anon_vma_chain:          # anon_vma_interval_tree_pre_update_vma
+            avc.anon_vma.rb_root.remove(avc)
+        vma.vm_start = address
+        vma.vm_pgoff -= grow
+        for avc in vma.anon_vma_chain:          # ... _post_update_vma
+            s, last = avc.interval()
+            avc.anon_vma.rb_root.insert(avc, s, last)
+        mm.mm_mt.update_locked(vma)
+        mm.page_table_lock.unlock()
+    anon_vma_unlock_write(anon_vma)
+    point("expand_downwards")
+    return 0
+
+
+def expand_stack_for_fault(mm, address):
+    """The fault path's stack growth (arch/x86/mm/fault.c before 6.5;
+    lock_mm_and_find_vma since): ``address`` is in no VMA; if the VMA above
+    it grows down, grow it and return it, else return None (SIGSEGV).
+    Before 6.5 the stack grows under the read lock the fault holds; since
+    8d7071af8907 the fault drops the read lock, takes the write lock, looks
+    again, grows the stack and downgrades.
+    Context: mmap_lock held for read; held for read again on return."""
+    vma = mm.mm_mt.find_vma(address)
+    if vma is None or not vma.vm_flags & VM_GROWSDOWN:
+        return None
+    if stack_expands_under_write_lock(mm):
+        mmap_read_unlock(mm)
+        mmap_write_lock(mm)
+        vma = mm.mm_mt.find_vma(address)
+        if vma is not None and vma.vm_start > address:
+            if not vma.vm_flags & VM_GROWSDOWN or expand_downwards(vma, address):
+                vma = None
+        mmap_write_downgrade(mm)
+        return vma
+    return vma if expand_downwards(vma, address) == 0 else None
 
 
 # -- brk ------------------------------------------------------------------------------
@@ -276,6 +425,7 @@ def do_brk_flags(mm, addr, length, flags):
         vma = prev
     else:
         vma = vm_area_alloc(mm, addr, addr + length, flags, addr >> 12)
+        vma_start_write(vma)
         mm.mm_mt.insert(vma)
     if flags & VM_LOCKED:
         mm.locked_vm += length >> 12
@@ -325,18 +475,28 @@ def exit_mmap(mm):
     mmap_lock held (nothing else uses a dying mm; the VMA list is read under
     RCU): munlock_vma_pages_all clears VM_LOCKED and munlocks the pages in two
     phases.  That is what reclaim's mlock (rmap-mlock, SCENARIOS.md section E)
-    races with."""
+    races with.
+
+    Then as mainline (since 6.1): the pages are zapped under mmap_lock held
+    for read, and the page tables and VMAs are freed under the write lock
+    (taken after the zap, so that an OOM reaper -- or any rmap walker holding
+    the read side -- is never waited for during the long part)."""
     if mm.locked_vm:
         with rcu_read():
             vmas = mm.mm_mt.all()
         for v in vmas:
             if v.vm_flags & VM_LOCKED:
                 munlock_vma_pages_all(v)
+    mmap_read_lock(mm)
+    vmas = mm.mm_mt.all()
+    unmap_vmas(vmas, 0, TASK_SIZE)
+    mmap_read_unlock(mm)
+    point("exit_mmap_unmapped")
     mmap_write_lock(mm)
     vmas = mm.mm_mt.all()
     for v in vmas:
+        vma_start_write(v)              # free_pgtables(..., mm_wr_locked=true)
         mm.mm_mt.erase(v)
-    unmap_vmas(vmas, 0, TASK_SIZE)
     free_pgtables(mm, vmas, 0, USER_PGTABLES_CEILING)
     for v in vmas:
         remove_vma(v)

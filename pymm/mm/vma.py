@@ -26,7 +26,7 @@ from ..sched import charge
 from ..stacktrace import src_path
 from .gfp import GFP_KERNEL, might_alloc
 from .mm_types import VmAreaStruct
-from .mmap_lock import mmap_assert_write_locked
+from .mmap_lock import mmap_assert_write_locked, vma_mark_detached, vma_start_write
 
 LOAD = 64
 
@@ -104,6 +104,22 @@ class VmaTree:
             return self._vmas[pos[0]][pos[1]]
         return None
 
+    def lookup_rcu(self, addr):
+        """vma_lookup for a lockless reader (mas_walk under rcu_read_lock).
+        The maple tree hands RCU readers a consistent node; pymm's chunk
+        lists can shift under a concurrent writer, so this reader may see a
+        VMA that does not contain ``addr`` (the caller revalidates, as it
+        must anyway) or trip over a list that shrank (then it gives up and
+        returns None: the fault falls back to mmap_lock, as one that found
+        the VMA write-locked does).  Context: rcu_read_lock held."""
+        try:
+            pos = self._locate(addr)
+            if pos is not None and self._starts[pos[0]][pos[1]] <= addr:
+                return self._vmas[pos[0]][pos[1]]
+        except IndexError:
+            pass
+        return None
+
     def find_vma_intersection(self, start, end):
         self._check()
         pos = self._locate(start)
@@ -171,7 +187,7 @@ class VmaTree:
             if len(self._vmas[c]) > 2 * LOAD:
                 self._split(c)
         self._len += 1
-        vma.detached = False
+        vma_mark_detached(vma, False)
         self.mm.map_count += 1
 
     def _split(self, c):
@@ -191,13 +207,19 @@ class VmaTree:
         else:
             del self._starts[c], self._ends[c], self._vmas[c], self._maxes[c]
         self._len -= 1
-        vma.detached = True
+        vma_mark_detached(vma, True)
         self.mm.map_count -= 1
 
     def update(self, vma):
         """The VMA's range changed (vma_set_range): refresh its keys.  Its
         place in the order cannot change: VMAs only grow into gaps."""
         mmap_assert_write_locked(self.mm)
+        self.update_locked(vma)
+
+    def update_locked(self, vma):
+        """update() for a stack growing under mmap_lock held for *read*
+        (expand_downwards before 6.5), which serialises on
+        mm->page_table_lock instead."""
         c, i = self._index(vma)
         self._starts[c][i] = vma.vm_start
         self._ends[c][i] = vma.vm_end
@@ -262,8 +284,18 @@ def vm_area_dup(vma, mm=None):
     return new
 
 
+def vm_flags_reset(vma, flags):
+    """Change a VMA's flags (include/linux/mm.h vm_flags_reset): a per-VMA-lock
+    fault reads them, so the VMA is write-locked first.  Context: mmap_lock
+    held for write."""
+    vma_start_write(vma)
+    vma.vm_flags = flags
+
+
 def vm_area_free(vma):
-    """Free a detached VMA: it is poisoned, later accesses are use-after-free."""
+    """Free a detached VMA: it is poisoned, later accesses are use-after-free
+    (except from inside an RCU read section: the cache is
+    SLAB_TYPESAFE_BY_RCU, see VmAreaStruct)."""
     if vma.vm_policy is not None:
         vma.vm_policy.put()
     if vma.vm_file is not None:

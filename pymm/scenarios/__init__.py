@@ -37,6 +37,7 @@ SCENARIO_MODULES = {
     "hugetlb-zap-reclaim": "hugetlb_zap_reclaim",
     "hugetlb-cow-imap": "hugetlb_cow_imap",
     "rmap-mlock": "rmap_mlock",
+    "munmap-stack": "munmap_stack",
 }
 
 ENTRY_POINT_GROUP = "pymm.scenarios"

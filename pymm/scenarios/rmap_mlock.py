@@ -66,7 +66,11 @@ class RmapMlockScenario(Scenario):
     controlled_steps = 1
 
     def setup(self, variant, seed):
-        k = Kernel(nodes=1, pages_per_node=256, variants={"rmap-mlock": variant}, seed=seed)
+        # The episode is from 4.3, before per-VMA locks (6.4): its faults and
+        # stores take mmap_lock, which shapes when reclaim's trylock succeeds
+        # (with per-VMA locks the free-mode race is seen far more rarely).
+        k = Kernel(nodes=1, pages_per_node=256, variants={"rmap-mlock": variant, "per-vma-lock": "off"},
+                   seed=seed)
         st = SimpleNamespace(kernel=k, cows=[], owners=[], lockers=[], witnesses=[])
         for n in range(3):
             f = k.create_file(f"rmap-mlock-{n}", COW_PAGES * P)

@@ -1,0 +1,95 @@
+"""munmap's downgrade, exit_mmap's read-locked zap, and stack growth
+(MAP_GROWSDOWN, expand_downwards, the fault path that grows the stack)."""
+import errno
+
+import pytest
+
+import pymm
+from pymm import MAP_ANONYMOUS, MAP_FIXED, MAP_GROWSDOWN, MAP_PRIVATE, MAP_SHARED, PAGE_SIZE as P
+from pymm import PROT_READ, PROT_WRITE
+from pymm.mm import mmap as mmap_mod
+
+RW = PROT_READ | PROT_WRITE
+STACK = 0x7E00_0000_0000
+
+
+def _lock_mode_during_zap(monkeypatch, k, fn):
+    """Run fn(); return how mmap_lock was held while unmap_vmas ran."""
+    seen = []
+    real = mmap_mod.unmap_vmas
+
+    def spy(vmas, start, end):
+        lk = vmas[0].vm_mm.mmap_lock
+        seen.append("write" if lk.held_by_current(0) else "read" if lk.held_by_current(1) else "none")
+        return real(vmas, start, end)
+    monkeypatch.setattr(mmap_mod, "unmap_vmas", spy)
+    fn()
+    return seen
+
+
+@pytest.mark.parametrize("variant,growsdown_above,mode", [
+    ("write-locked", False, "write"),
+    ("downgrade-always", True, "read"),
+    ("unless-growsdown", False, "read"),
+    ("unless-growsdown", True, "write"),
+    ("stack-write-locked", True, "read"),
+])
+def test_munmap_downgrades_as_the_variant_says(monkeypatch, variant, growsdown_above, mode):
+    k = pymm.Kernel(variants={"munmap-downgrade": variant})
+    p = k.spawn("a")
+    flags = MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED
+    p.mmap(STACK, 4 * P, RW, flags | (MAP_GROWSDOWN if growsdown_above else 0))
+    p.mmap(STACK - 8 * P, 8 * P, PROT_READ, flags)
+    p.store(STACK, b"x")
+    assert _lock_mode_during_zap(monkeypatch, k, lambda: p.munmap(STACK - 8 * P, 8 * P)) == [mode]
+    assert not p.mm.mmap_lock.is_locked()
+    p.exit()
+    assert k.check() == [] and k.findings() == []
+
+
+def test_exit_zaps_under_the_read_lock(monkeypatch):
+    k = pymm.Kernel()
+    p = k.spawn("a")
+    a = p.mmap(0, 4 * P, RW, MAP_PRIVATE | MAP_ANONYMOUS)
+    p.store(a, b"x")
+    assert _lock_mode_during_zap(monkeypatch, k, p.exit) == ["read"]
+    assert k.check() == [] and k.findings() == []
+
+
+@pytest.mark.parametrize("variant", ["downgrade-always", "stack-write-locked"])
+def test_a_fault_below_the_stack_grows_it(variant):
+    k = pymm.Kernel(variants={"munmap-downgrade": variant})
+    p = k.spawn("a")
+    p.mmap(STACK, 4 * P, RW, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | MAP_GROWSDOWN)
+    p.store(STACK - 3 * P + 5, b"deeper")
+    v = p.mm.mm_mt.lookup_unchecked(STACK)
+    assert v.vm_start == STACK - 3 * P and v.vm_end == STACK + 4 * P
+    assert v.vm_pgoff == (STACK - 3 * P) >> 12            # anon pgoff follows vm_start
+    assert p.load(STACK - 3 * P + 5, 6) == b"deeper"
+    assert p.load(STACK - 2 * P, 4) == bytes(4)            # grown, never touched: zeros
+    p.exit()
+    assert k.check() == [] and k.findings() == []
+
+
+def test_stack_keeps_the_guard_gap():
+    k = pymm.Kernel()
+    p = k.spawn("a")
+    p.mmap(STACK, 4 * P, RW, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | MAP_GROWSDOWN)
+    below = STACK - 300 * P
+    p.mmap(below, P, RW, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED)
+    p.store(STACK - 40 * P, b"ok")                         # 260 pages above it: fine
+    with pytest.raises(pymm.SegmentationFault):
+        p.store(below + 200 * P, b"no")                    # within 256 pages of it: SIGSEGV
+    with pytest.raises(pymm.SegmentationFault):
+        p.store(STACK + 8 * P, b"no")                      # above the stack: no VMA grows up
+    p.exit()
+    assert k.check() == []
+
+
+def test_growsdown_shared_anonymous_is_einval():
+    k = pymm.Kernel()
+    p = k.spawn("a")
+    with pytest.raises(OSError) as e:
+        p.mmap(0, P, RW, MAP_SHARED | MAP_ANONYMOUS | MAP_GROWSDOWN)
+    assert e.value.errno == errno.EINVAL
+    assert len(p.mm.mm_mt) == 0

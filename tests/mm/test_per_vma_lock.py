@@ -1,0 +1,154 @@
+"""Per-VMA locks (6.4+): faults under the VMA's own lock, mmap_write_unlock
+releasing every VMA write lock, the fall-backs to mmap_lock, and lockless
+finders that must revalidate what they found (SLAB_TYPESAFE_BY_RCU)."""
+import threading
+
+import pytest
+
+import pymm
+from pymm import MAP_ANONYMOUS, MAP_POPULATE, MAP_PRIVATE, PAGE_SIZE as P, PROT_READ, PROT_WRITE
+from pymm.mm.memory import (FAULT_FLAG_VMA_LOCK, FAULT_FLAG_WRITE, VM_FAULT_RETRY, handle_mm_fault,
+                            lock_vma_under_rcu)
+from pymm.mm.mmap_lock import (mmap_read_lock, mmap_read_unlock, mmap_write_lock, mmap_write_unlock,
+                               vma_end_read, vma_start_write)
+from pymm.rcu import rcu_read_lock, rcu_read_unlock
+
+RW = PROT_READ | PROT_WRITE
+
+
+def _in_thread(fn):
+    """Run fn in another thread, wait for it, return its result (or raise)."""
+    out = {}
+
+    def run():
+        try:
+            out["r"] = fn()
+        except BaseException as e:          # noqa: BLE001 -- re-raised below
+            out["e"] = e
+    t = threading.Thread(target=run)
+    t.start()
+    t.join(30)
+    assert not t.is_alive(), "the other thread is stuck"
+    if "e" in out:
+        raise out["e"]
+    return out["r"]
+
+
+def test_fault_does_not_wait_for_a_writer_of_the_mm(kernel):
+    """While mmap_lock is held for write (and no VMA is write-locked), a page
+    fault in another thread goes through under the VMA's lock alone."""
+    p = kernel.spawn("a")
+    a = p.mmap(0, 4 * P, RW, MAP_PRIVATE | MAP_ANONYMOUS)
+    p.store(a, b"first")                        # the VMA gets its anon_vma
+    mmap_write_lock(p.mm)
+    try:
+        _in_thread(lambda: p.store(a + P, b"second"))     # a fault, not waiting for us
+        assert _in_thread(lambda: p.load(a + P, 6)) == b"second"
+    finally:
+        mmap_write_unlock(p.mm)
+
+
+def test_write_locked_vma_refuses_readers_until_mmap_write_unlock(kernel):
+    p = kernel.spawn("a")
+    a = p.mmap(0, 2 * P, RW, MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE)
+    b = p.mmap(0, 2 * P, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE)   # not merged
+    mm = p.mm
+    mmap_write_lock(mm)
+    va = mm.mm_mt.vma_lookup(a)
+    vma_start_write(va)
+    assert _in_thread(lambda: lock_vma_under_rcu(mm, a)) is None      # owned by the writer
+
+    def other_vma():
+        vb = lock_vma_under_rcu(mm, b)
+        if vb is not None:
+            vma_end_read(vb)
+        return vb
+    vb = _in_thread(other_vma)                                        # another VMA: fine
+    assert vb is not None and vb.vm_start <= b < vb.vm_end
+    mmap_write_unlock(mm)                        # every VMA write lock goes at once
+    v = lock_vma_under_rcu(mm, a)
+    assert v is va
+    vma_end_read(v)
+
+
+def test_no_anon_vma_and_busy_mmap_lock_retries_under_mmap_lock(kernel):
+    """vmf_anon_prepare: the first anonymous page of a VMA needs mmap_lock;
+    if it cannot be had at once, the VMA lock is dropped and VM_FAULT_RETRY
+    sends the fault to the mmap_lock path."""
+    p = kernel.spawn("a")
+    a = p.mmap(0, P, RW, MAP_PRIVATE | MAP_ANONYMOUS)
+    mm = p.mm
+
+    def fault():
+        v = lock_vma_under_rcu(mm, a)
+        assert v is not None and v.anon_vma is None
+        ret = handle_mm_fault(v, a, FAULT_FLAG_WRITE | FAULT_FLAG_VMA_LOCK)
+        return v, ret
+    mmap_write_lock(mm)
+    try:
+        v, ret = _in_thread(fault)
+    finally:
+        mmap_write_unlock(mm)
+    assert ret & VM_FAULT_RETRY
+    assert not v.vm_lock.is_locked()             # the fault released the VMA lock
+    p.store(a, b"x")                             # and the retry under mmap_lock works
+    assert p.mm.mm_mt.lookup_unchecked(a).anon_vma is not None
+
+
+def test_lockless_finder_must_revalidate(kernel):
+    """A VMA found under RCU may be freed before it is used: inside the RCU
+    section it may still be read (SLAB_TYPESAFE_BY_RCU), lock_vma_under_rcu
+    turns it down (detached), and a finder that kept it past
+    rcu_read_unlock without locking it is reported."""
+    p = kernel.spawn("a")
+    a = p.mmap(0, P, RW, MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE)
+    mm = p.mm
+    rcu_read_lock()
+    v = mm.mm_mt.lookup_rcu(a)
+    p.munmap(a, P)                               # freed under the finder
+    assert v.vm_start == a                       # still readable inside the RCU section
+    rcu_read_unlock()
+    assert lock_vma_under_rcu(mm, a) is None     # the proper finder gives up
+    assert kernel.findings() == []
+    v.vm_start                                   # noqa: B018 -- the unrevalidated use
+    f = kernel.findings()
+    assert [x.kind for x in f] == ["use-after-free"]
+    assert "vm_area_struct" in f[0].text
+    kernel.clear_findings()
+
+
+def test_lockdep_class_is_vm_lock(kernel):
+    p = kernel.spawn("a")
+    a = p.mmap(0, P, RW, MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE)
+    v = lock_vma_under_rcu(p.mm, a)
+    assert v.vm_lock.name == "vm_lock"
+    vma_end_read(v)
+
+
+def test_per_vma_lock_off_faults_under_mmap_lock():
+    k = pymm.Kernel(variants={"per-vma-lock": "off"})
+    p = k.spawn("a")
+    a = p.mmap(0, P, RW, MAP_PRIVATE | MAP_ANONYMOUS)
+    p.store(a, b"x")
+    v = p.mm.mm_mt.lookup_unchecked(a)
+    assert v.vm_lock is None                     # never created: no per-VMA locking at all
+    mmap_read_lock(p.mm)
+    mmap_read_unlock(p.mm)
+    assert k.findings() == []
+
+
+@pytest.mark.parametrize("value", ["off", "on"])
+def test_both_values_run_the_smoke_workload(value):
+    k = pymm.Kernel(variants={"per-vma-lock": value})
+    p = k.spawn("a")
+    a = p.mmap(0, 8 * P, RW, MAP_PRIVATE | MAP_ANONYMOUS)
+    for i in range(8):
+        p.store(a + i * P, b"%d" % i)
+    c = p.fork()
+    c.store(a, b"child")
+    assert p.load(a, 1) == b"0" and c.load(a, 5) == b"child"
+    p.mprotect(a, 4 * P, PROT_READ)
+    p.munmap(a + 2 * P, 2 * P)
+    c.exit()
+    p.exit()
+    assert k.check() == [] and k.findings() == []
