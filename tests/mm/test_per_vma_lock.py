@@ -152,3 +152,21 @@ def test_both_values_run_the_smoke_workload(value):
     c.exit()
     p.exit()
     assert k.check() == [] and k.findings() == []
+
+
+def test_fault_under_the_vma_lock_with_the_validator_off():
+    """Readers are tracked only while locks are watched: vma_assert_locked
+    must not report a fault under the VMA lock when the validator is off
+    (pymm bench's validator-off fault row did)."""
+    from pymm.locking import lockdep
+    k = pymm.Kernel()
+    p = k.spawn("a")
+    a = p.mmap(0, 4 * P, RW, MAP_PRIVATE | MAP_ANONYMOUS)
+    p.store(a, b"x")
+    lockdep.disable()
+    try:
+        for i in range(1, 4):
+            p.store(a + i * P, b"y")
+    finally:
+        lockdep.enable()
+    assert k.findings() == []
