@@ -33,11 +33,12 @@ class Kernel:
     is random (address-space layout stays fixed so runs compare);
     ``pymm_checks`` (default: on, or the CLI's ``--no-pymm-checks``) runs
     pymm's own checks, the ones the kernel never had (their findings say
-    ``"pymm_only": true``).
+    ``"pymm_only": true``); ``fail`` ({site: {knob: value}}) configures
+    fault injection as ``fail()`` does.
     """
 
     def __init__(self, nodes=2, pages_per_node=4096, hugepages_per_node=16, variants=None, seed=None,
-                 pymm_checks=None):
+                 pymm_checks=None, fail=None):
         for name, v, lo in (("nodes", nodes, 1), ("pages_per_node", pages_per_node, 1),
                             ("hugepages_per_node", hugepages_per_node, 0)):
             if type(v) is not int or v < lo:
@@ -48,6 +49,15 @@ class Kernel:
         self.pymm_checks = _report.pymm_checks_default if pymm_checks is None else pymm_checks
         self.seed = seed
         self.random = random.Random(seed)
+        from .debug.fault_inject import FaultInjector
+        self.fault_inject = FaultInjector(seed)
+        if fail is not None:
+            if not isinstance(fail, dict):
+                raise ValueError(f"Kernel: fail must be a dict of site -> knobs, got {fail!r}")
+            for site, kw in fail.items():
+                if not isinstance(kw, dict):
+                    raise ValueError(f"Kernel: fail[{site!r}] must be a dict of knobs, got {kw!r}")
+                self.fail(site, **kw)
         self.nodes = [PgData(n, pages_per_node) for n in range(nodes)]
         self.hugepages_per_node = hugepages_per_node
         self.hstate = Hstate(nodes, hugepages_per_node)     # the huge page pool
@@ -72,6 +82,22 @@ class Kernel:
     # -- variants -------------------------------------------------------------------
     def variant(self, key):
         return self.variants[key]
+
+    # -- fault injection ---------------------------------------------------------------
+    def fail(self, site, **knobs):
+        """Make allocations at ``site`` fail on purpose (the kernel's
+        fail_page_alloc/failslab knobs): ``probability`` (percent, 0 turns the
+        site off), ``interval``, ``times`` (-1 unlimited), ``space``,
+        ``task_filter`` (only tasks with ``make_it_fail = True``).  Sites:
+        pymm.debug.fault_inject.SITES.  Returns the site's FaultAttr (its
+        ``calls`` and ``failures`` count what happened).  Failures reach user
+        space as Linux reports them: ENOMEM from system calls, SIGBUS or
+        ENOMEM (VM_FAULT_OOM) from faults."""
+        return self.fault_inject.configure(site, **knobs)
+
+    def fault_stats(self):
+        """{site: {calls, failures, knobs...}}."""
+        return self.fault_inject.stats()
 
     # -- tasks and files --------------------------------------------------------------
     def alloc_pid(self):

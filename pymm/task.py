@@ -31,6 +31,7 @@ from .mm.mmap_lock import mmap_write_lock, mmap_write_unlock
 from .mm.mprotect import calc_vm_prot_bits, do_mprotect_pkey
 from .mm.uaccess import user_access
 from .sched import charge
+from .debug.fault_inject import should_fail
 
 
 def syscall(fn):
@@ -160,6 +161,12 @@ class Process(Task):
         if addr < 0:
             mmap_write_unlock(mm)
             raise OSError(-addr, "mmap: no free address range of that length")
+        # vm_area_alloc.  pymm decides it before the file's mmap_prepare (the
+        # hugetlb reservation) and before a MAP_FIXED unmap, so a failure has
+        # nothing to undo and leaves an old mapping in place, as 6.12+ does.
+        if should_fail(self.kernel, "slab"):
+            mmap_write_unlock(mm)
+            raise OSError(errno.ENOMEM, "mmap: cannot allocate a VMA")
         resv = None
         if huge:                   # hugetlbfs_file_mmap_prepare: reserve the pages now
             if anon:               # anonymous MAP_HUGETLB memory is an unlinked hugetlbfs file
@@ -257,7 +264,11 @@ class Process(Task):
     @syscall
     def fork(self):
         child = Process(self.kernel, self.comm, mm=None)
-        child.mm = dup_mm(self.kernel, self.mm, child.pid)
+        mm = dup_mm(self.kernel, self.mm, child.pid)
+        if not isinstance(mm, MmStruct):
+            raise OSError(-mm, "fork: out of memory copying the address space")
+        child.mm = mm
+        child.make_it_fail = self.make_it_fail
         child.mempolicy = mpol_dup(self.mempolicy)        # copy_process
         self.kernel._register(child)
         return child

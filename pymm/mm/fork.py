@@ -1,27 +1,37 @@
 """fork's address-space copy (kernel/fork.c dup_mmap)."""
+import errno
+
+from ..debug.fault_inject import should_fail
 from ..locking import SINGLE_DEPTH_NESTING
 from .hugetlb import hugetlb_vm_op_open
 from .memory import copy_page_range
 from .mm_types import VM_DONTCOPY, VM_HUGETLB, VM_LOCKED_MASK, MmStruct
 from .mmap_lock import mmap_write_lock, mmap_write_lock_nested, mmap_write_unlock, vma_start_write
 from .rmap import anon_vma_fork, vma_link_file
-from .vma import vm_area_dup
+from .mmap import exit_mmap
+from .vma import vm_area_dup, vm_area_free
 
 
 def dup_mm(kernel, oldmm, child_pid):
-    """Context: takes the parent's mmap_lock for write, then the child's nested."""
+    """Copy ``oldmm`` for a child: returns the new mm, or -ENOMEM when an
+    allocation failed (the partial copy already torn down).
+    Context: takes the parent's mmap_lock for write, then the child's nested."""
     mm = MmStruct(kernel, child_pid)
     mmap_write_lock(oldmm)
     mmap_write_lock_nested(mm, SINGLE_DEPTH_NESTING)
     mm.start_brk, mm.brk, mm.mmap_base = oldmm.start_brk, oldmm.brk, oldmm.mmap_base
     mm.def_flags = oldmm.def_flags & ~VM_LOCKED_MASK   # mlockall(MCL_FUTURE) is not inherited
     shadow = oldmm.user_shadow
+    retval = 0
     for mpnt in oldmm.mm_mt.all():
         # fb49c455323f (6.5): no page fault under mpnt's per-VMA lock while
         # its page tables are copied.
         vma_start_write(mpnt)
         if mpnt.vm_flags & VM_DONTCOPY:
             continue
+        if should_fail(kernel, "slab"):                 # vm_area_dup: fail_nomem
+            retval = -errno.ENOMEM
+            break
         # The child's copy of what user space stored, taken per VMA once the
         # VMA is write-locked (other VMAs are still being written to).
         for a in [a for a in list(shadow) if mpnt.vm_start <= a < mpnt.vm_end]:
@@ -29,13 +39,23 @@ def dup_mm(kernel, oldmm, child_pid):
             if buf is not None:
                 mm.user_shadow[a] = bytearray(buf)
         tmp = vm_area_dup(mpnt, mm)
+        if anon_vma_fork(tmp, mpnt):                     # fail_nomem_anon_vma_fork
+            vm_area_free(tmp)
+            retval = -errno.ENOMEM
+            break
         tmp.vm_flags &= ~VM_LOCKED_MASK                  # nor are memory locks
         if tmp.vm_flags & VM_HUGETLB:                    # hugetlb_dup_vma_private + vm_ops->open
             hugetlb_vm_op_open(tmp, None)
-        anon_vma_fork(tmp, mpnt)
         mm.mm_mt.insert(tmp)
         vma_link_file(tmp)
-        copy_page_range(tmp, mpnt)
+        retval = copy_page_range(tmp, mpnt)
+        if retval:
+            break
     mmap_write_unlock(mm)
     mmap_write_unlock(oldmm)
+    if retval:
+        # dup_mmap's error path: the half-built mm is torn down like any
+        # other (mmput -> exit_mmap) and fork fails with ENOMEM.
+        exit_mmap(mm)
+        return retval
     return mm

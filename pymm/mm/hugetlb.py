@@ -53,6 +53,7 @@ import threading
 import weakref
 
 from ..debug import stackdepot
+from ..debug.fault_inject import should_fail
 from ..debug.kasan import KasanObject, kasan_poison
 from ..debug.report import pymm_checks, report
 from ..locking import Mutex, RwSemaphore, SpinLock, lockdep
@@ -72,7 +73,7 @@ from .rmap import (RMP_LOCKED, TTU_RMAP_LOCKED, anon_vma_lock_read, anon_vma_pre
 from .util import folio_copy
 from .gfp import (__GFP_NOWARN, GFP_HIGHUSER_MOVABLE, GFP_KERNEL, GFP_NOWAIT, GFP_PGTABLE_USER,
                   might_alloc)
-from .memory import FAULT_FLAG_WRITE, VM_FAULT_SIGBUS, is_cow_mapping
+from .memory import FAULT_FLAG_WRITE, VM_FAULT_OOM, VM_FAULT_SIGBUS, is_cow_mapping
 from .page_alloc import bad_page, folio_get, folio_put
 from .pgtable import (_PAGE_DIRTY, _PAGE_RW, PMD_SHIFT, PTRS_PER_TABLE, PUD_SHIFT, PteTable,
                       pmd_alloc)
@@ -240,8 +241,11 @@ def alloc_hugetlb_folio(vma, addr, cow_from_owner):
     # the policy is read before hugetlb_lock (pymm's task policy read takes
     # task_lock); reservations are per pool, not per node, as in the kernel
     nid, nodemask, pol, ref = huge_node(vma, addr)
+    injected = should_fail(k, "hugetlb-dequeue", HPAGE_SIZE)
     h.hugetlb_lock.lock()
-    if map_chg == 0:
+    if injected:
+        folio = None                      # fault injection: the pool "is empty" this time
+    elif map_chg == 0:
         folio = dequeue_hugetlb_folio_vma(h, nid, nodemask, pol)
         if folio is not None:
             h.resv_huge_pages -= 1
@@ -265,9 +269,10 @@ def alloc_hugetlb_folio_nodemask(kernel, nid, nmask):
     """A migration target on ``nid`` (or another node of ``nmask``), never
     from reserved pages.  Context: takes hugetlb_lock."""
     h = kernel.hstate
+    injected = should_fail(kernel, "hugetlb-dequeue", HPAGE_SIZE)
     h.hugetlb_lock.lock()
     folio = None
-    if h.free_huge_pages - h.resv_huge_pages > 0:
+    if h.free_huge_pages - h.resv_huge_pages > 0 and not injected:
         folio = _dequeue_hugetlb_folio(h, nid, nmask)
     h.hugetlb_lock.unlock()
     if folio is None:
@@ -502,6 +507,8 @@ def hugetlb_reserve_pages(file, f, t, vm_flags):
     h = file.kernel.hstate
     if vm_flags & VM_NORESERVE:
         return 0, None
+    if should_fail(file.kernel, "hugetlb-reserve", (t - f) * HPAGE_SIZE):
+        return -errno.ENOMEM, None
     if vm_flags & VM_MAYSHARE:
         chg = file.resv_map.region_chg(f, t)
         if hugetlb_acct_memory(h, chg):
@@ -804,8 +811,11 @@ def _walk_rule_violated(vma, addr):
 
 def _pmd_alloc(mm, addr, gfp=GFP_PGTABLE_USER):
     """pmd_alloc for a hugetlb address: the PMD table, allocated if needed.
-    Returns the ptep.  Context: mmap_lock held; takes page_table_lock."""
+    Returns the ptep, or None when the table cannot be allocated.
+    Context: mmap_lock held; takes page_table_lock."""
     pmd = pmd_alloc(mm, addr, gfp)
+    if pmd is None:
+        return None
     i = pmd_index(addr)
     if isinstance(pmd.entries[i], PteTable):
         report("assertion", "kernel BUG at mm/hugetlb.c: BUG_ON(pte_present(pteval) && !pte_huge(pteval))",
@@ -1098,6 +1108,8 @@ def _hugetlb_fault(mm, vma, address, flags):
     vmf.fault_mutex.lock()
     _fault_vma_lock_read(vmf)
     vmf.pte = huge_pte_alloc(mm, vma, vmf.address)
+    if vmf.pte is None:                           # no page-table page: VM_FAULT_OOM
+        return _no_page_out(vmf, VM_FAULT_OOM)
     point("hugetlb_fault")
     table, i = vmf.pte
     entry = table.entries[i]                      # an unlocked peek, rechecked under ptl
@@ -1205,8 +1217,8 @@ def hugetlb_no_page(vmf):
     else:
         if vmf.pgoff >= file.inode.i_size >> HPAGE_SHIFT:
             return _no_page_out(vmf, ret)
-        if not vma.vm_flags & VM_MAYSHARE:
-            anon_vma_prepare(vma)
+        if not vma.vm_flags & VM_MAYSHARE and anon_vma_prepare(vma):
+            return _no_page_out(vmf, VM_FAULT_OOM)
         folio = alloc_hugetlb_folio(vma, vmf.address, False)
         if folio is None:
             return _no_page_out(vmf, VM_FAULT_SIGBUS)        # -ENOSPC
@@ -1330,7 +1342,12 @@ def hugetlb_wp(vmf):
         ptep = hugetlb_walk(vma, vmf.address)
         if ptep is None or ptep != vmf.pte or not huge_pte_same(ptep, pte):
             return 0                     # raced: our job is done
-    anon_vma_prepare(vma)
+    if anon_vma_prepare(vma):                          # out_release_all
+        restore_reserve_on_error(vma, vmf.address, new)
+        folio_put(new, k)
+        folio_put(old, k)
+        table.ptl.lock()
+        return VM_FAULT_OOM
     folio_copy(new, old)
     point("hugetlb_wp_copy")
     table.ptl.lock()
@@ -1588,6 +1605,10 @@ def copy_hugetlb_page_range(dst_vma, src_vma):
             addr = _next_pud(addr)
             continue
         dptep = huge_pte_alloc(dst_mm, dst_vma, addr)
+        if dptep is None:                         # copy_hugetlb_page_range: -ENOMEM
+            if not cow:
+                hugetlb_vma_unlock_read(src_vma)
+            return -errno.ENOMEM
         if dptep[0].pt_share_count:
             addr = _next_pud(addr)
             continue

@@ -1,4 +1,6 @@
 """Page faults, zapping and fork's page-table copy (mm/memory.c)."""
+import errno
+
 from .atomic import set_bits
 from ..locking import SINGLE_DEPTH_NESTING
 from ..rcu import rcu_read_lock, rcu_read_unlock
@@ -152,6 +154,8 @@ def handle_mm_fault(vma, address, flags):
             return hugetlb.hugetlb_fault(mm, vma, address, flags)
         vmf = VmFault(vma, address, flags)
         vmf.pt = pte_alloc(mm, vmf.address)
+        if vmf.pt is None:
+            return VM_FAULT_OOM
         return handle_pte_fault(vmf)
     finally:
         span_end(span)
@@ -472,6 +476,8 @@ def copy_page_range(dst_vma, src_vma):
     for spt, addr, nxt in pte_ranges(src_mm, src_vma.vm_start, src_vma.vm_end):
         if spt.nr:
             dpt = pte_alloc(dst_mm, addr)
+            if dpt is None:
+                return -errno.ENOMEM
             dpt.ptl.lock()
             spt.ptl.lock_nested(SINGLE_DEPTH_NESTING)
             for i in range(pte_index(addr), pte_index(nxt - 1) + 1):

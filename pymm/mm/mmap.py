@@ -2,6 +2,7 @@
 import errno
 
 from ..constants import MMAP_MIN_ADDR, TASK_SIZE
+from ..debug.fault_inject import should_fail
 from ..debug.report import report
 from ..rcu import rcu_read
 from ..sched import point
@@ -416,7 +417,8 @@ def expand_stack_for_fault(mm, address):
 
 def do_brk_flags(mm, addr, length, flags):
     """Extend the brk VMA or create one.  Returns the VMA covering the new
-    range.  Context: mmap_lock held for write."""
+    range, or None when a new VMA cannot be allocated.  Context: mmap_lock
+    held for write."""
     flags |= VM_DATA_DEFAULT_FLAGS | VM_ACCOUNT | mm.def_flags
     _, prev = mm.mm_mt.find_vma_prev(addr)
     if prev is not None and prev.vm_end == addr and prev.vm_file is None and \
@@ -424,6 +426,8 @@ def do_brk_flags(mm, addr, length, flags):
         vma_set_range(prev, prev.vm_start, addr + length, prev.vm_pgoff)
         vma = prev
     else:
+        if should_fail(mm.kernel, "slab"):      # vm_area_alloc: brk fails, the break stays
+            return None
         vma = vm_area_alloc(mm, addr, addr + length, flags, addr >> 12)
         vma_start_write(vma)
         mm.mm_mt.insert(vma)
@@ -458,6 +462,9 @@ def sys_brk(mm, brk):
         mmap_write_unlock(mm)
         return origbrk
     vma = do_brk_flags(mm, oldbrk, newbrk - oldbrk, 0)
+    if vma is None:
+        mmap_write_unlock(mm)
+        return origbrk
     mm.brk = brk
     if mm.def_flags & VM_LOCKED:
         mm_populate_after_write(mm, vma, oldbrk, newbrk)

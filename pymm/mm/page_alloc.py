@@ -7,6 +7,7 @@ free-time check is the kernel's free_page_is_bad(): a folio freed with
 PAGE_FLAGS_CHECK_AT_FREE bits set or still mapped is "BUG: Bad page state".
 """
 from ..debug import stackdepot
+from ..debug.fault_inject import should_fail
 from ..debug.kasan import kasan_poison
 from ..debug.report import current_kernel, report
 from ..locking import SpinLock
@@ -42,12 +43,15 @@ def node_stat_add(kernel, folio, item, n):
 def __alloc_pages(kernel, order, preferred_nid, nodemask=None, gfp=GFP_HIGHUSER_MOVABLE):
     """Allocate a folio of ``order`` on ``preferred_nid``, falling back to the
     other allowed nodes in order (the zonelist).  Returns None when all are
-    empty: pymm's allocator does not reclaim by itself (direct reclaim is
+    empty (or when fault injection fails it: should_fail_alloc_page):
+    pymm's allocator does not reclaim by itself (direct reclaim is
     ``Kernel.reclaim``, kswapd runs in the background), but every allocation
     tells lockdep it may (``might_alloc(gfp)``, gfp.py).
     Context: may sleep if ``gfp`` allows it (the zone lock is a spinlock
     held briefly)."""
     might_alloc(gfp)
+    if should_fail(kernel, "page-alloc", 4096 << order):
+        return None
     charge("page_alloc")
     nodes = kernel.nodes
     order_nodes = [preferred_nid] + [n for n in range(len(nodes)) if n != preferred_nid]

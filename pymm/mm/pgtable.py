@@ -13,6 +13,7 @@ PTE bits live in a bytearray beside the entries (one byte per PTE).
 from ..debug.kasan import KasanObject, kasan_poison
 from ..debug.report import report
 from ..locking import SpinLock
+from ..debug.fault_inject import should_fail
 from ..sched import point
 from .gfp import GFP_PGTABLE_USER, might_alloc
 
@@ -95,11 +96,14 @@ def pte_ranges(mm, start, end):
 
 def pmd_alloc(mm, addr, gfp=GFP_PGTABLE_USER):
     """The PMD table covering addr, allocated and installed in the PUD entry
-    if needed (__pmd_alloc).  Context: mmap_lock held; takes page_table_lock."""
+    if needed (__pmd_alloc); None when the table page cannot be allocated
+    (fault injection).  Context: mmap_lock held; takes page_table_lock."""
     key = addr >> PUD_SHIFT
     pmd = mm.pgd.get(key)
     if pmd is None:
         might_alloc(gfp)                        # pmd_alloc_one
+        if should_fail(mm.kernel, "pgtable-alloc", 4096):
+            return None
         new = PmdTable(addr & ~(PUD_SIZE - 1))
         mm.page_table_lock.lock()
         pmd = mm.pgd.get(key)
@@ -117,12 +121,17 @@ def pte_alloc(mm, addr):
     """Return the PTE table for addr, allocating the PMD and PTE tables as
     needed (__pmd_alloc / __pte_alloc).  New tables are allocated before
     taking page_table_lock and dropped if another thread installed one first.
-    Context: mmap_lock held; may sleep."""
+    Returns None when a table page cannot be allocated (the caller says
+    VM_FAULT_OOM or -ENOMEM).  Context: mmap_lock held; may sleep."""
     pmd = pmd_alloc(mm, addr)
+    if pmd is None:
+        return None
     i = pmd_index(addr)
     pt = pmd.entries[i]
     if pt is None:
         might_alloc(GFP_PGTABLE_USER)           # pte_alloc_one
+        if should_fail(mm.kernel, "pgtable-alloc", 4096):
+            return None
         new = PteTable(addr & ~(PMD_SIZE - 1))
         mm.page_table_lock.lock()
         pt = pmd.entries[i]

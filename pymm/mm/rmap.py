@@ -35,6 +35,9 @@ class) the hugetlbfs order is the one every path follows (hole punch zeroes a
 page under it).  The kernel's lockdep never sees the page lock, so its
 comment can afford both; pymm's lockdep does.
 """
+import errno
+
+from ..debug.fault_inject import should_fail
 from ..debug.kasan import kasan_poison
 from ..debug.report import pymm_checks, pymm_only_title
 from ..locking import lockdep
@@ -186,6 +189,8 @@ def anon_vma_prepare(vma):
         return 0
     mm = vma.vm_mm
     might_alloc(GFP_KERNEL)                 # anon_vma_chain_alloc, anon_vma_alloc: GFP_KERNEL
+    if should_fail(mm.kernel, "slab"):      # anon_vma_alloc() or the chain node failed
+        return -errno.ENOMEM
     anon_vma = AnonVma()
     avc = AnonVmaChain(vma, anon_vma)
     anon_vma_lock_write(anon_vma)
@@ -230,6 +235,8 @@ def anon_vma_fork(vma, pvma):
     from the child only)."""
     if pvma.anon_vma is None:
         return 0
+    if should_fail(vma.vm_mm.kernel, "slab"):   # anon_vma_clone's chains or the new anon_vma
+        return -errno.ENOMEM                     # (pymm fails before linking anything)
     vma.anon_vma = None
     for pavc in reversed(pvma.anon_vma_chain):
         anon_vma = pavc.anon_vma
