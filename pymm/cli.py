@@ -119,6 +119,11 @@ def build_parser():
     s.add_argument("--no-pymm-checks", action="store_true",
                    help="switch off pymm's own checks (the ones the kernel never had): "
                         "only what the kernel would see is reported")
+    s.add_argument("--fail", action="append", metavar="SITE[:KNOB=VALUE,...]",
+                   help="fault injection for the scenario's roles, e.g. page-alloc:probability=5,"
+                        "times=10 or all:1 (percent); sites: page-alloc, pgtable-alloc, slab, "
+                        "hugetlb-reserve, hugetlb-dequeue; knobs: probability, interval, times, "
+                        "space, task_filter (repeatable)")
 
     r = add("replay", "re-run a controlled finding exactly and print its report")
     r.add_argument("token", metavar="TOKEN_OR_FILE")
@@ -192,7 +197,7 @@ def _plan(args):
     from . import stress
     from .scenarios import ScenarioError
     names = stress.all_scenarios()
-    chosen = args.scenario or names
+    chosen = args.scenario or stress.default_scenarios()
     for n in chosen:
         try:
             stress.get_scenario(n)
@@ -210,6 +215,17 @@ def _plan(args):
             for m in args.mode or ("controlled", "free"):
                 plan.append((n, v, m))
     return plan
+
+
+def _fail_config(specs):
+    """--fail SPEC ... -> {site: knobs} (None when not given)."""
+    if not specs:
+        return None
+    from .debug import fault_inject
+    try:
+        return fault_inject.merge(fault_inject.parse_spec(s) for s in specs)
+    except ValueError as e:
+        raise CliError(str(e))
 
 
 def _with_pymm_checks(cmd):
@@ -241,6 +257,7 @@ def cmd_stress(args):
     _check_writable(args.json, "JSON file")
     schedules = args.schedules or stress.DEFAULT_SCHEDULES
     seconds = args.seconds or stress.DEFAULT_SECONDS
+    fail = _fail_config(args.fail)
     out = _human_out(args)
     err = sys.stderr
     hb = [None]
@@ -249,8 +266,9 @@ def cmd_stress(args):
         n, v, m = item
         if m == "controlled":
             return stress.run_controlled(n, v, args.seed, schedules, args.threads,
-                                         strategy=args.strategy or DEFAULT_STRATEGY)
-        return stress.run_free(n, v, args.seed, seconds, args.threads, lockstat=args.lockstat)
+                                         strategy=args.strategy or DEFAULT_STRATEGY, fail=fail)
+        return stress.run_free(n, v, args.seed, seconds, args.threads, lockstat=args.lockstat,
+                               fail=fail)
 
     def on_start(i, item):
         if not args.quiet:

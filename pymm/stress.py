@@ -22,6 +22,7 @@ from . import scenarios, variants as _variants
 from .scenarios.base import Scenario
 from .locking import lock_stat, lockdep
 from .sched import DEFAULT_STRATEGY, derive_seed, explore, free_mode, replay as sched_replay
+from .debug import fault_inject
 from .sched.trace import decode_schedule
 from .debug.report import is_pymm_only
 
@@ -153,6 +154,12 @@ def all_scenarios():
     return scenarios.names() + scenarios.plugin_names() + ["mix"]
 
 
+def default_scenarios():
+    """What ``pymm stress`` runs without ``--scenario``: every scenario but
+    those ``scenarios.NOT_DEFAULT`` lists (see there why)."""
+    return [n for n in all_scenarios() if n not in scenarios.NOT_DEFAULT]
+
+
 def _kernels(st):
     return getattr(st, "kernels", None) or [st.kernel]
 
@@ -166,6 +173,25 @@ def _findings(st):
 
 # -- controlled mode -----------------------------------------------------------------
 
+def _arm_faults(st, fail):
+    """Fault injection for the roles only: armed after setup, disarmed before
+    teardown (so a failed setup is never the finding, and teardown's checks
+    prove that every injected failure was unwound without a leak)."""
+    if not fail:
+        return
+    for k in _kernels(st):
+        for site, kw in fail.items():
+            k.fail(site, **kw)
+
+
+def _disarm_faults(st, fail):
+    if not fail:
+        return
+    for k in _kernels(st):
+        for site in fail:
+            k.fail(site, probability=0)
+
+
 def program_seed(seed, schedule):
     """The workload seed of schedule ``schedule`` of a controlled run seeded
     ``seed`` (the scenario's setup and its roles' random streams).  Like the
@@ -174,11 +200,14 @@ def program_seed(seed, schedule):
     return derive_seed("program", seed, schedule)
 
 
-def _controlled_program(scn, variant, seed, threads_per_role, counter, per_schedule=False):
+def _controlled_program(scn, variant, seed, threads_per_role, counter, per_schedule=False,
+                        fail=None):
     """(setup, threads, check) of a controlled run.  With ``per_schedule``
     each schedule builds its own workload: ``explore`` calls setup once per
     schedule, in order, and the n-th call uses ``program_seed(seed, n)``;
-    otherwise (a replay) every schedule uses ``seed`` itself."""
+    otherwise (a replay) every schedule uses ``seed`` itself.  ``fail``:
+    fault injection for the roles (armed after setup, so its random stream
+    too comes from the schedule's workload seed and a token replays it)."""
     roles = [(name, fn) for name, fn in scn.roles for _ in range(threads_per_role)]
     cur = [seed]            # the workload seed of the schedule being run
     nxt = [0]
@@ -187,7 +216,9 @@ def _controlled_program(scn, variant, seed, threads_per_role, counter, per_sched
         if per_schedule:
             cur[0] = program_seed(seed, nxt[0])
             nxt[0] += 1
-        return scn.setup(variant, cur[0])
+        st = scn.setup(variant, cur[0])
+        _arm_faults(st, fail)
+        return st
 
     def make(i, fn):
         def body(st):
@@ -202,6 +233,7 @@ def _controlled_program(scn, variant, seed, threads_per_role, counter, per_sched
         return body
 
     def check(st):
+        _disarm_faults(st, fail)
         scn.teardown(st)
         for k in _kernels(st):
             k.check()
@@ -210,15 +242,19 @@ def _controlled_program(scn, variant, seed, threads_per_role, counter, per_sched
     return setup, [make(i, fn) for i, (_, fn) in enumerate(roles)], check
 
 
-def replay_token(scenario, variant, seed, threads_per_role, sched_token):
+def replay_token(scenario, variant, seed, threads_per_role, sched_token, fail=None):
+    """``pymm:v1:SCENARIO:VARIANT:seed=S:threads=T[:fail=SPEC]:SCHEDULE``."""
     # a file or module reference has ':' (and maybe spaces): percent-encode it
     ref = quote(scenario, safe="/._-~+@,")
-    return f"{REPLAY_PREFIX}:{ref}:{variant}:seed={seed}:threads={threads_per_role}:{sched_token}"
+    extra = f"fail={fault_inject.format_spec(fail)}:" if fail else ""
+    return (f"{REPLAY_PREFIX}:{ref}:{variant}:seed={seed}:threads={threads_per_role}:"
+            f"{extra}{sched_token}")
 
 
-def parse_replay_token(token):
-    """-> (scenario, variant, seed, threads_per_role, schedule list); ``seed``
-    is the workload seed of the schedule (``program_seed``)."""
+def parse_replay_token(token, with_fail=False):
+    """-> (scenario, variant, seed, threads_per_role, schedule list), plus the
+    fault-injection config ({} if none) when ``with_fail``; ``seed`` is the
+    workload seed of the schedule (``program_seed``)."""
     if not isinstance(token, str) or not token.startswith(REPLAY_PREFIX + ":"):
         raise ValueError(f"not a pymm replay token (expected {REPLAY_PREFIX}:...): {token!r}")
     parts = token.split(":", 6)
@@ -226,11 +262,22 @@ def parse_replay_token(token):
         raise ValueError(f"malformed pymm replay token: {token!r}")
     _, _, scenario, variant, seed, threads, sched = parts
     scenario = unquote(scenario)
+    fail = {}
+    if sched.startswith("fail="):
+        spec, sep, sched = sched.partition(":")
+        try:
+            fail = fault_inject.parse_token_spec(spec.removeprefix("fail="))
+        except ValueError:
+            raise ValueError(f"malformed fault-injection part in replay token: {token!r}") from None
+        if not sep:
+            raise ValueError(f"malformed pymm replay token: {token!r}")
     try:
         seed = int(seed.removeprefix("seed="))
         threads = int(threads.removeprefix("threads="))
     except ValueError:
         raise ValueError(f"malformed seed/threads in replay token: {token!r}") from None
+    if with_fail:
+        return scenario, variant, seed, threads, decode_schedule(sched), fail
     return scenario, variant, seed, threads, decode_schedule(sched)
 
 
@@ -267,7 +314,9 @@ def _finding_kind(f):
 
 
 def run_controlled(name, variant, seed=0, schedules=DEFAULT_SCHEDULES, threads_per_role=1,
-                   strategy=DEFAULT_STRATEGY):
+                   strategy=DEFAULT_STRATEGY, fail=None):
+    """``fail``: fault injection for the roles, {site: knobs} (see
+    pymm.debug.fault_inject); it is recorded in the replay token."""
     cls = get_scenario(name)
     name = scenario_ref(name)
     scn = cls()
@@ -276,7 +325,7 @@ def run_controlled(name, variant, seed=0, schedules=DEFAULT_SCHEDULES, threads_p
     r.strategy = strategy
     counter = [0]
     setup, threads, check = _controlled_program(scn, variant, seed, threads_per_role, counter,
-                                                per_schedule=True)
+                                                per_schedule=True, fail=fail)
     lockdep.reset()
     t0 = time.perf_counter()
     res = explore(setup, threads, check, strategy=strategy, seed=seed, max_schedules=schedules)
@@ -288,7 +337,7 @@ def run_controlled(name, variant, seed=0, schedules=DEFAULT_SCHEDULES, threads_p
         # the token names the failing schedule's own workload seed; its
         # sched part says how it was found (explore seed, schedule number)
         tok = replay_token(name, variant, program_seed(seed, res.failure.schedule_index),
-                           threads_per_role, res.failure.token)
+                           threads_per_role, res.failure.token, fail)
         r.findings.append(_failure_finding(res.failure, tok))
     return r
 
@@ -302,12 +351,12 @@ def replay(token):
 
 def token_program(token):
     """(setup, threads, check, schedule) of a replay token's run."""
-    name, variant, seed, tpr, schedule = parse_replay_token(token)
+    name, variant, seed, tpr, schedule, fail = parse_replay_token(token, with_fail=True)
     cls = get_scenario(name)
     if variant not in cls.variants():
         raise ValueError(f"unknown variant {variant!r} for scenario {name!r}")
     scn = cls()
-    setup, threads, check = _controlled_program(scn, variant, seed, tpr, [0])
+    setup, threads, check = _controlled_program(scn, variant, seed, tpr, [0], fail=fail)
     return setup, threads, check, schedule
 
 
@@ -347,7 +396,7 @@ def run_replay(token):
 
 def run_free(name, variant, seed=0, seconds=DEFAULT_SECONDS, threads_per_role=1,
              probability=0.05, max_sleep=1e-4, stop_when_caught=True, lockstat=False,
-             round_seconds=ROUND_SECONDS):
+             round_seconds=ROUND_SECONDS, fail=None):
     """Real threads for ``seconds``, in rounds of ``round_seconds``: each round
     sets the scenario up afresh, runs its roles concurrently, then tears down
     and runs the invariant checks -- so bugs that only show at teardown (rss
@@ -375,7 +424,8 @@ def run_free(name, variant, seed=0, seconds=DEFAULT_SECONDS, threads_per_role=1,
             while True:
                 now = time.perf_counter()
                 stuck = _free_round(scn, r, variant, seed, rnd, threads_per_role,
-                                    min(deadline, now + round_seconds), stop_when_caught, hung_task)
+                                    min(deadline, now + round_seconds), stop_when_caught, hung_task,
+                                    fail)
                 rnd += 1
                 if stuck or (stop_when_caught and r.expected == "caught" and r.caught) or \
                         time.perf_counter() >= deadline:
@@ -390,10 +440,12 @@ def run_free(name, variant, seed=0, seconds=DEFAULT_SECONDS, threads_per_role=1,
     return r
 
 
-def _free_round(scn, r, variant, seed, rnd, threads_per_role, deadline, stop_when_caught, hung_task):
+def _free_round(scn, r, variant, seed, rnd, threads_per_role, deadline, stop_when_caught, hung_task,
+                fail=None):
     """One round of a free run; returns the threads left stuck (if any)."""
     pseed = derive_seed("free", seed, rnd)     # no overlap between seeds' rounds
     st = scn.setup(variant, pseed)
+    _arm_faults(st, fail)
     roles = [(n, fn) for n, fn in scn.roles for _ in range(threads_per_role)]
     stop = threading.Event()
     ops = [0] * len(roles)
@@ -432,6 +484,7 @@ def _free_round(scn, r, variant, seed, rnd, threads_per_role, deadline, stop_whe
                       "text": tb, "replay": ""})
     if not stuck:
         try:
+            _disarm_faults(st, fail)
             scn.teardown(st)
             for k in _kernels(st):
                 k.check()

@@ -1,0 +1,733 @@
+"""``fuzz``: random system-call programs against a model of user-visible
+memory (syzkaller's idea, pymm's detectors).
+
+Several roles (threads) each own a *family* of processes (one to start
+with; fork adds children, exit removes them) and run random programs on it:
+mmap / munmap / mprotect / madvise / mlock / mremap / fork / exit / mbind /
+move_pages / truncate / fallocate / reclaim and loads and stores, over
+private and shared anonymous memory, a tmpfs file, anonymous hugetlb and a
+hugetlbfs file, on a 2-node machine, with valid and invalid arguments.
+Families share the files, the page pools, swap, reclaim and migration, so
+their programs race in the kernel while each process's memory has one user.
+
+The reference model (``Model``): for every page a process mapped it knows the
+mapping's kind and protection, and for private anonymous memory (4 KiB and
+hugetlb) the exact contents:
+
+- what a process stored it loads back (through reclaim, swap, migration,
+  fork and COW);
+- COW isolation: a child starts with a copy of its parent's model and the two
+  then diverge (a store in one is never seen by the other);
+- MADV_DONTNEED zero-fills private anonymous memory; MADV_FREE leaves either
+  the old contents or zeros (lazy free) until the next store; MADV_WIPEONFORK
+  ranges are zero in the child;
+- nothing survives munmap: a load there is SIGSEGV, as is a load of PROT_NONE
+  or a store to a read-only page;
+- invalid arguments fail with the man page's errno, valid ones succeed or fail
+  only the way Linux may (ENOMEM, EAGAIN, SIGBUS of hugetlb or beyond EOF).
+
+A disagreement raises ``ModelError`` (an AssertionError: a finding of kind
+"assertion" in both modes).  At quiescence (teardown: every process exits, the
+files are truncated) /proc/meminfo must be back to what it was after setup,
+and ``k.check()`` runs every invariant check.
+
+Fault injection (pymm.debug.fault_inject) is on in every site with a small
+probability while the roles run (``FAIL``), so error paths run too.  In a
+controlled run the program and the injected failures come from the schedule's
+seed: the token replays both.
+
+Programs are drawn through a ``Chooser``: ``RngChooser`` (the stress runner's
+per-role random stream) or a Hypothesis ``data`` object (tests/test_fuzz.py
+runs the same ops as a Hypothesis stateful test, which shrinks a failing
+program to a minimal one).
+"""
+import errno
+import os
+from types import SimpleNamespace
+
+from .. import constants as C
+from ..debug.fault_inject import SITES
+from ..errors import BusError, SegmentationFault
+from ..kernel import Kernel
+from . import register
+from .base import Scenario
+
+P = C.PAGE_SIZE
+HP = C.HPAGE_SIZE
+RW = C.PROT_READ | C.PROT_WRITE
+SHM_PAGES = 16
+HUGE_FILE_PAGES = 2
+MAX_FAMILY = 3
+MAX_MAPS = 8            # mappings per process the program keeps track of
+
+# probability (percent) of an injected failure per allocation while roles run
+FAIL = {site: {"probability": 2.0} for site in SITES}
+
+# Known-open bugs (issue 16, items the fixes work owns): the program generator
+# steers around each one listed in AVOID so that a campaign finds new bugs
+# instead of the same ones.  Delete an entry when its fix lands.
+# PYMM_FUZZ_AVOID=none (or a comma-separated subset) overrides it.
+KNOWN_OPEN = {
+    "anon-migration": "item 3: AnonPages goes wrong after migrating an anonymous page (move_pages, "
+                      "mbind MPOL_MF_MOVE): only shared pages are migrated",
+    "swap-cow": "item 2: COW isolation broken through swap: no reclaim, no MADV_PAGEOUT",
+    "hugetlb-mlock": "item 10b: mlock sets VM_LOCKED on hugetlb VMAs: hugetlb ranges are never "
+                     "mlocked, no mlockall or MAP_LOCKED while a process maps hugetlb memory",
+    "fallocate-beyond-eof": "item 9b: ftruncate to the current size leaves pages fallocated "
+                            "beyond EOF: no FALLOC_FL_KEEP_SIZE allocation",
+}
+
+
+def _avoid_from_env():
+    v = os.environ.get("PYMM_FUZZ_AVOID")
+    if v is None:
+        return frozenset(KNOWN_OPEN)
+    if v.strip().lower() in ("", "none"):
+        return frozenset()
+    out = frozenset(x.strip() for x in v.split(",") if x.strip())
+    bad = out - set(KNOWN_OPEN)
+    if bad:
+        raise ValueError(f"PYMM_FUZZ_AVOID: unknown entries {sorted(bad)}; known: {', '.join(KNOWN_OPEN)}")
+    return out
+
+
+AVOID = _avoid_from_env()
+
+# kinds of mapping
+ANON, SHANON, SHM, SHM_PRIV, HUGE, HUGE_SH = "anon", "shared-anon", "shm", "shm-private", \
+    "huge", "huge-shared"
+PRIVATE_ANON = (ANON, HUGE)      # contents modelled exactly
+
+
+class ModelError(AssertionError):
+    """The emulated mm and the reference model disagree."""
+
+
+class RngChooser:
+    """Draws from a ``random.Random``."""
+
+    def __init__(self, rng):
+        self.rng = rng
+
+    def int(self, lo, hi):
+        return self.rng.randint(lo, hi)
+
+    def choice(self, seq):
+        return seq[self.rng.randrange(len(seq))]
+
+
+class Proc:
+    """A process and its model: ``pages`` maps each page address this
+    process has mapped to [kind, prot, flags]; ``data`` the bytes of private
+    anonymous pages that are not all zero; ``freed`` pages after MADV_FREE
+    (old contents, or zeros)."""
+
+    def __init__(self, p):
+        self.p = p
+        self.pages = {}
+        self.data = {}
+        self.freed = {}
+        self.maps = []           # [start, length, kind] as mapped (may be partly unmapped since)
+
+    def fork_model(self, child):
+        c = Proc(child)
+        for a, info in self.pages.items():
+            if "dontfork" in info[2]:
+                continue
+            c.pages[a] = [info[0], info[1], set(info[2]) - {"locked"}, info[3]]
+            if "wipeonfork" in info[2]:
+                continue
+            if a in self.data:
+                c.data[a] = bytearray(self.data[a])
+            if a in self.freed:
+                c.freed[a] = self.freed[a]
+        c.maps = [list(m) for m in self.maps]
+        return c
+
+    def drop(self, start, end):
+        for a in range(start, end, P):
+            self.pages.pop(a, None)
+            self.data.pop(a, None)
+            self.freed.pop(a, None)
+
+
+def _expect(cond, what):
+    if not cond:
+        raise ModelError(what)
+
+
+def _errno_in(e, allowed, what):
+    if not isinstance(e, OSError) or isinstance(e, (SegmentationFault, BusError)) or \
+            e.errno not in allowed:
+        raise ModelError(f"{what}: unexpected {type(e).__name__}: {e} (allowed: "
+                         f"{', '.join(errno.errorcode[x] for x in allowed)})") from e
+
+
+MAY_FAIL = (errno.ENOMEM, errno.EAGAIN)
+
+
+class Family:
+    """One role's processes and the ops it runs on them."""
+
+    def __init__(self, st, name):
+        self.st = st
+        self.k = st.kernel
+        self.name = name
+        self.procs = [Proc(self.k.spawn(name))]
+
+    # -- helpers ------------------------------------------------------------------------
+    def pick_map(self, ch, proc):
+        """One of the process's mappings still (partly) mapped: [start, length, kind, id]."""
+        live = [m for m in proc.maps if any(proc.pages.get(a, (0, 0, 0, None))[3] == m[3]
+                                            for a in range(m[0], m[0] + m[1], P))]
+        proc.maps = live
+        return ch.choice(live) if live else None
+
+    def sub_range(self, ch, proc, m):
+        """A page range inside mapping ``m`` (the whole mapping for hugetlb),
+        starting at a page still mapped by it.  It may cover holes or other
+        4 KiB mappings placed there since, never part of a hugetlb mapping."""
+        start, length, kind, mid = m
+        if kind in (HUGE, HUGE_SH):
+            return start, length
+        mine = [x for x in range(length // P) if proc.pages.get(start + x * P, (0, 0, 0, None))[3] == mid]
+        i = ch.choice(mine)
+        j = ch.int(i + 1, length // P)
+        for x in range(i + 1, j):
+            info = proc.pages.get(start + x * P)
+            if info is not None and info[0] in (HUGE, HUGE_SH):
+                j = x
+                break
+        return start + i * P, (j - i) * P
+
+    # -- the ops ------------------------------------------------------------------------
+    def step(self, ch):
+        proc = ch.choice(self.procs)
+        op = ch.choice(OPS)
+        op(self, ch, proc)
+
+
+def op_mmap(fam, ch, proc):
+    if len(proc.maps) >= MAX_MAPS:
+        return op_munmap(fam, ch, proc)
+    p, st = proc.p, fam.st
+    kind = ch.choice((ANON, ANON, ANON, SHANON, SHM, SHM_PRIV, HUGE, HUGE_SH))
+    bad = ch.int(0, 9) == 0
+    prot = ch.choice((RW, RW, RW, C.PROT_READ))
+    extra = ch.choice((0, 0, 0, C.MAP_POPULATE, C.MAP_LOCKED))
+    if bad:
+        which = ch.int(0, 2)
+        try:
+            if which == 0:
+                p.mmap(0, 0, RW, C.MAP_PRIVATE | C.MAP_ANONYMOUS)
+            elif which == 1:
+                p.mmap(0, P, RW, C.MAP_ANONYMOUS)
+            else:
+                p.mmap(0x1234_5001, P, RW, C.MAP_PRIVATE | C.MAP_ANONYMOUS | C.MAP_FIXED)
+        except OSError as e:
+            _errno_in(e, (errno.EINVAL,), "mmap with bad arguments")
+            return
+        raise ModelError("mmap with bad arguments succeeded")
+    if kind in (HUGE, HUGE_SH):
+        length = HP
+    else:
+        length = ch.int(1, 4) * P
+    if kind == ANON:
+        flags, fd, off = C.MAP_PRIVATE | C.MAP_ANONYMOUS, None, 0
+    elif kind == SHANON:
+        flags, fd, off = C.MAP_SHARED | C.MAP_ANONYMOUS, None, 0
+    elif kind in (SHM, SHM_PRIV):
+        flags = C.MAP_SHARED if kind == SHM else C.MAP_PRIVATE
+        fd, off = st.shm, ch.int(0, SHM_PAGES - length // P) * P
+    elif kind == HUGE:
+        flags, fd, off = C.MAP_PRIVATE | C.MAP_ANONYMOUS | C.MAP_HUGETLB, None, 0
+    else:
+        flags, fd, off = C.MAP_SHARED, st.huge, ch.int(0, HUGE_FILE_PAGES - 1) * HP
+    try:
+        addr = p.mmap(0, length, prot, flags | extra, fd=fd, offset=off)
+    except OSError as e:
+        _errno_in(e, MAY_FAIL, f"mmap {kind}")
+        return
+    _expect(addr % (HP if kind in (HUGE, HUGE_SH) else P) == 0, f"mmap returned {addr:#x}")
+    flags = {"locked"} if extra == C.MAP_LOCKED and kind not in (HUGE, HUGE_SH) else set()
+    for a in range(addr, addr + length, P):
+        _expect(a not in proc.pages, f"mmap {kind} returned {addr:#x}, overlapping a live mapping")
+        proc.pages[a] = [kind, prot, set(flags), fam.st.next_id]
+    proc.maps.append([addr, length, kind, fam.st.next_id])
+    fam.st.next_id += 1
+
+
+def op_munmap(fam, ch, proc):
+    m = fam.pick_map(ch, proc)
+    if m is None or ch.int(0, 9) == 0:
+        try:
+            proc.p.munmap(0x10_0001, P)
+        except OSError as e:
+            _errno_in(e, (errno.EINVAL,), "munmap of an unaligned address")
+            return
+        raise ModelError("munmap of an unaligned address succeeded")
+    start, length = fam.sub_range(ch, proc, m)
+    try:
+        proc.p.munmap(start, length)
+    except OSError as e:
+        _errno_in(e, MAY_FAIL, "munmap")        # a split may need a VMA (ENOMEM)
+        return
+    proc.drop(start, start + length)
+    _check_access(fam, proc, start, False)       # nothing survives munmap
+
+
+def op_mprotect(fam, ch, proc):
+    m = fam.pick_map(ch, proc)
+    if m is None or ch.int(0, 9) == 0:
+        which = ch.int(0, 1)
+        try:
+            if which or m is None:
+                proc.p.mprotect(0x10_0001, P, C.PROT_READ)
+            else:
+                proc.p.mprotect(m[0], P, 0x100)
+        except OSError as e:
+            _errno_in(e, (errno.EINVAL,), "mprotect with bad arguments")
+            return
+        raise ModelError("mprotect with bad arguments succeeded")
+    start, length = fam.sub_range(ch, proc, m)
+    prot = ch.choice((C.PROT_NONE, C.PROT_READ, RW))
+    try:
+        proc.p.mprotect(start, length, prot)
+    except OSError as e:
+        # ENOMEM: part of the range is unmapped (munmap'd earlier) or a split failed
+        _errno_in(e, MAY_FAIL, "mprotect")
+        if all(a in proc.pages for a in range(start, start + length, P)) and e.errno == errno.ENOMEM:
+            return          # a failed split (pymm: not injected) or a page-table allocation
+        return
+    for a in range(start, start + length, P):
+        _expect(a in proc.pages, f"mprotect({start:#x}, {length:#x}) succeeded over an unmapped page")
+        proc.pages[a][1] = prot
+
+
+def op_madvise(fam, ch, proc):
+    m = fam.pick_map(ch, proc)
+    if m is None or ch.int(0, 12) == 0:
+        try:
+            proc.p.madvise(m[0] if m else 0x10_0000, P, 12345)
+        except OSError as e:
+            _errno_in(e, (errno.EINVAL,), "madvise with an unknown advice")
+            return
+        raise ModelError("madvise with an unknown advice succeeded")
+    start, length = fam.sub_range(ch, proc, m)
+    kind = m[2]
+    advs = [C.MADV_DONTNEED, C.MADV_WILLNEED, C.MADV_DONTFORK, C.MADV_DOFORK, C.MADV_POPULATE_WRITE]
+    for name in ("MADV_FREE", "MADV_COLD", "MADV_PAGEOUT", "MADV_WIPEONFORK", "MADV_KEEPONFORK"):
+        if name == "MADV_PAGEOUT" and "swap-cow" in AVOID:
+            continue
+        if hasattr(C, name) and kind not in (HUGE, HUGE_SH):
+            advs.append(getattr(C, name))
+    adv = ch.choice(advs)
+    pages = [a for a in range(start, start + length, P)]
+    locked = any("locked" in proc.pages[a][2] for a in pages if a in proc.pages)
+    try:
+        proc.p.madvise(start, length, adv)
+    except SegmentationFault as e:
+        raise ModelError(f"madvise raised {e!r}") from e
+    except OSError as e:
+        allowed = MAY_FAIL + (errno.EINVAL, errno.EFAULT, errno.EPERM, errno.EIO, errno.EBUSY) \
+            if adv in (C.MADV_POPULATE_WRITE, getattr(C, "MADV_FREE", -1),
+                       getattr(C, "MADV_WIPEONFORK", -1)) or locked else MAY_FAIL
+        if adv in (C.MADV_DONTNEED, getattr(C, "MADV_FREE", -1)) and locked:
+            allowed = (errno.EINVAL,)
+        _errno_in(e, allowed + ((errno.ENOMEM,) if any(a not in proc.pages for a in pages) else ()),
+                  f"madvise({adv})")
+        if adv in (C.MADV_DONTNEED, getattr(C, "MADV_FREE", -1)):
+            # madvise applies VMA by VMA and stops at the first error: the
+            # pages before it may have been dropped (old contents or zeros)
+            for a in pages:
+                if a in proc.pages and "locked" in proc.pages[a][2]:
+                    break
+                if a in proc.data and proc.pages.get(a, [None])[0] in PRIVATE_ANON:
+                    proc.freed[a] = bytes(proc.data.pop(a))
+        return
+    for a in pages:
+        info = proc.pages.get(a)
+        _expect(info is not None, f"madvise({adv}) succeeded over an unmapped page {a:#x}")
+        if adv == C.MADV_DONTNEED and info[0] in PRIVATE_ANON:
+            proc.data.pop(a, None)
+            proc.freed.pop(a, None)
+        elif adv == getattr(C, "MADV_FREE", None) and info[0] == ANON:
+            if a in proc.data:
+                proc.freed[a] = bytes(proc.data.pop(a))
+        elif adv == C.MADV_DONTFORK:
+            info[2].add("dontfork")
+        elif adv == C.MADV_DOFORK:
+            info[2].discard("dontfork")
+        elif adv == getattr(C, "MADV_WIPEONFORK", None):
+            info[2].add("wipeonfork")
+        elif adv == getattr(C, "MADV_KEEPONFORK", None):
+            info[2].discard("wipeonfork")
+
+
+def op_mlock(fam, ch, proc):
+    p = proc.p
+    which = ch.int(0, 5)
+    m = fam.pick_map(ch, proc)
+    has_huge = any(info[0] in (HUGE, HUGE_SH) for info in proc.pages.values())
+    if "hugetlb-mlock" in AVOID and (which == 5 and has_huge or
+                                     which < 4 and m is not None and m[2] in (HUGE, HUGE_SH)):
+        return op_access(fam, ch, proc)
+    try:
+        if which == 5:
+            if ch.int(0, 1):
+                p.mlockall(ch.choice((C.MCL_CURRENT, C.MCL_CURRENT | C.MCL_ONFAULT)))
+                for info in proc.pages.values():
+                    if info[0] not in (HUGE, HUGE_SH):      # mlock skips hugetlb VMAs
+                        info[2].add("locked")
+            else:
+                p.munlockall()
+                for info in proc.pages.values():
+                    info[2].discard("locked")
+            return
+        if m is None or which == 4:
+            try:
+                p.mlock2(m[0] if m else 0x10_0000, P, 0xFF)
+            except OSError as e:
+                _errno_in(e, (errno.EINVAL,), "mlock2 with bad flags")
+                return
+            raise ModelError("mlock2 with bad flags succeeded")
+        start, length = fam.sub_range(ch, proc, m)
+        if which < 2:
+            (p.mlock(start, length) if which == 0 else p.mlock2(start, length, C.MLOCK_ONFAULT))
+            for a in range(start, start + length, P):
+                _expect(a in proc.pages, f"mlock succeeded over an unmapped page {a:#x}")
+                if proc.pages[a][0] not in (HUGE, HUGE_SH):
+                    proc.pages[a][2].add("locked")
+        else:
+            p.munlock(start, length)
+            for a in range(start, start + length, P):
+                if a in proc.pages:
+                    proc.pages[a][2].discard("locked")
+    except SegmentationFault as e:
+        raise ModelError(f"mlock family raised {e!r}") from e
+    except OSError as e:
+        _errno_in(e, MAY_FAIL + (errno.EINVAL,), "mlock family")   # EINVAL: hugetlb split refused
+
+
+def op_access(fam, ch, proc):
+    """A store or a load of a random page this process maps (or mapped)."""
+    if not proc.pages:
+        return op_mmap(fam, ch, proc)
+    m = fam.pick_map(ch, proc)
+    if m is None:
+        return op_mmap(fam, ch, proc)
+    start, length, kind, mid = m
+    a = start + ch.int(0, length // P - 1) * P if kind not in (HUGE, HUGE_SH) else \
+        start + ch.choice((0, 1, 511)) * P
+    if ch.int(0, 1):
+        _store(fam, ch, proc, a)
+    else:
+        _check_access(fam, proc, a, True, ch.int(0, P - 16))
+
+
+def _store(fam, ch, proc, a):
+    info = proc.pages.get(a)
+    off = ch.int(0, P - 8)
+    data = bytes([ch.int(1, 255)]) * 8
+    try:
+        proc.p.store(a + off, data)
+    except SegmentationFault as e:
+        _expect(info is None or not info[1] & C.PROT_WRITE, f"store at {a + off:#x} ({info}): {e}")
+        return
+    except BusError as e:
+        _expect(info is not None and info[0] != ANON and info[0] != SHANON,
+                f"store at {a + off:#x} ({info}): {e}")
+        return
+    except OSError as e:
+        _errno_in(e, (errno.ENOMEM,), f"store at {a + off:#x}")
+        return
+    _expect(info is not None and info[1] & C.PROT_WRITE,
+            f"store at {a + off:#x} succeeded but the model says {info}")
+    if info[0] in PRIVATE_ANON:
+        buf = proc.data.get(a)
+        if buf is None:
+            old = proc.freed.pop(a, None)
+            buf = proc.data[a] = bytearray(P)
+            if old is not None:
+                # after MADV_FREE a store cancels the free of that page: the
+                # rest of the page is the old contents or zeros (see _check_access)
+                proc.freed[a] = old
+        buf[off:off + 8] = data
+
+
+def _check_access(fam, proc, a, expect_mapped, off=0):
+    info = proc.pages.get(a)
+    n = 16
+    try:
+        got = proc.p.load(a + off, n)
+    except SegmentationFault as e:
+        _expect(info is None or info[1] in (C.PROT_NONE, C.PROT_WRITE),
+                f"load at {a + off:#x} ({info}): {e}")
+        return
+    except BusError as e:
+        _expect(info is not None and info[0] not in (ANON, SHANON),
+                f"load at {a + off:#x} ({info}): {e}")
+        return
+    except OSError as e:
+        _errno_in(e, (errno.ENOMEM,), f"load at {a + off:#x}")
+        return
+    _expect(info is not None, f"load at {a + off:#x} succeeded after munmap (got {got.hex()})")
+    _expect(info[1] != C.PROT_NONE, f"load at {a + off:#x} of a PROT_NONE page succeeded")
+    if info[0] in PRIVATE_ANON:
+        buf = proc.data.get(a)
+        want = bytes(buf[off:off + n]) if buf is not None else bytes(n)
+        if got == want:
+            return
+        old = proc.freed.get(a)
+        if old is not None:      # MADV_FREE'd: the old contents or zeros, then our stores
+            for base in (old, bytes(P)):
+                cand = bytearray(base)
+                if buf is not None:
+                    for i in range(P):
+                        if buf[i]:
+                            cand[i] = buf[i]
+                if bytes(cand[off:off + n]) == got:
+                    return
+        raise ModelError(f"process {proc.p.comm}[{proc.p.pid}] read {got.hex()} at {a + off:#x} "
+                         f"({info[0]}), wrote {want.hex()}: its memory changed behind its back")
+
+
+def op_fork(fam, ch, proc):
+    if len(fam.procs) >= MAX_FAMILY:
+        return op_exit(fam, ch, proc)
+    try:
+        child = proc.p.fork()
+    except OSError as e:
+        _errno_in(e, MAY_FAIL, "fork")
+        return
+    fam.procs.append(proc.fork_model(child))
+
+
+def op_exit(fam, ch, proc):
+    if len(fam.procs) == 1:
+        return op_fork(fam, ch, proc)
+    proc.p.exit()
+    fam.procs.remove(proc)
+
+
+def _only_shared(proc, start, length):
+    return all(proc.pages.get(a, (SHM,))[0] in (SHANON, SHM, HUGE_SH)
+               for a in range(start, start + length, P))
+
+
+def op_mbind(fam, ch, proc):
+    m = fam.pick_map(ch, proc)
+    if m is None or ch.int(0, 9) == 0:
+        try:
+            proc.p.mbind(m[0] if m else 0x10_0000, P, 99, [0])
+        except OSError as e:
+            _errno_in(e, (errno.EINVAL,), "mbind with an invalid mode")
+            return
+        raise ModelError("mbind with an invalid mode succeeded")
+    start, length = fam.sub_range(ch, proc, m)
+    mode = ch.choice((C.MPOL_BIND, C.MPOL_PREFERRED, C.MPOL_INTERLEAVE, C.MPOL_DEFAULT))
+    nodes = None if mode == C.MPOL_DEFAULT else ch.choice(([0], [1], [0, 1]))
+    flags = ch.choice((0, C.MPOL_MF_MOVE, C.MPOL_MF_MOVE_ALL))
+    if "anon-migration" in AVOID and not _only_shared(proc, start, length):
+        flags = 0
+    try:
+        proc.p.mbind(start, length, mode, nodes, flags)
+    except SegmentationFault as e:
+        raise ModelError(f"mbind raised {e!r}") from e
+    except OSError as e:
+        _errno_in(e, MAY_FAIL + (errno.EFAULT, errno.EIO, errno.EINVAL), "mbind")
+
+
+def op_move_pages(fam, ch, proc):
+    m = fam.pick_map(ch, proc)
+    if m is None:
+        return op_access(fam, ch, proc)
+    start, length = fam.sub_range(ch, proc, m)
+    if "anon-migration" in AVOID and not _only_shared(proc, start, length):
+        return op_access(fam, ch, proc)
+    addrs = list(range(start, start + length, HP if m[2] in (HUGE, HUGE_SH) else P))[:8]
+    node = ch.int(0, 1)
+    try:
+        status = proc.p.move_pages(addrs, [node] * len(addrs), C.MPOL_MF_MOVE_ALL)
+    except SegmentationFault as e:
+        raise ModelError(f"move_pages raised {e!r}") from e
+    except OSError as e:
+        _errno_in(e, MAY_FAIL, "move_pages")
+        return
+    for a, s in zip(addrs, status):
+        ok = (node, -errno.ENOENT, -errno.EFAULT, -errno.ENOMEM, -errno.EBUSY, -errno.EACCES)
+        _expect(s in ok, f"move_pages({a:#x}) status {s}")
+        if a not in proc.pages:
+            _expect(s == -errno.EFAULT, f"move_pages of unmapped {a:#x}: status {s}")
+
+
+def op_file(fam, ch, proc):
+    """ftruncate or fallocate of the shared files (other families see it)."""
+    st = fam.st
+    if ch.int(0, 3) == 0:
+        f, unit, n = st.huge, HP, HUGE_FILE_PAGES
+    else:
+        f, unit, n = st.shm, P, SHM_PAGES
+    which = ch.int(0, 3)
+    try:
+        if which == 0:
+            f.ftruncate(ch.int(0, n) * unit)
+        elif which == 1:
+            f.ftruncate(n * unit)
+        else:
+            mode = ch.choice((0, C.FALLOC_FL_KEEP_SIZE, C.FALLOC_FL_KEEP_SIZE | C.FALLOC_FL_PUNCH_HOLE))
+            if mode == C.FALLOC_FL_KEEP_SIZE and "fallocate-beyond-eof" in AVOID:
+                mode = 0
+            i = ch.int(0, n - 1)
+            f.fallocate(mode, i * unit, ch.int(1, n - i) * unit)
+    except OSError as e:
+        _errno_in(e, MAY_FAIL + (errno.ENOSPC,), "ftruncate/fallocate")
+
+
+def op_reclaim(fam, ch, proc):
+    if "swap-cow" in AVOID:
+        return op_access(fam, ch, proc)
+    fam.k.reclaim(ch.int(1, 32))
+
+
+def op_mremap(fam, ch, proc):
+    mremap = getattr(proc.p, "mremap", None)
+    m = fam.pick_map(ch, proc)
+    if mremap is None or m is None or m[2] in (HUGE, HUGE_SH):
+        return op_access(fam, ch, proc)
+    start, length, kind, mid = m
+    if not all(proc.pages.get(a, (0, 0, 0, None))[3] == mid for a in range(start, start + length, P)):
+        return
+    new_len = ch.int(1, 4) * P
+    try:
+        new = mremap(start, length, new_len, 1)       # MREMAP_MAYMOVE
+    except SegmentationFault as e:
+        raise ModelError(f"mremap raised {e!r}") from e
+    except OSError as e:
+        _errno_in(e, MAY_FAIL + (errno.EFAULT, errno.EINVAL), "mremap")
+        return
+    moved = {}
+    for i in range(min(length, new_len) // P):
+        a = start + i * P
+        moved[new + i * P] = (proc.pages[a], proc.data.get(a), proc.freed.get(a))
+    proc.drop(start, start + length)
+    for a, (info, d, fr) in moved.items():
+        proc.pages[a] = info
+        if d is not None:
+            proc.data[a] = d
+        if fr is not None:
+            proc.freed[a] = fr
+    prot = next(iter(moved.values()))[0][1] if moved else RW
+    for a in range(new + min(length, new_len), new + new_len, P):
+        proc.pages[a] = [kind, prot, set(), mid]
+    m[0], m[1] = new, new_len
+
+
+OPS = (op_access, op_access, op_access, op_access, op_mmap, op_mmap, op_munmap, op_mprotect,
+       op_madvise, op_madvise, op_mlock, op_fork, op_exit, op_mbind, op_move_pages, op_file,
+       op_reclaim, op_mremap)
+
+
+def new_state(seed, fail=True):
+    """The machine and the files: 2 nodes, small pools (so reclaim, swap and
+    real allocation failures happen), a tmpfs and a hugetlbfs file."""
+    k = Kernel(nodes=2, pages_per_node=192, hugepages_per_node=2, seed=seed)
+    st = SimpleNamespace(kernel=k, families=[], next_id=1)
+    st.shm = k.create_file("fuzz-shm", SHM_PAGES * P)
+    st.huge = k.create_file("fuzz-huge", HUGE_FILE_PAGES * HP, hugetlb=True)
+    st.baseline = k.meminfo()
+    return st
+
+
+def arm(st):
+    for site, kw in FAIL.items():
+        st.kernel.fail(site, **kw)
+
+
+def quiesce(st):
+    """Teardown: no more injected failures; every process exits; the files
+    are emptied.  Then meminfo must equal the baseline taken after setup."""
+    k = st.kernel
+    for site in FAIL:
+        k.fail(site, probability=0)
+    for fam in st.families:
+        for proc in fam.procs:
+            proc.p.exit()
+        fam.procs = []
+    for f in (st.shm, st.huge):
+        size = f.size
+        f.ftruncate(0)
+        f.ftruncate(size)
+
+
+def check_quiescent(st):
+    now = st.kernel.meminfo()
+    diff = {key: (st.baseline[key], now[key]) for key in st.baseline if st.baseline[key] != now[key]}
+    if diff:
+        raise ModelError("meminfo not back to its baseline after every process exited: " +
+                         ", ".join(f"{key} {a} kB -> {b} kB" for key, (a, b) in diff.items()))
+
+
+def _role(i):
+    def role(self, st, rng):
+        st.families[i].step(RngChooser(rng))
+    role.__name__ = f"family{i}"
+    return role
+
+
+@register
+class FuzzScenario(Scenario):
+    name = "fuzz"
+    in_mix = False       # not a historical episode: mix runs the episodes
+    variant_key = None
+    caught_kinds = frozenset()
+    controlled_steps = 5
+    families = 3
+    roles = tuple((f"family{i}", _role(i)) for i in range(families))
+
+    @classmethod
+    def variants(cls):
+        return ["default"]
+
+    @classmethod
+    def expected(cls, variant):
+        return "clean"
+
+    def setup(self, variant, seed):
+        st = new_state(seed)
+        st.families = [Family(st, f"fuzz{i}") for i in range(self.families)]
+        st.baseline = st.kernel.meminfo()
+        arm(st)
+        return st
+
+    def teardown(self, st):
+        quiesce(st)
+
+    def check(self, st):
+        check_quiescent(st)
+
+
+def run_program(seed, steps, families=1, chooser=None, fail=True):
+    """One sequential program (no concurrency): ``families`` families take
+    turns for ``steps`` steps, drawing from ``chooser`` (default: a seeded
+    RngChooser), then quiesce and check.  Raises ModelError (or whatever
+    escaped) on a finding; returns the state.  The Hypothesis test and the
+    shrinker drive this."""
+    import random
+    st = new_state(seed)
+    st.families = [Family(st, f"fuzz{i}") for i in range(families)]
+    st.baseline = st.kernel.meminfo()
+    if fail:
+        arm(st)
+    ch = chooser or RngChooser(random.Random(seed))
+    for i in range(steps):
+        st.families[i % families].step(ch)
+    quiesce(st)
+    k = st.kernel
+    k.check()
+    found = k.findings()
+    if found:
+        raise ModelError(f"{len(found)} finding(s): " + "; ".join(f.title for f in found) +
+                         "\n\n" + found[0].text)
+    check_quiescent(st)
+    return st
