@@ -73,8 +73,11 @@ KNOWN_OPEN = {
     "swap-cow": "item 2: COW isolation broken through swap: no reclaim, no MADV_PAGEOUT",
     "hugetlb-mlock": "item 10b: mlock sets VM_LOCKED on hugetlb VMAs: hugetlb ranges are never "
                      "mlocked, no mlockall or MAP_LOCKED while a process maps hugetlb memory",
-    "fallocate-beyond-eof": "item 9b: ftruncate to the current size leaves pages fallocated "
-                            "beyond EOF: no FALLOC_FL_KEEP_SIZE allocation",
+    "truncate-same-size": "item 9b: ftruncate to the current size leaves what lies beyond EOF "
+                          "(pages fallocated with FALLOC_FL_KEEP_SIZE; the fuzzer also found "
+                          "hugetlb reservations of a shared mapping beyond EOF, HugePages_Rsvd "
+                          "leaked): no KEEP_SIZE allocation, and teardown grows a file before "
+                          "truncating it to 0",
 }
 
 
@@ -104,16 +107,86 @@ class ModelError(AssertionError):
 
 
 class RngChooser:
-    """Draws from a ``random.Random``."""
+    """Draws from a ``random.Random``; ``tape``, if given, records each draw
+    (as its offset from ``lo``) so that ``TapeChooser`` can replay it."""
 
-    def __init__(self, rng):
+    def __init__(self, rng, tape=None):
         self.rng = rng
+        self.tape = tape
 
     def int(self, lo, hi):
-        return self.rng.randint(lo, hi)
+        v = self.rng.randint(lo, hi)
+        if self.tape is not None:
+            self.tape.append(v - lo)
+        return v
 
     def choice(self, seq):
-        return seq[self.rng.randrange(len(seq))]
+        return seq[self.int(0, len(seq) - 1)]
+
+
+class TapeChooser:
+    """Replays recorded draws; a draw beyond the tape, or out of range, is
+    the smallest value (so deleting or lowering draws shrinks a program)."""
+
+    def __init__(self, tape):
+        self.tape = list(tape)
+        self.i = 0
+
+    def int(self, lo, hi):
+        v = self.tape[self.i] if self.i < len(self.tape) else 0
+        self.i += 1
+        return lo + v if 0 <= v <= hi - lo else lo
+
+    def choice(self, seq):
+        return seq[self.int(0, len(seq) - 1)]
+
+
+class DataChooser:
+    """Draws from a Hypothesis ``data`` object (st.data())."""
+
+    def __init__(self, data):
+        from hypothesis import strategies
+        self.data, self.st = data, strategies
+
+    def int(self, lo, hi):
+        return self.data.draw(self.st.integers(lo, hi))
+
+    def choice(self, seq):
+        return seq[self.int(0, len(seq) - 1)]
+
+
+def _wrap(st, obj):
+    if st.log is None:
+        return obj
+    label = f"{obj.comm}[{obj.pid}]" if hasattr(obj, "pid") else obj.name
+    return _Traced(obj, label, st.log)
+
+
+class _Traced:
+    """A process or file whose system calls are logged as one line each in
+    ``log`` (the program listing a shrunk failure prints)."""
+
+    def __init__(self, obj, label, log):
+        self._obj, self._label, self._log = obj, label, log
+
+    def __getattr__(self, name):
+        v = getattr(self._obj, name)
+        if not callable(v) or name.startswith("_"):
+            return v
+
+        def call(*args, **kw):
+            shown = ", ".join([hex(a) if isinstance(a, int) and a > 4096 else repr(a) for a in args] +
+                              [f"{k}={'<' + kw[k].name + '>' if hasattr(kw[k], 'name') else kw[k]!r}"
+                               for k in kw])
+            try:
+                r = v(*args, **kw)
+            except BaseException as e:
+                self._log.append(f"{self._label}.{name}({shown}) -> {type(e).__name__}: {e}")
+                raise
+            self._log.append(f"{self._label}.{name}({shown}) = "
+                             f"{hex(r) if isinstance(r, int) and r > 4096 else repr(r)}"[:200])
+            return r
+        return call
 
 
 class Proc:
@@ -173,7 +246,7 @@ class Family:
         self.st = st
         self.k = st.kernel
         self.name = name
-        self.procs = [Proc(self.k.spawn(name))]
+        self.procs = [Proc(_wrap(st, self.k.spawn(name)))]
 
     # -- helpers ------------------------------------------------------------------------
     def pick_map(self, ch, proc):
@@ -422,7 +495,7 @@ def op_access(fam, ch, proc):
     if ch.int(0, 1):
         _store(fam, ch, proc, a)
     else:
-        _check_access(fam, proc, a, True, ch.int(0, P - 16))
+        _check_access(fam, proc, a, True)
 
 
 def _store(fam, ch, proc, a):
@@ -456,8 +529,9 @@ def _store(fam, ch, proc, a):
 
 
 def _check_access(fam, proc, a, expect_mapped, off=0):
+    """Load the whole page at ``a`` and compare it with the model."""
     info = proc.pages.get(a)
-    n = 16
+    n = P - off
     try:
         got = proc.p.load(a + off, n)
     except SegmentationFault as e:
@@ -488,15 +562,17 @@ def _check_access(fam, proc, a, expect_mapped, off=0):
                             cand[i] = buf[i]
                 if bytes(cand[off:off + n]) == got:
                     return
-        raise ModelError(f"process {proc.p.comm}[{proc.p.pid}] read {got.hex()} at {a + off:#x} "
-                         f"({info[0]}), wrote {want.hex()}: its memory changed behind its back")
+        i = next(i for i in range(n) if got[i] != want[i])
+        raise ModelError(f"process {proc.p.comm}[{proc.p.pid}] read {got[i:i + 16].hex()} at "
+                         f"{a + off + i:#x} ({info[0]}), its model says {want[i:i + 16].hex()}: "
+                         f"its memory changed behind its back")
 
 
 def op_fork(fam, ch, proc):
     if len(fam.procs) >= MAX_FAMILY:
         return op_exit(fam, ch, proc)
     try:
-        child = proc.p.fork()
+        child = _wrap(fam.st, proc.p.fork())
     except OSError as e:
         _errno_in(e, MAY_FAIL, "fork")
         return
@@ -569,6 +645,7 @@ def op_file(fam, ch, proc):
     else:
         f, unit, n = st.shm, P, SHM_PAGES
     which = ch.int(0, 3)
+    f = _wrap(st, f)
     try:
         if which == 0:
             f.ftruncate(ch.int(0, n) * unit)
@@ -576,7 +653,7 @@ def op_file(fam, ch, proc):
             f.ftruncate(n * unit)
         else:
             mode = ch.choice((0, C.FALLOC_FL_KEEP_SIZE, C.FALLOC_FL_KEEP_SIZE | C.FALLOC_FL_PUNCH_HOLE))
-            if mode == C.FALLOC_FL_KEEP_SIZE and "fallocate-beyond-eof" in AVOID:
+            if mode == C.FALLOC_FL_KEEP_SIZE and "truncate-same-size" in AVOID:
                 mode = 0
             i = ch.int(0, n - 1)
             f.fallocate(mode, i * unit, ch.int(1, n - i) * unit)
@@ -587,7 +664,10 @@ def op_file(fam, ch, proc):
 def op_reclaim(fam, ch, proc):
     if "swap-cow" in AVOID:
         return op_access(fam, ch, proc)
-    fam.k.reclaim(ch.int(1, 32))
+    n = ch.int(1, 32)
+    r = fam.k.reclaim(n)
+    if fam.st.log is not None:
+        fam.st.log.append(f"k.reclaim({n}) = {r}")
 
 
 def op_mremap(fam, ch, proc):
@@ -632,7 +712,7 @@ def new_state(seed, fail=True):
     """The machine and the files: 2 nodes, small pools (so reclaim, swap and
     real allocation failures happen), a tmpfs and a hugetlbfs file."""
     k = Kernel(nodes=2, pages_per_node=192, hugepages_per_node=2, seed=seed)
-    st = SimpleNamespace(kernel=k, families=[], next_id=1)
+    st = SimpleNamespace(kernel=k, families=[], next_id=1, log=None)
     st.shm = k.create_file("fuzz-shm", SHM_PAGES * P)
     st.huge = k.create_file("fuzz-huge", HUGE_FILE_PAGES * HP, hugetlb=True)
     st.baseline = k.meminfo()
@@ -654,8 +734,10 @@ def quiesce(st):
         for proc in fam.procs:
             proc.p.exit()
         fam.procs = []
-    for f in (st.shm, st.huge):
+    for f, unit in ((st.shm, P), (st.huge, HP)):
         size = f.size
+        if "truncate-same-size" in AVOID:
+            f.ftruncate(size + unit)
         f.ftruncate(0)
         f.ftruncate(size)
 
@@ -664,8 +746,10 @@ def check_quiescent(st):
     now = st.kernel.meminfo()
     diff = {key: (st.baseline[key], now[key]) for key in st.baseline if st.baseline[key] != now[key]}
     if diff:
+        unit = {key: "" if key.startswith("HugePages_") else " kB" for key in diff}
         raise ModelError("meminfo not back to its baseline after every process exited: " +
-                         ", ".join(f"{key} {a} kB -> {b} kB" for key, (a, b) in diff.items()))
+                         ", ".join(f"{key} {a}{unit[key]} -> {b}{unit[key]}"
+                                   for key, (a, b) in diff.items()))
 
 
 def _role(i):
@@ -707,21 +791,28 @@ class FuzzScenario(Scenario):
         check_quiescent(st)
 
 
-def run_program(seed, steps, families=1, chooser=None, fail=True):
+def run_program(seed, steps, families=1, program=None, fail=True, log=None, record=None):
     """One sequential program (no concurrency): ``families`` families take
-    turns for ``steps`` steps, drawing from ``chooser`` (default: a seeded
-    RngChooser), then quiesce and check.  Raises ModelError (or whatever
-    escaped) on a finding; returns the state.  The Hypothesis test and the
-    shrinker drive this."""
+    turns for ``steps`` steps drawing from a seeded RngChooser -- or replay
+    ``program``, a list of (family, draws) steps -- then quiesce and check.
+    ``record``: a list that receives the program as it runs; ``log``: a list
+    that receives one line per system call.  Raises ModelError (or whatever
+    escaped) on a finding; returns the state.  The shrinker drives this."""
     import random
     st = new_state(seed)
+    st.log = log
     st.families = [Family(st, f"fuzz{i}") for i in range(families)]
     st.baseline = st.kernel.meminfo()
     if fail:
         arm(st)
-    ch = chooser or RngChooser(random.Random(seed))
-    for i in range(steps):
-        st.families[i % families].step(ch)
+    rng = random.Random(seed)
+    todo = program if program is not None else [(i % families, None) for i in range(steps)]
+    for fi, draws in todo:
+        tape = []
+        ch = TapeChooser(draws) if draws is not None else RngChooser(rng, tape)
+        if record is not None:
+            record.append((fi, tape if draws is None else list(draws)))
+        st.families[fi % len(st.families)].step(ch)
     quiesce(st)
     k = st.kernel
     k.check()
@@ -731,3 +822,74 @@ def run_program(seed, steps, families=1, chooser=None, fail=True):
                          "\n\n" + found[0].text)
     check_quiescent(st)
     return st
+
+
+def _signature(e):
+    """What must stay the same while shrinking: the exception type and the
+    first line of its message with addresses and numbers blanked."""
+    import re
+    first = str(e).splitlines()[0] if str(e) else ""
+    return type(e).__name__, re.sub(r"0x[0-9a-f]+|\d+", "N", first)
+
+
+def shrink(seed, steps, families=1, fail=True, max_runs=2000):
+    """Run the program of ``seed`` and, if it fails, shrink it the way
+    Hypothesis does (delete steps, then lower each draw towards 0) while the
+    failure keeps its signature.  Returns None if it passes, else
+    (program, listing, error): the minimal program ((family, draws) steps),
+    its system calls one per line, and the error it ends with."""
+    from ..locking import lockdep
+    rec = []
+    try:
+        lockdep.reset()
+        run_program(seed, steps, families, fail=fail, record=rec)
+        return None
+    except Exception as e:      # noqa: BLE001 -- any escape is a finding to shrink
+        sig = _signature(e)
+    prog = rec
+    runs = [0]
+
+    def fails(p):
+        if runs[0] >= max_runs:
+            return False
+        runs[0] += 1
+        lockdep.reset()
+        try:
+            run_program(seed, 0, families, program=p, fail=fail)
+        except Exception as e:   # noqa: BLE001
+            return _signature(e) == sig
+        return False
+
+    changed = True
+    while changed:
+        changed = False
+        n = len(prog)
+        chunk = max(1, n // 2)
+        while chunk >= 1:                       # delete runs of steps, big ones first
+            i = len(prog) - chunk
+            while i >= 0:
+                cand = prog[:i] + prog[i + chunk:]
+                if fails(cand):
+                    prog, changed = cand, True
+                i -= chunk
+            chunk //= 2
+        for si in range(len(prog)):             # lower draws
+            fi, draws = prog[si]
+            for di in range(len(draws)):
+                for v in (0, draws[di] // 2):
+                    if v < draws[di]:
+                        cand = list(prog)
+                        nd = list(draws)
+                        nd[di] = v
+                        cand[si] = (fi, nd)
+                        if fails(cand):
+                            prog, draws, changed = cand, nd, True
+                            break
+    log = []
+    lockdep.reset()
+    err = None
+    try:
+        run_program(seed, 0, families, program=prog, fail=fail, log=log)
+    except Exception as e:      # noqa: BLE001
+        err = e
+    return prog, log, err

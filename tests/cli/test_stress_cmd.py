@@ -193,10 +193,11 @@ def test_every_registered_scenario_plans_all_its_variants(cli, monkeypatch):
     monkeypatch.setattr(stress, "run_free", fake("free"))
     res = cli("stress", "--quiet")
     assert res.rc == 0, res.err
-    expect = [(n, v, m) for n in stress.all_scenarios() for v in stress.get_scenario(n).variants()
+    expect = [(n, v, m) for n in stress.default_scenarios() for v in stress.get_scenario(n).variants()
               for m in ("controlled", "free")]
     assert ran == expect
     assert "populate" in stress.all_scenarios() and "mix" in stress.all_scenarios()
+    assert "fuzz" in stress.all_scenarios() and "fuzz" not in stress.default_scenarios()
 
 
 def test_entry_points_are_declared():
