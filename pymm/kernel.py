@@ -5,6 +5,7 @@ import random
 
 from loguru import logger
 
+from . import constants as C
 from . import variants as _variants
 from .debug import report as _report
 from .debug.checks import run_checks
@@ -69,6 +70,7 @@ class Kernel:
         self._finding_keys = set()
         self._tasks = {}
         self.files = {}
+        self.max_map_count = C.DEFAULT_MAX_MAP_COUNT    # sysctl vm.max_map_count
         self.lru_disable_count = 0      # lru_cache_disable() nesting; atomic
         self.swap_info = SwapInfo(self, pages_per_node * nodes)   # a swap device as big as RAM
         self.kswapd = None              # per-node Kswapd list while running (start_kswapd)
@@ -82,6 +84,21 @@ class Kernel:
     # -- variants -------------------------------------------------------------------
     def variant(self, key):
         return self.variants[key]
+
+    # -- sysctl ------------------------------------------------------------------------
+    SYSCTLS = ("vm.max_map_count",)
+
+    def sysctl(self, name, value=None):
+        """Read (``value`` None) or set a sysctl; returns its value.  Known:
+        vm.max_map_count (the most VMAs a process may have: mmap, brk and the
+        splits of munmap/mprotect/mlock/madvise fail with ENOMEM beyond it)."""
+        if name not in self.SYSCTLS:
+            raise ValueError(f"sysctl: unknown name {name!r}; known: {', '.join(self.SYSCTLS)}")
+        if value is not None:
+            if type(value) is not int or not 0 <= value <= 0x7FFF_FFFF:
+                raise OSError(errno.EINVAL, f"sysctl {name}: invalid value {value!r}")
+            self.max_map_count = value
+        return self.max_map_count
 
     # -- fault injection ---------------------------------------------------------------
     def fail(self, site, **knobs):

@@ -20,12 +20,16 @@ from .fs.shmem import File, shmem_zero_setup
 from .mm.fork import dup_mm
 from .mm.gup import mm_populate_after_write
 from .mm.madvise import VALID_ADVICE, do_madvise
+from .mm.mempolicy import kernel_get_mempolicy
 from .mm.mempolicy import (kernel_mbind, kernel_migrate_pages, kernel_move_pages,
                            kernel_set_mempolicy, mpol_dup, mpol_put)
-from .mm.mlock import do_mlock, do_mlockall, do_munlock, mlock2_flags_to_vm
+from .mm.mincore import sys_mincore
+from .mm.mlock import can_do_mlock, do_mlock, do_mlockall, do_munlock, mlock2_flags_to_vm, mlock_future_ok
+from .mm.msync import sys_msync
 from .mm.mm_types import (MmStruct, VM_DONTEXPAND, VM_GROWSDOWN, VM_HUGETLB, VM_LOCKED, VM_LOCKED_MASK,
                           VM_MAYEXEC, VM_MAYREAD, VM_MAYSHARE, VM_MAYWRITE, VM_NORESERVE,
                           VM_SHARED)
+from .mm.mmap import munmap_splits_ok
 from .mm.mmap import do_vmi_munmap, exit_mmap, get_unmapped_area, mmap_region, page_align, sys_brk
 from .mm.mmap_lock import mmap_write_lock, mmap_write_unlock
 from .mm.mprotect import calc_vm_prot_bits, do_mprotect_pkey
@@ -53,6 +57,12 @@ def _err(e, what):
     if e < 0:
         raise OSError(-e, f"{what}: {errno.errorcode.get(-e, str(-e))}")
     return e
+
+
+def _err_or(r, what):
+    if isinstance(r, int):
+        _err(r, what)
+    return r
 
 
 def _need_int(name, v):
@@ -136,6 +146,9 @@ class Process(Task):
         if shared:
             vm_flags |= VM_SHARED | VM_MAYSHARE
         if flags & C.MAP_LOCKED:
+            if not can_do_mlock(self):
+                raise OSError(errno.EPERM, "mmap: MAP_LOCKED needs CAP_IPC_LOCK or a nonzero "
+                                           "RLIMIT_MEMLOCK")
             vm_flags |= VM_LOCKED
         if flags & C.MAP_GROWSDOWN:
             if shared and anon:
@@ -144,10 +157,16 @@ class Process(Task):
         if huge:
             vm_flags |= VM_HUGETLB | VM_DONTEXPAND | (VM_NORESERVE if flags & C.MAP_NORESERVE else 0)
         mmap_write_lock(mm)
+        if mm.map_count > self.kernel.max_map_count:
+            mmap_write_unlock(mm)
+            raise OSError(errno.ENOMEM, "mmap: the process has vm.max_map_count mappings")
         vm_flags |= mm.def_flags
         populate = vm_flags & VM_LOCKED or (flags & (C.MAP_POPULATE | C.MAP_NONBLOCK)) == C.MAP_POPULATE
         if huge:
             vm_flags &= ~VM_LOCKED_MASK          # hugetlb VMAs are never VM_LOCKED (populated, though)
+        if not mlock_future_ok(mm, vm_flags, length):
+            mmap_write_unlock(mm)
+            raise OSError(errno.EAGAIN, "mmap: locking the mapping would exceed RLIMIT_MEMLOCK")
         if fixed:
             if hugetlb_split_check(mm, addr, addr + length):
                 mmap_write_unlock(mm)
@@ -190,6 +209,9 @@ class Process(Task):
     def munmap(self, addr, length):
         start, end = self._range("munmap", addr, length)
         mmap_write_lock(self.mm)
+        if not munmap_splits_ok(self.mm, start, end):
+            mmap_write_unlock(self.mm)
+            raise OSError(errno.ENOMEM, "munmap: splitting the mapping would exceed vm.max_map_count")
         err = do_vmi_munmap(self.mm, start, end - start, unlock=True)     # releases mmap_lock
         if err:
             mmap_write_unlock(self.mm)
@@ -260,6 +282,47 @@ class Process(Task):
             return 0
         return _err(do_madvise(self.mm, start, end, advice), "madvise")
 
+    @syscall
+    def mincore(self, addr, length):
+        """mincore(2): one byte per page of [addr, addr+length), bit 0 set
+        if the page is resident.  EINVAL: addr not page aligned; ENOMEM: the
+        range is not all mapped or leaves the address space."""
+        _need_int("addr", addr)
+        _need_int("length", length)
+        return _err_or(sys_mincore(self.mm, addr, length), "mincore")
+
+    @syscall
+    def msync(self, addr, length, flags):
+        """msync(2): MS_ASYNC, MS_SYNC (exclusive), MS_INVALIDATE.  EINVAL: bad
+        flags or addr not page aligned; ENOMEM: unmapped parts; EBUSY:
+        MS_INVALIDATE of locked memory."""
+        for n, v in (("addr", addr), ("length", length), ("flags", flags)):
+            _need_int(n, v)
+        return _err(sys_msync(self.mm, addr, length, flags), "msync")
+
+    # -- resource limits (getrlimit(2)) -------------------------------------------------------
+    def getrlimit(self, resource):
+        """(soft, hard) of ``resource``; pymm knows RLIMIT_MEMLOCK."""
+        if resource not in self.rlimits:
+            raise OSError(errno.EINVAL, f"getrlimit: unknown resource {resource!r}")
+        return self.rlimits[resource]
+
+    def setrlimit(self, resource, limits):
+        """setrlimit(2).  EINVAL: unknown resource or soft > hard; EPERM:
+        raising the hard limit without CAP_SYS_RESOURCE."""
+        if resource not in self.rlimits:
+            raise OSError(errno.EINVAL, f"setrlimit: unknown resource {resource!r}")
+        if not isinstance(limits, tuple) or len(limits) != 2 or \
+                any(type(x) is not int or not 0 <= x <= C.RLIM_INFINITY for x in limits):
+            raise OSError(errno.EINVAL, f"setrlimit: limits must be (soft, hard) ints, got {limits!r}")
+        soft, hard = limits
+        if soft > hard:
+            raise OSError(errno.EINVAL, f"setrlimit: soft limit {soft} above the hard limit {hard}")
+        if hard > self.rlimits[resource][1] and "CAP_SYS_RESOURCE" not in self.capabilities:
+            raise OSError(errno.EPERM, "setrlimit: raising the hard limit needs CAP_SYS_RESOURCE")
+        self.rlimits[resource] = (soft, hard)
+        return 0
+
     # -- process lifetime ---------------------------------------------------------------
     @syscall
     def fork(self):
@@ -269,6 +332,8 @@ class Process(Task):
             raise OSError(-mm, "fork: out of memory copying the address space")
         child.mm = mm
         child.make_it_fail = self.make_it_fail
+        child.capabilities = set(self.capabilities)
+        child.rlimits = dict(self.rlimits)
         child.mempolicy = mpol_dup(self.mempolicy)        # copy_process
         self.kernel._register(child)
         return child
@@ -293,6 +358,17 @@ class Process(Task):
     def set_mempolicy(self, mode, nodes):
         """set_mempolicy(2): the policy of this process's future allocations."""
         return kernel_set_mempolicy(self, mode, nodes)
+
+    @syscall
+    def get_mempolicy(self, addr=0, flags=0, maxnode=None):
+        """get_mempolicy(2) -> (mode, nodes).  flags: MPOL_F_ADDR (the policy
+        of the VMA at ``addr``; MPOL_DEFAULT if it has none), MPOL_F_NODE
+        (with MPOL_F_ADDR: the node of the page at ``addr``, faulted in; alone:
+        the next interleave node), MPOL_F_MEMS_ALLOWED (the allowed nodes).
+        EINVAL: bad flags, ``addr`` without MPOL_F_ADDR, MPOL_F_NODE alone
+        without an interleave policy, ``maxnode`` below the number of nodes;
+        EFAULT: no mapping at ``addr``."""
+        return kernel_get_mempolicy(self, addr, flags, maxnode)
 
     @syscall
     def migrate_pages(self, old_nodes, new_nodes):

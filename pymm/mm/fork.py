@@ -5,7 +5,7 @@ from ..debug.fault_inject import should_fail
 from ..locking import SINGLE_DEPTH_NESTING
 from .hugetlb import hugetlb_vm_op_open
 from .memory import copy_page_range
-from .mm_types import VM_DONTCOPY, VM_HUGETLB, VM_LOCKED_MASK, MmStruct
+from .mm_types import VM_DONTCOPY, VM_HUGETLB, VM_LOCKED_MASK, VM_WIPEONFORK, MmStruct
 from .mmap_lock import mmap_write_lock, mmap_write_lock_nested, mmap_write_unlock, vma_start_write
 from .rmap import anon_vma_fork, vma_link_file
 from .mmap import exit_mmap
@@ -39,7 +39,13 @@ def dup_mm(kernel, oldmm, child_pid):
             if buf is not None:
                 mm.user_shadow[a] = bytearray(buf)
         tmp = vm_area_dup(mpnt, mm)
-        if anon_vma_fork(tmp, mpnt):                     # fail_nomem_anon_vma_fork
+        wipe = bool(tmp.vm_flags & VM_WIPEONFORK)
+        if wipe:
+            # MADV_WIPEONFORK: the child starts with fresh zero-filled memory
+            # there (no anon_vma, no pages copied; the flag is inherited)
+            tmp.anon_vma = None
+            mm.user_shadow_drop(tmp.vm_start, tmp.vm_end)
+        elif anon_vma_fork(tmp, mpnt):                   # fail_nomem_anon_vma_fork
             vm_area_free(tmp)
             retval = -errno.ENOMEM
             break
@@ -48,7 +54,7 @@ def dup_mm(kernel, oldmm, child_pid):
             hugetlb_vm_op_open(tmp, None)
         mm.mm_mt.insert(tmp)
         vma_link_file(tmp)
-        retval = copy_page_range(tmp, mpnt)
+        retval = copy_page_range(tmp, mpnt) if not wipe else 0
         if retval:
             break
     mmap_write_unlock(mm)

@@ -1,7 +1,9 @@
 """madvise(2) (mm/madvise.c): DONTNEED, FREE (lazy free), REMOVE,
-POPULATE_(READ|WRITE), DONTFORK/DOFORK, and the advice that needs no work."""
+POPULATE_(READ|WRITE), COLD/PAGEOUT, DONTFORK/DOFORK, WIPEONFORK/KEEPONFORK,
+and the advice that needs no work."""
 import errno
 
+from ..constants import (MADV_COLD, MADV_KEEPONFORK, MADV_PAGEOUT, MADV_WIPEONFORK)
 from ..constants import (HPAGE_MASK, FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, MADV_DOFORK, MADV_DONTFORK,
                          MADV_DONTNEED, MADV_FREE, MADV_NORMAL, MADV_POPULATE_READ,
                          MADV_POPULATE_WRITE, MADV_RANDOM, MADV_REMOVE, MADV_SEQUENTIAL,
@@ -14,13 +16,14 @@ from .swap_state import SwapEntry, folio_free_swap, free_swap_and_cache
 from .memory import zap_page_range_single
 from .mm_types import (MM_SWAPENTS, PG_anon, PG_dirty, PG_mlocked, PG_swapbacked, Folio,
                        VM_DONTCOPY, VM_HUGETLB, VM_IO, VM_LOCKED, VM_MAYWRITE, VM_PFNMAP, VM_READ,
-                       VM_SHARED, VM_WRITE)
+                       VM_SHARED, VM_WIPEONFORK, VM_WRITE)
 from .mmap import vma_modify_flags, vmas_may_split
 from .mmap_lock import mmap_read_lock, mmap_read_unlock, mmap_write_lock, mmap_write_unlock
 
 NOOP_ADVICE = (MADV_NORMAL, MADV_RANDOM, MADV_SEQUENTIAL, MADV_WILLNEED)
 VALID_ADVICE = NOOP_ADVICE + (MADV_DONTNEED, MADV_FREE, MADV_REMOVE, MADV_DONTFORK, MADV_DOFORK,
-                              MADV_POPULATE_READ, MADV_POPULATE_WRITE)
+                              MADV_POPULATE_READ, MADV_POPULATE_WRITE, MADV_COLD, MADV_PAGEOUT,
+                              MADV_WIPEONFORK, MADV_KEEPONFORK)
 
 
 def _vmas_covering(mm, start, end):
@@ -42,7 +45,9 @@ def do_madvise(mm, start, end, advice):
         return 0 if ok else -errno.ENOMEM
     if advice in (MADV_POPULATE_READ, MADV_POPULATE_WRITE):
         return madvise_populate(mm, start, end, advice == MADV_POPULATE_WRITE)
-    if advice in (MADV_DONTFORK, MADV_DOFORK):
+    if advice in (MADV_COLD, MADV_PAGEOUT):
+        return madvise_cold_or_pageout(mm, start, end, advice == MADV_PAGEOUT)
+    if advice in (MADV_DONTFORK, MADV_DOFORK, MADV_WIPEONFORK, MADV_KEEPONFORK):
         mmap_write_lock(mm)
         try:
             vmas = _vmas_covering(mm, start, end)
@@ -51,11 +56,20 @@ def do_madvise(mm, start, end, advice):
             err = vmas_may_split(mm, start, end)
             if err:
                 return err
+            if advice == MADV_WIPEONFORK and any(v.vm_file is not None or v.vm_flags & VM_SHARED
+                                                 for v in vmas):
+                return -errno.EINVAL       # only private anonymous memory can be wiped
+            from .mmap import vma_splits_ok
+            if not vma_splits_ok(mm, start, end):
+                return -errno.ENOMEM       # vm.max_map_count
+            bit, setting = {MADV_DONTFORK: (VM_DONTCOPY, True), MADV_DOFORK: (VM_DONTCOPY, False),
+                            MADV_WIPEONFORK: (VM_WIPEONFORK, True),
+                            MADV_KEEPONFORK: (VM_WIPEONFORK, False)}[advice]
             pos = start
             while pos < end:
                 cur = mm.mm_mt.vma_lookup(pos)
                 e = min(end, cur.vm_end)
-                nf = cur.vm_flags | VM_DONTCOPY if advice == MADV_DONTFORK else cur.vm_flags & ~VM_DONTCOPY
+                nf = cur.vm_flags | bit if setting else cur.vm_flags & ~bit
                 if nf != cur.vm_flags:
                     vma_modify_flags(cur, pos, e, nf)
                 pos = e
@@ -188,3 +202,47 @@ def madvise_populate(mm, start, end, write):
     if locked[0]:
         mmap_read_unlock(mm)
     return 0
+
+
+def madvise_cold_or_pageout(mm, start, end, pageout):
+    """MADV_COLD: age the range's pages so reclaim takes them first;
+    MADV_PAGEOUT: reclaim them now (anonymous pages go to swap; page cache of
+    tmpfs stays, as pymm's reclaim keeps shmem).  Pages mapped by more than
+    one PTE are left alone (folio_maybe_mapped_shared).  EINVAL for locked,
+    PFN-mapped and hugetlb VMAs (can_madv_lru_vma), ENOMEM for holes.
+    Context: takes mmap_lock for read, each PTE lock, then reclaims with
+    mmap_lock still held (as madvise_cold_or_pageout_pte_range does)."""
+    from .mempolicy import folio_isolate
+    from .mm_types import PG_reserved, Folio
+    from .pgtable import pte_index, pte_ranges
+    from .swap import folio_deactivate
+    from .vmscan import ScanControl, shrink_folio_list
+    k = mm.kernel
+    mmap_read_lock(mm)
+    try:
+        vmas = _vmas_covering(mm, start, end)
+        if vmas is None:
+            return -errno.ENOMEM
+        if any(v.vm_flags & (VM_LOCKED | VM_PFNMAP | VM_HUGETLB) for v in vmas):
+            return -errno.EINVAL
+        isolated = []
+        for v in vmas:
+            s, e = max(start, v.vm_start), min(end, v.vm_end)
+            for pt, addr, nxt in pte_ranges(mm, s, e):
+                pt.ptl.lock()
+                found = []
+                for i in range(pte_index(addr), pte_index(nxt - 1) + 1):
+                    f = pt.ptes[i]
+                    if isinstance(f, Folio) and not f.flags & PG_reserved and f._mapcount == 1:
+                        found.append(f)
+                for f in found:
+                    if pageout:
+                        folio_isolate(k, f, isolated)
+                    else:
+                        folio_deactivate(k, f)
+                pt.ptl.unlock()
+        if isolated:
+            shrink_folio_list(k, isolated, ScanControl(len(isolated)))
+        return 0
+    finally:
+        mmap_read_unlock(mm)

@@ -1128,3 +1128,96 @@ def kernel_move_pages(task, addrs, nodes, flags):
         if not 0 <= n < len(task.kernel.nodes):
             raise OSError(errno.ENODEV, f"move_pages: node {n} is not online")
     return do_pages_move(task.mm, addrs, nodes, flags)
+
+
+# -- get_mempolicy(2) ------------------------------------------------------------------------
+
+def lookup_node(mm, addr):
+    """The node of the page at ``addr``, faulting it in (read) as
+    get_user_pages_fast does; -EFAULT if it cannot be.  Context: mmap_lock
+    not held; takes it for read."""
+    from .gup import faultin_page_range
+    mmap_read_lock(mm)
+    locked = [1]
+    addr &= ~(C.PAGE_SIZE - 1)
+    r = faultin_page_range(mm, addr, addr + C.PAGE_SIZE, False, locked)
+    if not locked[0]:
+        mmap_read_lock(mm)
+    vma = mm.mm_mt.vma_lookup(addr) if r >= 0 else None
+    folio = _folio_at(vma, addr) if vma is not None else None
+    mmap_read_unlock(mm)
+    if folio is None:
+        return -errno.EFAULT
+    nid = folio.node
+    if not folio.flags & PG_reserved:
+        folio_put(folio, mm.kernel)
+    return nid
+
+
+def do_get_mempolicy(task, addr, flags):
+    """get_mempolicy(2): returns (mode or node, nodes) or -errno."""
+    if flags & ~(C.MPOL_F_NODE | C.MPOL_F_ADDR | C.MPOL_F_MEMS_ALLOWED):
+        return -errno.EINVAL
+    kernel = task.kernel
+    if flags & C.MPOL_F_MEMS_ALLOWED:
+        if flags & (C.MPOL_F_NODE | C.MPOL_F_ADDR):
+            return -errno.EINVAL
+        return 0, frozenset(range(len(kernel.nodes)))       # cpuset_current_mems_allowed
+    mm = task.mm
+    ref = False
+    if flags & C.MPOL_F_ADDR:
+        mmap_read_lock(mm)
+        vma = mm.mm_mt.vma_lookup(addr)
+        if vma is None:
+            mmap_read_unlock(mm)
+            return -errno.EFAULT
+        pol = vma.vm_policy            # __get_vma_policy: no task fallback here
+        if pol is not None:
+            pol.get()                  # mpol_get, so mmap_lock can go
+            ref = True
+        mmap_read_unlock(mm)
+    elif addr:
+        return -errno.EINVAL
+    else:
+        pol = get_task_policy(task)
+        ref = pol is not default_policy
+    if pol is None:
+        pol = default_policy
+    try:
+        if flags & C.MPOL_F_NODE:
+            if flags & C.MPOL_F_ADDR:
+                mode = lookup_node(mm, addr)
+                if mode < 0:
+                    return mode
+            elif ref and pol.mode in INTERLEAVE_MODES:    # pol == current->mempolicy
+                nodes = sorted(pol.nodes)
+                mode = next((n for n in nodes if n > task.il_prev), nodes[0])   # next_node_in
+            else:
+                return -errno.EINVAL
+        else:
+            mode = MPOL_DEFAULT if pol is default_policy else \
+                pol.mode | (pol.flags & C.MPOL_MODE_FLAGS)
+        if pol.flags & (MPOL_F_STATIC_NODES | MPOL_F_RELATIVE_NODES):
+            nodes = pol.user_nodemask                         # mpol_store_user_nodemask
+        elif pol is default_policy or pol.mode == C.MPOL_LOCAL:
+            nodes = frozenset()
+        else:
+            nodes = pol.nodes                                 # get_policy_nodemask
+        return mode, frozenset(nodes)
+    finally:
+        if ref:
+            mpol_put(pol)
+
+
+def kernel_get_mempolicy(task, addr, flags, maxnode):
+    addr = _int("get_mempolicy: addr", addr)
+    flags = _int("get_mempolicy: flags", flags)
+    if maxnode is not None:
+        maxnode = _int("get_mempolicy: maxnode", maxnode)
+        if maxnode < len(task.kernel.nodes):                  # nmask && maxnode < nr_node_ids
+            raise OSError(errno.EINVAL, f"get_mempolicy: maxnode {maxnode} is below the number "
+                                        f"of nodes ({len(task.kernel.nodes)})")
+    r = do_get_mempolicy(task, addr, flags)
+    if isinstance(r, int):
+        _raise(r, "get_mempolicy")
+    return r

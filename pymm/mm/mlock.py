@@ -5,7 +5,9 @@ is a heuristic clamped at zero; PG_mlocked and NR_MLOCK are exact.
 Everything here runs under the node's lru_lock."""
 import errno
 
-from ..constants import MCL_CURRENT, MCL_FUTURE, MCL_ONFAULT, MLOCK_ONFAULT, TASK_SIZE
+from ..constants import (MCL_CURRENT, MCL_FUTURE, MCL_ONFAULT, MLOCK_ONFAULT, RLIM_INFINITY,
+                         RLIMIT_MEMLOCK, TASK_SIZE)
+from ..context import current
 from ..sched import point
 from .atomic import clear_bits, set_bits
 from .filemap import folio_lock, folio_unlock
@@ -110,6 +112,9 @@ def apply_vma_lock_flags(mm, start, length, flags):
         pos = v.vm_end
     if not vmas or pos < end:
         return -errno.ENOMEM
+    from .mmap import vma_splits_ok
+    if not vma_splits_ok(mm, start, end):
+        return -errno.ENOMEM            # vm.max_map_count
     pos = start
     while pos < end:          # by address: fixups split and merge VMAs
         cur = mm.mm_mt.vma_lookup(pos)
@@ -119,10 +124,60 @@ def apply_vma_lock_flags(mm, start, length, flags):
     return 0
 
 
+# -- RLIMIT_MEMLOCK ------------------------------------------------------------------------
+#
+# pymm's processes run as root: they have CAP_IPC_LOCK, and the limit binds
+# only a process that dropped it (``p.capabilities.discard("CAP_IPC_LOCK")``),
+# as LTP's tests drop to user nobody.
+
+def capable(task, cap):
+    return task is None or cap in task.capabilities
+
+
+def lock_limit_pages(task):
+    rlim = task.rlimits[RLIMIT_MEMLOCK][0] if task is not None else RLIM_INFINITY
+    return None if rlim == RLIM_INFINITY else rlim >> 12
+
+
+def can_do_mlock(task):
+    """EPERM unless privileged or RLIMIT_MEMLOCK is not 0."""
+    return capable(task, "CAP_IPC_LOCK") or task.rlimits[RLIMIT_MEMLOCK][0] != 0
+
+
+def count_mm_mlocked_page_nr(mm, start, length):
+    """Pages of [start, start+len) already in VM_LOCKED VMAs (they count once)."""
+    n = 0
+    for v in mm.mm_mt.range(start, start + length):
+        if v.vm_flags & VM_LOCKED:
+            n += (min(v.vm_end, start + length) - max(v.vm_start, start)) >> 12
+    return n
+
+
+def mlock_future_ok(mm, flags, length):
+    """May a new mapping of ``length`` bytes with ``flags`` be locked?
+    (mm/mmap.c mlock_future_ok.)  Context: mmap_lock held."""
+    t = current()
+    if not flags & VM_LOCKED or capable(t, "CAP_IPC_LOCK"):
+        return True
+    limit = lock_limit_pages(t)
+    return limit is None or mm.locked_vm + (length >> 12) <= limit
+
+
 def do_mlock(mm, start, length, flags):
     """mlock(2)/mlock2(2) after argument checks.  Context: mmap_lock not held."""
     from .gup import __mm_populate
+    t = current()
+    if not can_do_mlock(t):
+        return -errno.EPERM
+    limit = lock_limit_pages(t)
     mmap_write_lock(mm)
+    if limit is not None and not capable(t, "CAP_IPC_LOCK"):
+        locked = (length >> 12) + mm.locked_vm
+        if locked > limit:
+            locked -= count_mm_mlocked_page_nr(mm, start, length)
+        if locked > limit:
+            mmap_write_unlock(mm)
+            return -errno.ENOMEM
     err = apply_vma_lock_flags(mm, start, length, VM_LOCKED | (flags & VM_LOCKONFAULT))
     mmap_write_unlock(mm)
     if err:
@@ -153,7 +208,15 @@ def do_munlock(mm, start, length):
 
 def do_mlockall(mm, flags):
     from .gup import mm_populate
+    t = current()
+    if not can_do_mlock(t):
+        return -errno.EPERM
+    limit = lock_limit_pages(t)
     mmap_write_lock(mm)
+    if flags & MCL_CURRENT and limit is not None and not capable(t, "CAP_IPC_LOCK") and \
+            sum(v.vma_pages() for v in mm.mm_mt.all()) > limit:      # mm->total_vm
+        mmap_write_unlock(mm)
+        return -errno.ENOMEM
     mm.def_flags &= ~VM_LOCKED_MASK
     if flags & MCL_FUTURE:
         mm.def_flags |= VM_LOCKED | (VM_LOCKONFAULT if flags & MCL_ONFAULT else 0)

@@ -32,13 +32,15 @@ VM_LOCKONFAULT = 0x80000
 VM_ACCOUNT = 0x100000
 VM_NORESERVE = 0x200000
 VM_HUGETLB = 0x400000
+VM_WIPEONFORK = 0x2000000
 VM_LOCKED_MASK = VM_LOCKED | VM_LOCKONFAULT
 VM_ACCESS_FLAGS = VM_READ | VM_WRITE | VM_EXEC
 
 VM_FLAG_NAMES = {VM_READ: "read", VM_WRITE: "write", VM_EXEC: "exec", VM_SHARED: "shared",
                  VM_MAYSHARE: "mayshare", VM_GROWSDOWN: "growsdown", VM_PFNMAP: "pfnmap",
                  VM_LOCKED: "locked", VM_IO: "io", VM_DONTCOPY: "dontcopy",
-                 VM_LOCKONFAULT: "lockonfault", VM_HUGETLB: "hugetlb", VM_NORESERVE: "noreserve"}
+                 VM_LOCKONFAULT: "lockonfault", VM_HUGETLB: "hugetlb", VM_NORESERVE: "noreserve",
+                 VM_WIPEONFORK: "wipeonfork"}
 
 # rss counter types
 MM_FILEPAGES, MM_ANONPAGES, MM_SWAPENTS, MM_SHMEMPAGES = range(4)

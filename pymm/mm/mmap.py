@@ -177,6 +177,32 @@ def vma_split_range(vma, start, end):
     return vma
 
 
+def vma_splits_ok(mm, start, end):
+    """vm.max_map_count: may the VMAs around [start, end) be split at
+    ``start`` and ``end``, as changing the range's flags does?  split_vma
+    refuses (ENOMEM) once map_count >= max_map_count.  pymm checks every split
+    an operation needs before it changes anything; the kernel finds out at the
+    split and may have changed earlier VMAs by then.
+    Context: mmap_lock held for write."""
+    need = 0
+    first = mm.mm_mt.vma_lookup(start)
+    if first is not None and first.vm_start < start:
+        need += 1
+    last = mm.mm_mt.vma_lookup(end - 1)
+    if last is not None and last.vm_end > end:
+        need += 1
+    return mm.map_count + need <= mm.kernel.max_map_count
+
+
+def munmap_splits_ok(mm, start, end):
+    """munmap of the middle of one VMA adds a VMA: refused (ENOMEM) when
+    map_count >= max_map_count (vms_gather_munmap_vmas); other splits are
+    paid for by the VMAs removed.  Context: mmap_lock held for write."""
+    v = mm.mm_mt.vma_lookup(start)
+    return not (v is not None and v.vm_start < start and v.vm_end > end and
+                mm.map_count >= mm.kernel.max_map_count)
+
+
 def vma_modify_flags(vma, start, end, newflags):
     """Give [start, end) of ``vma`` the flags ``newflags``, splitting as needed
     and merging afterwards (vma_modify_flags).  Returns the VMA now covering
@@ -420,6 +446,8 @@ def do_brk_flags(mm, addr, length, flags):
     range, or None when a new VMA cannot be allocated.  Context: mmap_lock
     held for write."""
     flags |= VM_DATA_DEFAULT_FLAGS | VM_ACCOUNT | mm.def_flags
+    if mm.map_count > mm.kernel.max_map_count:
+        return None                              # vm.max_map_count
     _, prev = mm.mm_mt.find_vma_prev(addr)
     if prev is not None and prev.vm_end == addr and prev.vm_file is None and \
             prev.vm_flags == flags and prev.vm_private_data is None:
@@ -461,7 +489,9 @@ def sys_brk(mm, brk):
     if nxt is not None and newbrk + PAGE_SIZE > nxt.vm_start:
         mmap_write_unlock(mm)
         return origbrk
-    vma = do_brk_flags(mm, oldbrk, newbrk - oldbrk, 0)
+    from .mlock import mlock_future_ok
+    vma = do_brk_flags(mm, oldbrk, newbrk - oldbrk, 0) if \
+        mlock_future_ok(mm, mm.def_flags, newbrk - oldbrk) else None     # RLIMIT_MEMLOCK
     if vma is None:
         mmap_write_unlock(mm)
         return origbrk

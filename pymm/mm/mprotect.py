@@ -56,6 +56,9 @@ def do_mprotect_pkey(mm, start, length, prot):
         err = vmas_may_split(mm, start, end)    # decided under the write lock we split with
         if err:
             return err
+        from .mmap import vma_splits_ok
+        if not vma_splits_ok(mm, start, end):
+            return -errno.ENOMEM            # vm.max_map_count
         pos = start
         while pos < end:
             cur = mm.mm_mt.vma_lookup(pos)

@@ -30,6 +30,16 @@ class LruList:
         self.head = folio
         self.count += 1
 
+    def add_tail(self, folio):      # at the tail (oldest: reclaimed first)
+        folio.lru_next = None
+        folio.lru_prev = self.tail
+        if self.tail is not None:
+            self.tail.lru_next = folio
+        else:
+            self.head = folio
+        self.tail = folio
+        self.count += 1
+
     def remove(self, folio):
         p, n = folio.lru_prev, folio.lru_next
         if p is not None:
@@ -95,6 +105,19 @@ def folio_add_lru(kernel, folio):
     lruvec.lru_lock.lock()
     if not folio.flags & PG_lru:
         lruvec_add_folio_locked(lruvec, folio)
+    lruvec.lru_lock.unlock()
+
+
+def folio_deactivate(kernel, folio):
+    """MADV_COLD: age the folio so reclaim takes it first (the kernel moves it
+    to the inactive list; pymm's lists have no active/inactive split, so it
+    goes to the list's oldest end).  Context: takes lru_lock."""
+    lruvec = kernel.nodes[folio.node].lruvec
+    lruvec.lru_lock.lock()
+    if folio.flags & PG_lru and not folio.flags & PG_unevictable:
+        lst = lruvec.lists[LRU_ANON if folio.flags & PG_anon else LRU_FILE]
+        lst.remove(folio)
+        lst.add_tail(folio)
     lruvec.lru_lock.unlock()
 
 

@@ -689,9 +689,65 @@ def op_mremap(fam, ch, proc):
     m[0], m[1] = new, new_len
 
 
+def op_query(fam, ch, proc):
+    """mincore, msync or get_mempolicy over a range: ENOMEM/EFAULT exactly
+    where the model says part of it is unmapped, bad input's errno."""
+    m = fam.pick_map(ch, proc)
+    if m is None:
+        return op_mmap(fam, ch, proc)
+    start, length = fam.sub_range(ch, proc, m)
+    if ch.int(0, 1):                 # sometimes run past the mapping
+        length += P
+    pages = range(start, start + length, P)
+    holes = any(a not in proc.pages for a in pages)
+    which = ch.int(0, 3)
+    p = proc.p
+    try:
+        if which == 0:
+            if ch.int(0, 9) == 0:
+                try:
+                    p.mincore(start + 1, P)
+                except OSError as e:
+                    _errno_in(e, (errno.EINVAL,), "mincore of an unaligned address")
+                    return
+                raise ModelError("mincore of an unaligned address succeeded")
+            vec = p.mincore(start, length)
+            _expect(len(vec) == len(pages) and set(vec) <= {0, 1},
+                    f"mincore({start:#x}, {length:#x}) = {vec!r}")
+        elif which == 1:
+            flags = ch.choice((C.MS_ASYNC, C.MS_SYNC, C.MS_INVALIDATE, C.MS_ASYNC | C.MS_SYNC))
+            p.msync(start, length, flags)
+            _expect(flags != C.MS_ASYNC | C.MS_SYNC, "msync(MS_ASYNC|MS_SYNC) succeeded")
+            _expect(not (flags & C.MS_INVALIDATE and
+                         any("locked" in proc.pages[a][2] for a in pages if a in proc.pages)),
+                    "msync(MS_INVALIDATE) of locked memory succeeded")
+        else:
+            flags = C.MPOL_F_ADDR | (C.MPOL_F_NODE if which == 3 else 0)
+            mode, nodes = p.get_mempolicy(start, flags)
+            if which == 3:
+                _expect(mode in (0, 1), f"get_mempolicy(MPOL_F_NODE) = {mode}")
+            holes = start not in proc.pages
+    except SegmentationFault as e:
+        raise ModelError(f"query raised {e!r}") from e
+    except OSError as e:
+        if which == 1 and e.errno in (errno.EINVAL, errno.EBUSY):
+            return
+        if which >= 2:
+            # EFAULT: no mapping, or (MPOL_F_NODE) the page cannot be faulted in
+            _errno_in(e, (errno.EFAULT,), "get_mempolicy")
+            _expect(start not in proc.pages or which == 3, f"get_mempolicy({start:#x}): {e}")
+            return
+        _errno_in(e, (errno.ENOMEM,), ("mincore", "msync")[which])
+        _expect(holes, f"{('mincore', 'msync')[which]}({start:#x}, {length:#x}) said ENOMEM "
+                       f"but the model has it all mapped")
+        return
+    _expect(not holes, f"{('mincore', 'msync', 'get_mempolicy', 'get_mempolicy')[which]}"
+                       f"({start:#x}, {length:#x}) succeeded over a hole")
+
+
 OPS = (op_access, op_access, op_access, op_access, op_mmap, op_mmap, op_munmap, op_mprotect,
        op_madvise, op_madvise, op_mlock, op_fork, op_exit, op_mbind, op_move_pages, op_file,
-       op_reclaim, op_mremap)
+       op_reclaim, op_mremap, op_query)
 
 
 def new_state(seed, fail=True):

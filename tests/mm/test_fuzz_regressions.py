@@ -1,0 +1,27 @@
+"""Bugs the fuzz scenario found (pymm/scenarios/fuzz.py), each minimised by
+its shrinker, as regression tests."""
+import pymm
+from pymm import MAP_ANONYMOUS, MAP_POPULATE, MAP_PRIVATE, PAGE_SIZE, PROT_READ, PROT_WRITE
+
+
+def test_write_fault_reuses_a_swapped_in_page_instead_of_orphaning_its_swap_cache(kernel):
+    """Shrunk from fuzz seed 35: a page swapped out, shared by fork, swapped
+    back in by the parent, unmapped by the child, then written by the parent.
+    The write fault copied it (the swap cache held a reference) and left the
+    old page in the swap cache for good: SwapCached 4 kB, one swap slot and
+    one page gone after every process exited.  Linux's
+    wp_can_reuse_anon_folio frees the swap cache and reuses the page."""
+    base = kernel.meminfo()
+    p = kernel.spawn("a")
+    a = p.mmap(0, PAGE_SIZE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE)
+    assert kernel.reclaim(1) == 1
+    c = p.fork()
+    p.load(a, 1)                 # swap-in: in the swap cache, mapped read-only
+    c.munmap(a, PAGE_SIZE)       # the child's swap entry goes
+    p.store(a, b"\x01")
+    assert kernel.meminfo()["SwapCached"] == 0
+    assert p.load(a, 1) == b"\x01"
+    p.exit()
+    c.exit()
+    assert kernel.check() == []
+    assert kernel.meminfo() == base
