@@ -28,6 +28,10 @@ def dup_mm(kernel, oldmm, child_pid):
         # its page tables are copied.
         vma_start_write(mpnt)
         if mpnt.vm_flags & VM_DONTCOPY:
+            # not in the child: neither is what the parent stored there (the
+            # integrity shadow was copied whole above; a later mapping at the
+            # same place reported "data corruption" -- found by the fuzzer)
+            mm.user_shadow_drop(mpnt.vm_start, mpnt.vm_end)
             continue
         if should_fail(kernel, "slab"):                 # vm_area_dup: fail_nomem
             retval = -errno.ENOMEM

@@ -25,3 +25,21 @@ def test_write_fault_reuses_a_swapped_in_page_instead_of_orphaning_its_swap_cach
     c.exit()
     assert kernel.check() == []
     assert kernel.meminfo() == base
+
+
+def test_dontfork_range_leaves_no_integrity_shadow_in_the_child(kernel):
+    """Found by a free-mode fuzz run: fork copied the parent's whole integrity
+    shadow, MADV_DONTFORK ranges included, so a child that later mapped fresh
+    memory there read zeros where the shadow remembered the parent's store,
+    and the detector reported a false "data corruption"."""
+    from pymm import MADV_DONTFORK, MAP_FIXED
+    p = kernel.spawn("a")
+    a = p.mmap(0, PAGE_SIZE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS)
+    p.store(a, b"\xe9" * 8)
+    p.madvise(a, PAGE_SIZE, MADV_DONTFORK)
+    c = p.fork()
+    c.mmap(a, PAGE_SIZE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED)
+    assert c.load(a, 8) == bytes(8)
+    assert p.load(a, 8) == b"\xe9" * 8
+    assert kernel.findings() == []
+    kernel.check()
