@@ -35,6 +35,7 @@ Options / ini keys / environment
   --stress-seconds S       stress_seconds    PYMM_STRESS_SECONDS
   --stress-schedules N     stress_schedules  PYMM_STRESS_SCHEDULES
   --pymm-replay TOKEN      -                 PYMM_REPLAY       replay this controlled schedule
+  --pymm-hung-task S       pymm_hung_task    PYMM_HUNG_TASK    hung-task watchdog threshold (0: off)
 With pytest-xdist, ``-n auto --pymm-seeds 16`` spreads the seeds over the cores
 (each seed is its own test item).
 """
@@ -57,6 +58,9 @@ _OPTIONS = {
                        "free-mode time budget per stress run"),
     "stress_schedules": ("stress_schedules", "PYMM_STRESS_SCHEDULES", int, 150,
                          "controlled-mode schedule budget per stress run"),
+    "pymm_hung_task": ("pymm_hung_task", "PYMM_HUNG_TASK", float, 0.0,
+                       "run the hung-task watchdog: a thread blocked on a pymm lock this many "
+                       "seconds is reported (and fails a test using the kernel fixture); 0: off"),
 }
 
 
@@ -148,6 +152,24 @@ def pytest_configure(config):
             raise pytest.UsageError(f"--{n.replace('_', '-')} must be > 0")
     _variants(config)
     _replay_token(config)
+    hung = _setting(config, "pymm_hung_task")
+    if hung < 0:
+        raise pytest.UsageError("--pymm-hung-task must be >= 0 (0 turns the watchdog off)")
+    if hung > 0:
+        # khungtaskd for the session: works with the validator on or off (the
+        # report names the lock and its holders from the lock itself)
+        from pymm.locking import hung_task
+        config._pymm_hung_was = hung_task.is_enabled()
+        hung_task.enable()
+        hung_task.start(hung, interval=max(0.05, hung / 4))
+
+
+def pytest_unconfigure(config):
+    if _setting(config, "pymm_hung_task") > 0:
+        from pymm.locking import hung_task
+        hung_task.stop()
+        if not getattr(config, "_pymm_hung_was", True):
+            hung_task.disable()
 
 
 def pytest_report_header(config):
@@ -219,6 +241,12 @@ def pytest_runtest_call(item):
     if k is not None:
         allowed, required = _expectations(item)
         found = k.findings()
+        # the hung-task watchdog's reports come from its own thread, which
+        # runs as no process: they reach the test through lockdep's list
+        from pymm.locking import lockdep as ld
+        reps, seen = ld.reports(), getattr(item, "_pymm_reports_seen", 0)
+        found += [r for r in (reps[seen:] if len(reps) >= seen else reps)
+                  if r.kind in ("hung-task", "deadlock") and not any(f.title == r.title for f in found)]
         bad = [f for f in found if f.kind not in allowed]
         missing = sorted(required - {f.kind for f in found})
         msg = []
@@ -238,6 +266,7 @@ def kernel(request):
     ld.reset()
     k = pymm.Kernel(variants=_variants(request.config), seed=_setting(request.config, "pymm_seed"))
     request.node._pymm_kernel = k       # checked when the test function returns (pytest_runtest_call)
+    request.node._pymm_reports_seen = len(ld.reports())
     yield k
 
 
@@ -368,7 +397,7 @@ def _dump_held_locks(nodeid):
     out = [f"\n+++ pymm: {nodeid} is about to time out: locks held and waited for +++"]
     for (name, tid), held in sorted(lockdep.all_held_locks().items(), key=lambda kv: kv[0][1]):
         out += format_held(name, tid, held)
-    for tid, (lock, read, since) in list(hung_task.waiting().items()) if hung_task.is_enabled() else []:
-        out.append(f"thread {tid} waits for {lock!r}")
+    if hung_task.is_enabled():
+        out += hung_task.format_waits()
     sys.stderr.write("\n".join(out) + "\n")
     sys.stderr.flush()

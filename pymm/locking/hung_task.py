@@ -34,7 +34,7 @@ from .lockdep_report import (Report, capture_stack, format_held, format_stack, l
                              lock_addr, lock_mode, thread_label, thread_name)
 
 __all__ = ["enable", "disable", "is_enabled", "start", "stop", "is_running", "check_now",
-           "waiting"]
+           "waiting", "format_waits"]
 
 _waiting = {}       # tid -> (lock, read, since); each thread writes only its own entry
 _clock = time.monotonic
@@ -165,10 +165,12 @@ def _holders_desc(lock):
 
 
 def _show_all(all_held):
-    """``debug_show_all_locks()``."""
+    """``debug_show_all_locks()``.  With the validator off pymm still knows
+    who holds each lock a thread waits for (the lock's owner and readers)."""
     lines = ["", "Showing all locks held in the system:"]
     if all_held is None:
-        lines.append("INFO: lockdep is turned off.")
+        lines.append("INFO: lockdep is turned off; the locks threads wait for, and who holds them:")
+        lines += format_waits()
     else:
         for (name, tid), held in sorted(all_held.items(), key=lambda kv: kv[0][1]):
             lines += format_held(name, tid, held)
@@ -181,6 +183,19 @@ def _all_held_data(all_held):
         return None
     return [{"thread": {"name": n, "tid": t}, "held": [h.as_dict() for h in hs]}
             for (n, t), hs in sorted(all_held.items(), key=lambda kv: kv[0][1])]
+
+
+def format_waits():
+    """One line per waiting thread: what it waits for and who holds it.
+    Needs neither the validator nor the watchdog thread, only ``enable()``."""
+    out = []
+    now = _clock()
+    for tid, (lock, read, t0) in sorted(list(_waiting.items())):
+        holders = ", ".join(f"{thread_label(h['name'], h['tid'])} ({h['mode']})"
+                            for h in _holders_desc(lock)) or "nobody (just released)"
+        out.append(f" {thread_label(thread_name(tid), tid)} waits {now - t0:.3f} s to "
+                   f"{lock_mode(lock, read) or 'lock'} {_lock_line(lock, read)}, held by {holders}")
+    return out or [" no thread waits for a pymm lock"]
 
 
 def _lock_line(lock, read):

@@ -481,3 +481,55 @@ def test_pymm_strategy_reaches_the_stress_runs(argv, env, expected, pytester, mo
         monkeypatch.setenv(k, v)
     pytester.makepyfile(test_s=STRATEGY_TEST.format(expected=expected))
     pytester.runpytest("--stress-schedules=50", *argv).assert_outcomes(passed=1)
+
+
+# -- the hung-task watchdog in the plugin (issue 16) ------------------------------------------------
+
+HUNG_TEST = """
+import threading
+import time
+
+from pymm.locking import Mutex, hung_task, lockdep
+
+
+def test_hang(kernel):
+    lockdep.disable()             # the watchdog needs no validator
+    m = Mutex("cli_test_hung_mutex")
+    held, never = threading.Event(), threading.Event()
+
+    def holder():
+        m.lock()
+        held.set()
+        never.wait()
+
+    def waiter():
+        m.lock()
+
+    threading.Thread(target=holder, name="cli-hung-holder", daemon=True).start()
+    held.wait(10)
+    threading.Thread(target=waiter, name="cli-hung-waiter", daemon=True).start()
+    deadline = time.monotonic() + 20
+    while not any(r.kind == "hung-task" for r in lockdep.reports()):
+        assert time.monotonic() < deadline, "the watchdog never reported"
+        time.sleep(0.05)          # polling the watchdog's report list, bounded above
+    assert any("cli-hung-waiter" in line and "cli-hung-holder" in line
+               for line in hung_task.format_waits())
+"""
+
+
+def test_hung_task_watchdog_fails_a_kernel_test(pytester):
+    pytester.makepyfile(test_h=HUNG_TEST)
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-p", "no:hypothesispytest",
+                                           "--pymm-hung-task", "0.3", timeout=180)
+    assert result.ret != 0
+    out = result.stdout.str()
+    assert "INFO: task cli-hung-waiter" in out and "blocked for more than 0.3 seconds" in out, out
+    assert "held by cli-hung-holder" in out or "cli-hung-holder" in out, out
+    assert "lockdep is turned off; the locks threads wait for" in out, out
+
+
+def test_hung_task_option_bad_value(pytester):
+    pytester.makepyfile(test_ok="def test_ok(): pass")
+    result = pytester.runpytest("--pymm-hung-task", "-1")
+    assert result.ret != 0
+    assert "--pymm-hung-task must be >= 0" in result.stderr.str()
