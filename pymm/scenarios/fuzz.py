@@ -656,10 +656,27 @@ def op_reclaim(fam, ch, proc):
         fam.st.log.append(f"k.reclaim({n}) = {r}")
 
 
+def _mremap_of(p):
+    """``p.mremap`` if pymm has it with mremap(2)'s arguments (old_address,
+    old_size, new_size, flags, ...), else None (it is another piece of work)."""
+    fn = getattr(p, "mremap", None)
+    if fn is None:
+        return None
+    import inspect
+    try:
+        params = [x for x in inspect.signature(fn).parameters.values()
+                  if x.kind in (x.POSITIONAL_ONLY, x.POSITIONAL_OR_KEYWORD)]
+    except (TypeError, ValueError):
+        return None
+    return fn if len(params) >= 4 else None
+
+
 def op_mremap(fam, ch, proc):
-    mremap = getattr(proc.p, "mremap", None)
+    """Grow, shrink or move a private anonymous mapping (MREMAP_MAYMOVE):
+    the contents move with it, the new tail is zero."""
+    mremap = _mremap_of(proc.p)
     m = fam.pick_map(ch, proc)
-    if mremap is None or m is None or m[2] in (HUGE, HUGE_SH):
+    if mremap is None or m is None or m[2] != ANON:
         return op_access(fam, ch, proc)
     start, length, kind, mid = m
     if not all(proc.pages.get(a, (0, 0, 0, None))[3] == mid for a in range(start, start + length, P)):
