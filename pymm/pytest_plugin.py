@@ -36,6 +36,7 @@ Options / ini keys / environment
   --stress-schedules N     stress_schedules  PYMM_STRESS_SCHEDULES
   --pymm-replay TOKEN      -                 PYMM_REPLAY       replay this controlled schedule
   --pymm-hung-task S       pymm_hung_task    PYMM_HUNG_TASK    hung-task watchdog threshold (0: off)
+  --pymm-fail SPEC         pymm_fail         PYMM_FAIL         fault injection (pymm stress --fail)
 With pytest-xdist, ``-n auto --pymm-seeds 16`` spreads the seeds over the cores
 (each seed is its own test item).
 """
@@ -89,6 +90,12 @@ def _replay_token(config):
     except ValueError as e:
         raise pytest.UsageError(f"--pymm-replay: {e}")
     return tok
+    group.addoption("--pymm-fail", dest="pymm_fail", action="append", default=None,
+                    metavar="SITE[:KNOB=VALUE,...]",
+                    help="fault injection for the kernel fixture and pymm_stress runs, as "
+                    "pymm stress --fail (repeatable; env PYMM_FAIL ';'-separated; ini pymm_fail)")
+    parser.addini("pymm_fail", "fault injection (pymm stress --fail syntax)", type="linelist",
+                  default=[])
 
 
 def _setting(config, name):
@@ -109,6 +116,22 @@ def _setting(config, name):
         except ValueError:
             raise pytest.UsageError(f"ini {ini}={iv!r} is not a valid {typ.__name__}")
     return default
+
+
+def _fail(config):
+    """{site: knobs} from --pymm-fail > PYMM_FAIL > ini pymm_fail, or None."""
+    items = config.getoption("pymm_fail")
+    if items is None and os.environ.get("PYMM_FAIL"):
+        items = [s for s in os.environ["PYMM_FAIL"].split(";") if s]
+    if items is None:
+        items = config.getini("pymm_fail")
+    if not items:
+        return None
+    from pymm.debug import fault_inject
+    try:
+        return fault_inject.merge(fault_inject.parse_spec(s.strip()) for s in items)
+    except ValueError as e:
+        raise pytest.UsageError(f"--pymm-fail: {e}")
 
 
 def _variants(config):
@@ -152,6 +175,7 @@ def pytest_configure(config):
             raise pytest.UsageError(f"--{n.replace('_', '-')} must be > 0")
     _variants(config)
     _replay_token(config)
+    _fail(config)
     hung = _setting(config, "pymm_hung_task")
     if hung < 0:
         raise pytest.UsageError("--pymm-hung-task must be >= 0 (0 turns the watchdog off)")
@@ -179,7 +203,15 @@ def pytest_report_header(config):
             + (f"strategy={s['pymm_strategy']} " if s['pymm_strategy'] else "")
             + 
             f"stress_seconds={s['stress_seconds']} stress_schedules={s['stress_schedules']}"
-            + (f" variants={v}" if v else ""))
+            + (f" variants={v}" if v else "") + _fail_header(config))
+
+
+def _fail_header(config):
+    f = _fail(config)
+    if not f:
+        return ""
+    from pymm.debug import fault_inject
+    return f" fail={fault_inject.format_spec(f)}"
 
 
 def pytest_generate_tests(metafunc):
@@ -264,7 +296,8 @@ def kernel(request):
     import pymm
     from pymm.locking import lockdep as ld
     ld.reset()
-    k = pymm.Kernel(variants=_variants(request.config), seed=_setting(request.config, "pymm_seed"))
+    k = pymm.Kernel(variants=_variants(request.config), seed=_setting(request.config, "pymm_seed"),
+                    fail=_fail(request.config))
     request.node._pymm_kernel = k       # checked when the test function returns (pytest_runtest_call)
     request.node._pymm_reports_seen = len(ld.reports())
     yield k
@@ -282,6 +315,7 @@ def stress_config(request):
         schedules=kw.get("schedules") or _setting(cfg, "stress_schedules"),
         mode=kw.get("mode") or _setting(cfg, "pymm_mode"),
         strategy=kw.get("strategy") or _setting(cfg, "pymm_strategy"),
+        fail=_fail(cfg),
         seed=seed)
 
 
@@ -303,9 +337,10 @@ def pymm_stress(stress_config, request):
             else:
                 kw = {"strategy": stress_config.strategy} if stress_config.strategy else {}
                 r = stress.run_controlled(scenario, variant, stress_config.seed, stress_config.schedules,
-                                          **kw)
+                                          fail=stress_config.fail, **kw)
         else:
-            r = stress.run_free(scenario, variant, stress_config.seed, seconds or stress_config.seconds)
+            r = stress.run_free(scenario, variant, stress_config.seed, seconds or stress_config.seconds,
+                                fail=stress_config.fail)
         if not r.ok:
             pytest.fail(_failure_text(request.node.nodeid, r, mode), pytrace=False)
         return r

@@ -18,7 +18,7 @@ pytest_plugins = ["pytester"]
 # kept, and an inline run costs ~0.05 s instead of ~1 s.
 
 ENV = ("PYMM_SEED", "PYMM_SEEDS", "PYMM_MODE", "PYMM_VARIANT", "PYMM_STRESS_SECONDS",
-       "PYMM_STRESS_SCHEDULES")
+       "PYMM_STRESS_SCHEDULES", "PYMM_FAIL", "PYMM_HUNG_TASK")
 
 
 @pytest.fixture(autouse=True)
@@ -533,3 +533,41 @@ def test_hung_task_option_bad_value(pytester):
     result = pytester.runpytest("--pymm-hung-task", "-1")
     assert result.ret != 0
     assert "--pymm-hung-task must be >= 0" in result.stderr.str()
+
+
+FAIL_TEST = """
+import errno
+import pytest
+from pymm import MAP_ANONYMOUS, MAP_PRIVATE, PAGE_SIZE, PROT_READ, PROT_WRITE
+
+
+def test_injected(kernel):
+    p = kernel.spawn("a")
+    a = p.mmap(0, PAGE_SIZE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS)
+    with pytest.raises(OSError) as e:
+        p.store(a, b"x")
+    assert e.value.errno == errno.ENOMEM
+    assert kernel.fault_stats()["page-alloc"]["failures"] == 1
+"""
+
+
+@pytest.mark.parametrize("how", ["argv", "env", "ini"])
+def test_pymm_fail_reaches_the_kernel_fixture(how, pytester, monkeypatch):
+    pytester.makepyfile(test_f=FAIL_TEST)
+    argv = []
+    if how == "argv":
+        argv = ["--pymm-fail", "page-alloc:probability=100"]
+    elif how == "env":
+        monkeypatch.setenv("PYMM_FAIL", "page-alloc:100;slab:0")
+    else:
+        pytester.makeini("[pytest]\npymm_fail =\n    page-alloc:100\n")
+    result = pytester.runpytest("-p", "no:cacheprovider", *argv)
+    result.assert_outcomes(passed=1)
+    assert "fail=page-alloc@" in result.stdout.str()
+
+
+def test_pymm_fail_bad_spec_is_a_usage_error(pytester):
+    pytester.makepyfile(test_ok="def test_ok(): pass")
+    result = pytester.runpytest("--pymm-fail", "nosuch:5")
+    assert result.ret != 0
+    assert "--pymm-fail" in result.stderr.str() and "unknown site" in result.stderr.str()
