@@ -13,7 +13,6 @@ user space.
 """
 import threading
 
-from .constants import MLOCK_LIMIT, RLIMIT_MEMLOCK
 from .locking import SpinLock, lockdep
 
 _tls = threading.local()
@@ -81,10 +80,6 @@ class Task:
         self.exited = False
         self.make_it_fail = False   # /proc/PID/make-it-fail: the fault-injection task filter
         self.task_works = []
-        # credentials and resource limits (cred->cap_effective, signal->rlim):
-        # pymm's tasks run as root; drop a capability to be bound by a limit
-        self.capabilities = {"CAP_IPC_LOCK", "CAP_SYS_RESOURCE", "CAP_SYS_NICE"}
-        self.rlimits = {RLIMIT_MEMLOCK: (MLOCK_LIMIT, MLOCK_LIMIT)}
         # NUMA policy (mm/mempolicy.py): None is the system default; replaced
         # under alloc_lock (task_lock); il_prev is the last node dynamic
         # interleave used.

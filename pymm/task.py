@@ -87,6 +87,10 @@ class Process(Task):
 
     def __init__(self, kernel, name, mm=None):
         super().__init__(kernel, name)
+        # credentials and resource limits (cred->cap_effective, signal->rlim):
+        # pymm's processes run as root; drop a capability to be bound by a limit
+        self.capabilities = {"CAP_IPC_LOCK", "CAP_SYS_RESOURCE", "CAP_SYS_NICE"}
+        self.rlimits = {C.RLIMIT_MEMLOCK: (C.MLOCK_LIMIT, C.MLOCK_LIMIT)}
         self.mm = mm if mm is not None else MmStruct(kernel, self.pid)
         self.mm.owner_pid = self.pid
         if mm is None:

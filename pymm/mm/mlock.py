@@ -131,11 +131,14 @@ def apply_vma_lock_flags(mm, start, length, flags):
 # as LTP's tests drop to user nobody.
 
 def capable(task, cap):
-    return task is None or cap in task.capabilities
+    """Kernel threads (no ``capabilities``) are privileged."""
+    caps = getattr(task, "capabilities", None)
+    return caps is None or cap in caps
 
 
 def lock_limit_pages(task):
-    rlim = task.rlimits[RLIMIT_MEMLOCK][0] if task is not None else RLIM_INFINITY
+    rlims = getattr(task, "rlimits", None)
+    rlim = rlims[RLIMIT_MEMLOCK][0] if rlims is not None else RLIM_INFINITY
     return None if rlim == RLIM_INFINITY else rlim >> 12
 
 
