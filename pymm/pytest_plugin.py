@@ -78,6 +78,12 @@ def pytest_addoption(parser):
     group.addoption("--pymm-replay", dest="pymm_replay", default=None, metavar="TOKEN",
                     help="replay this controlled schedule (a pymm:v1:... token, as a failing stress "
                     "test prints it) in the pymm_stress run of its scenario and variant (env PYMM_REPLAY)")
+    group.addoption("--pymm-fail", dest="pymm_fail", action="append", default=None,
+                    metavar="SITE[:KNOB=VALUE,...]",
+                    help="fault injection for the kernel fixture and pymm_stress runs, as "
+                    "pymm stress --fail (repeatable; env PYMM_FAIL ';'-separated; ini pymm_fail)")
+    parser.addini("pymm_fail", "fault injection (pymm stress --fail syntax)", type="linelist",
+                  default=[])
 
 
 def _replay_token(config):
@@ -90,12 +96,6 @@ def _replay_token(config):
     except ValueError as e:
         raise pytest.UsageError(f"--pymm-replay: {e}")
     return tok
-    group.addoption("--pymm-fail", dest="pymm_fail", action="append", default=None,
-                    metavar="SITE[:KNOB=VALUE,...]",
-                    help="fault injection for the kernel fixture and pymm_stress runs, as "
-                    "pymm stress --fail (repeatable; env PYMM_FAIL ';'-separated; ini pymm_fail)")
-    parser.addini("pymm_fail", "fault injection (pymm stress --fail syntax)", type="linelist",
-                  default=[])
 
 
 def _setting(config, name):
