@@ -28,10 +28,9 @@ def dup_mm(kernel, oldmm, child_pid):
         # its page tables are copied.
         vma_start_write(mpnt)
         if mpnt.vm_flags & VM_DONTCOPY:
-            # not in the child: neither is what the parent stored there (the
-            # integrity shadow was copied whole above; a later mapping at the
-            # same place reported "data corruption" -- found by the fuzzer)
-            mm.user_shadow_drop(mpnt.vm_start, mpnt.vm_end)
+            # not in the child, and neither is what the parent stored there
+            # (the shadow is copied per VMA below; a copy of it over a
+            # DONTFORK range once gave a false "data corruption": the fuzzer)
             continue
         if should_fail(kernel, "slab"):                 # vm_area_dup: fail_nomem
             retval = -errno.ENOMEM
