@@ -35,15 +35,23 @@ class Kernel:
     ``pymm_checks`` (default: on, or the CLI's ``--no-pymm-checks``) runs
     pymm's own checks, the ones the kernel never had (their findings say
     ``"pymm_only": true``); ``fail`` ({site: {knob: value}}) configures
-    fault injection as ``fail()`` does.
+    fault injection as ``fail()`` does; ``tlb`` False makes every user
+    access take mmap_lock (the model before the TLB).
     """
 
     def __init__(self, nodes=2, pages_per_node=4096, hugepages_per_node=16, variants=None, seed=None,
-                 pymm_checks=None, fail=None):
+                 pymm_checks=None, fail=None, tlb=True):
         for name, v, lo in (("nodes", nodes, 1), ("pages_per_node", pages_per_node, 1),
                             ("hugepages_per_node", hugepages_per_node, 0)):
             if type(v) is not int or v < lo:
                 raise ValueError(f"Kernel: {name} must be an int >= {lo}, got {v!r}")
+        if tlb not in (True, False):
+            raise ValueError(f"Kernel: tlb must be True or False, got {tlb!r}")
+        # User loads and stores go through per-CPU TLBs and take no lock
+        # (pymm.mm.tlb); False: every access takes mmap_lock for read and
+        # copies under the PTE lock, as pymm did before it modelled TLBs
+        # (kept to measure the difference: ``pymm bench --section mm``).
+        self.tlb = tlb
         self.variants = _variants.resolve(variants)
         if pymm_checks is not None and not isinstance(pymm_checks, bool):
             raise ValueError(f"Kernel: pymm_checks must be True or False, got {pymm_checks!r}")

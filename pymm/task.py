@@ -389,21 +389,25 @@ class Process(Task):
         return kernel_move_pages(self, addrs, nodes, flags)
 
     # -- user-space accesses ---------------------------------------------------------------
-    @syscall
+    # Not system calls: a load or store runs in user mode on the calling
+    # thread's CPU and enters the kernel only when it faults (uaccess.py).
     def store(self, addr, data):
         if not isinstance(data, (bytes, bytearray, memoryview)):
             raise TypeError("store: data must be bytes")
         _need_int("addr", addr)
+        if self.exited:
+            raise OSError(errno.ESRCH, f"store: process {self.pid} has exited")
         data = bytes(data)
         if not data:
             return 0
         user_access(self, addr, len(data), True, data)
         return len(data)
 
-    @syscall
     def load(self, addr, length):
         _need_int("addr", addr)
         _need_int("length", length)
+        if self.exited:
+            raise OSError(errno.ESRCH, f"load: process {self.pid} has exited")
         if length < 0:
             raise OSError(errno.EINVAL, "load: negative length")
         if length == 0:

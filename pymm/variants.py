@@ -119,6 +119,13 @@ VARIANTS = {
                "VM_GROWSDOWN VMA (5.8), or stacks growing only under the write lock "
                "(8d7071af8907, 6.5)",
     },
+    "tlb-batched-pending": {
+        "values": ("no-pending-flush", "flush-pending"),
+        "default": "flush-pending",
+        "buggy": ("no-pending-flush",),
+        "doc": "PTE changers flush reclaim's pending batched TLB flush first "
+               "(flush_tlb_batched_pending, 3ea277194daa, 4.12) or not (before)",
+    },
 }
 
 

@@ -4,6 +4,10 @@
   written one byte per page (every store is a write fault: mmap_lock for
   read, VMA lookup, handle_mm_fault, a fresh folio), with the lock validator
   off and on.
+- Loads of a present page: lock-free through the TLB, lock-free with a TLB
+  miss (the hardware page walk), and the old path of every access
+  (``Kernel(tlb=False)``: mmap_lock for read and the PTE lock), side by side;
+  the speedup of the lock-free hit over the old path (target >= 3x).
 - A syscall mix on 8 threads: each loops mmap / store / load / munmap of its
   own 4-page mapping, with all threads in one process (one mmap_lock) or
   spread over two; operations per second.
@@ -90,6 +94,48 @@ def page_faults(pages, validator, repeat=3):
             _no_findings(k, "page-fault")
             best = max(best, pages / dt)
     return best
+
+
+# -- loads of a present page ------------------------------------------------------------------
+
+def present_loads(mode, loads, validator, repeat=5):
+    """Nanoseconds per 8-byte load of a present page on one thread, best of
+    ``repeat`` batches of ``loads``, the three ways:
+
+    - "tlb": lock-free, the translation in this CPU's TLB (the common case);
+    - "walk": lock-free, a TLB miss every time (the entry dropped before each
+      load, as a TLB too small for the working set would): the hardware walk;
+    - "mmap-lock": ``Kernel(tlb=False)``: mmap_lock for read, VMA lookup,
+      copy under the PTE lock -- every load as pymm did it before the TLB.
+    """
+    from ..mm.tlb import this_cpu
+    with _validator(validator):
+        k = _kernel(64) if mode != "mmap-lock" else __import__("pymm").Kernel(
+            nodes=1, pages_per_node=64, hugepages_per_node=0, tlb=False)
+        p = k.spawn("loader")
+        a = p.mmap(0, P, RW, ANON)
+        p.store(a, b"12345678")
+        load = p.load
+        cpu = this_cpu()
+        tlb = cpu.tlb
+        best = None
+        for _ in range(repeat):
+            load(a, 8)
+            t0 = time.process_time()          # CPU time: one thread, robust to a loaded machine
+            if mode == "walk":
+                for _ in range(loads):
+                    tlb.clear()
+                    load(a, 8)
+            else:
+                for _ in range(loads):
+                    load(a, 8)
+            dt = time.process_time() - t0
+            best = dt if best is None else min(best, dt)
+        if load(a, 8) != b"12345678":
+            raise RuntimeError("load benchmark: wrong bytes")
+        p.exit()
+        _no_findings(k, "load")
+    return best / loads * 1e9
 
 
 # -- syscall mix ----------------------------------------------------------------------------
@@ -237,6 +283,18 @@ def run(quick=False):
                          f"{'on' if validator else 'off'}", page_faults(fault_pages, validator),
                          "faults/s"))
 
+    loads = 20_000 if quick else 100_000
+    for validator in (True, False):
+        ns = {m: present_loads(m, loads, validator) for m in ("mmap-lock", "walk", "tlb")}
+        v = f"validator {'on' if validator else 'off'}"
+        rows.append(_row("load of a present page", f"mmap_lock + PTE lock (tlb=False), {v}",
+                         ns["mmap-lock"], "ns/load"))
+        rows.append(_row("load of a present page", f"lock-free, TLB miss (page walk), {v}",
+                         ns["walk"], "ns/load"))
+        rows.append(_row("load of a present page", f"lock-free, TLB hit, {v}", ns["tlb"], "ns/load"))
+        rows.append(_row("lock-free load speedup", f"mmap_lock / TLB hit, {v}",
+                         ns["mmap-lock"] / ns["tlb"], "x", ">= 3"))
+
     mix_seconds = 1.0 if quick else 3.0
     for processes, validator in ((1, True), (2, True), (2, False)):
         rows.append(_row("syscall mix, 8 threads", f"{processes} process{'es' if processes > 1 else ''}, "
@@ -268,6 +326,8 @@ def run(quick=False):
         "rows": rows,
         "notes": [
             "page faults: one-byte stores, one per page, into a fresh private anonymous mapping; best of 3",
+            f"loads: 8 bytes of one present page, best of 5 batches of {loads:,}, one thread, "
+            "CPU time; the three paths side by side in this run",
             f"syscall mix: mmap/store/load/munmap of a 4-page mapping per thread, {mix_seconds:g} s window",
             f"VMA lookup: best of 5 batches of {lookups:,} random find_vma calls under "
             "mmap_read_lock, validator on; the ratio times the tree's search alone (the "

@@ -55,13 +55,22 @@ def _current_pid():
     return t.pid if t is not None else 0
 
 
-def kasan_poison(obj, skip=2):
-    """Mark ``obj`` freed (call it exactly where the kernel would kfree it)."""
+def kasan_save_track(skip=1):
+    """A track of the caller's caller (for an object freed later, by an RCU
+    callback: the stack that queued it)."""
+    return _track(skip + 1)
+
+
+def kasan_poison(obj, skip=2, stack=None):
+    """Mark ``obj`` freed (call it exactly where the kernel would kfree it).
+    ``stack``: a track (``kasan_save_track``) to report as the free stack
+    instead of the caller's (an RCU callback reports where call_rcu was
+    called, which KASAN prints as "Last potentially related work creation")."""
     cls = type(obj)
     if cls in _freed_classes.values():
         _report_double_free(obj, cls)
         return
-    obj._kasan_free = _track(skip)
+    obj._kasan_free = _track(skip) if stack is None else stack
     obj.__class__ = _freed_class(cls)
 
 

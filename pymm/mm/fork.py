@@ -9,6 +9,7 @@ from .mm_types import VM_DONTCOPY, VM_HUGETLB, VM_LOCKED_MASK, VM_WIPEONFORK, Mm
 from .mmap_lock import mmap_write_lock, mmap_write_lock_nested, mmap_write_unlock, vma_start_write
 from .rmap import anon_vma_fork, vma_link_file
 from .mmap import exit_mmap
+from .tlb import flush_tlb_mm
 from .vma import vm_area_dup, vm_area_free
 
 
@@ -21,8 +22,8 @@ def dup_mm(kernel, oldmm, child_pid):
     mmap_write_lock_nested(mm, SINGLE_DEPTH_NESTING)
     mm.start_brk, mm.brk, mm.mmap_base = oldmm.start_brk, oldmm.brk, oldmm.mmap_base
     mm.def_flags = oldmm.def_flags & ~VM_LOCKED_MASK   # mlockall(MCL_FUTURE) is not inherited
-    shadow = oldmm.user_shadow
     retval = 0
+    copied = []                  # the ranges whose shadow the child inherits
     for mpnt in oldmm.mm_mt.all():
         # fb49c455323f (6.5): no page fault under mpnt's per-VMA lock while
         # its page tables are copied.
@@ -35,14 +36,10 @@ def dup_mm(kernel, oldmm, child_pid):
         if should_fail(kernel, "slab"):                 # vm_area_dup: fail_nomem
             retval = -errno.ENOMEM
             break
-        # The child's copy of what user space stored, taken per VMA once the
-        # VMA is write-locked (other VMAs are still being written to).
-        for a in [a for a in list(shadow) if mpnt.vm_start <= a < mpnt.vm_end]:
-            buf = shadow.get(a)
-            if buf is not None:
-                mm.user_shadow[a] = bytearray(buf)
         tmp = vm_area_dup(mpnt, mm)
         wipe = bool(tmp.vm_flags & VM_WIPEONFORK)
+        if not wipe:
+            copied.append((mpnt.vm_start, mpnt.vm_end))
         if wipe:
             # MADV_WIPEONFORK: the child starts with fresh zero-filled memory
             # there (no anon_vma, no pages copied; the flag is inherited)
@@ -61,6 +58,14 @@ def dup_mm(kernel, oldmm, child_pid):
         if retval:
             break
     mmap_write_unlock(mm)
+    flush_tlb_mm(oldmm)          # the parent's CPUs may cache now write-protected PTEs
+    # The checker's shadow is copied once no CPU can write the shared pages
+    # any more: a store that got in before the flush is in the child's copy.
+    # Only the copied VMAs' pages (not VM_DONTCOPY ones).
+    with oldmm.shadow_lock:
+        mm.user_shadow = {a: (bytearray(b) if type(b) is bytearray else b)
+                          for a, b in oldmm.user_shadow.items()
+                          if any(s <= a < e for s, e in copied)}
     mmap_write_unlock(oldmm)
     if retval:
         # dup_mmap's error path: the half-built mm is torn down like any

@@ -258,3 +258,130 @@ def faultin_page_range(mm, start, end, write, locked):
     if write:
         gup_flags |= FOLL_WRITE
     return __get_user_pages(mm, start, (end - start) >> 12, gup_flags, locked)
+
+
+# -- gup_fast: lockless get_user_pages ---------------------------------------------------
+
+def gup_fast_pte_range(mm, pt, addr, end, write, pages):
+    """Grab the folios mapped at [addr, end) of one PTE table, stopping at
+    the first that cannot be had locklessly.  For each PTE: read it without
+    the ptl (ptep_get_lockless), refuse PROT_NONE, special (the zero page),
+    or a write without write permission, take a reference only if the folio
+    is not being freed (try_grab_folio_fast: folio_try_get), then re-read the
+    PTE: if it changed meanwhile (a zap, a migration), give the reference
+    back and stop.  Returns False at the first refusal.
+    Context: interrupts off (the table cannot be freed: RCU; no TLB flush
+    can complete: the IPI waits for us)."""
+    from .atomic import atomic_inc_not_zero
+    from .page_alloc import folio_put
+    from .pgtable import _PAGE_PROTNONE, _PAGE_SPECIAL
+    while addr < end:
+        i = pte_index(addr)
+        folio = pt.ptes[i]
+        bits = pt.bits[i]
+        if not isinstance(folio, Folio) or bits & (_PAGE_PROTNONE | _PAGE_SPECIAL):
+            return False
+        if write and not bits & _PAGE_RW:
+            return False
+        if not atomic_inc_not_zero(folio, "_refcount"):
+            return False
+        if pt.ptes[i] is not folio or pt.bits[i] != bits:
+            folio_put(folio, mm.kernel)
+            return False
+        pages.append(folio)
+        addr += PAGE_SIZE
+    return True
+
+
+def gup_fast(mm, start, end, write, pages):
+    """The lockless walk of get_user_pages_fast: PGD -> PMD table -> PTE
+    table with interrupts disabled (local_irq_save), which keeps page tables
+    from being freed under it (they are freed after an RCU grace period, and
+    an interrupts-off region is a read-side section) and holds off TLB-flush
+    IPIs, so a zap cannot finish freeing a page between our PTE read and our
+    reference.  Hugetlb and anything not present stop the walk.  Returns the
+    number of pages grabbed (appended to ``pages``).  Context: no lock."""
+    from .pgtable import PMD_SHIFT, PMD_SIZE, PUD_SHIFT, PteTable
+    from .tlb import local_irq_disable, local_irq_enable, this_cpu
+    cpu = this_cpu()
+    n0 = len(pages)
+    local_irq_disable(cpu)
+    try:
+        addr = start
+        while addr < end:
+            pmd = mm.pgd.get(addr >> PUD_SHIFT)
+            if pmd is None:
+                break
+            pt = pmd.entries[(addr >> PMD_SHIFT) & 511]
+            if not isinstance(pt, PteTable):
+                break
+            nxt = min((addr & ~(PMD_SIZE - 1)) + PMD_SIZE, end)
+            if not gup_fast_pte_range(mm, pt, addr, nxt, write, pages):
+                break
+            addr = nxt
+    finally:
+        local_irq_enable(cpu)
+    return len(pages) - n0
+
+
+def follow_page_get(vma, address, write):
+    """follow_page_pte with FOLL_GET: the folio mapped at ``address`` with a
+    reference, or None.  Context: mmap_lock held; takes the ptl."""
+    from .page_alloc import folio_get
+    from .pgtable import _PAGE_PROTNONE, _PAGE_SPECIAL
+    pt = pte_offset(vma.vm_mm, address)
+    if pt is None:
+        return None
+    i = pte_index(address)
+    pt.ptl.lock()
+    try:
+        folio = pt.ptes[i]
+        bits = pt.bits[i]
+        if not isinstance(folio, Folio) or bits & _PAGE_PROTNONE:
+            return None
+        if write and not bits & _PAGE_RW:
+            return None
+        if not bits & _PAGE_SPECIAL:      # the zero page is reserved: no reference to take
+            folio_get(folio)
+        return folio
+    finally:
+        pt.ptl.unlock()
+
+
+def get_user_pages_fast(mm, start, nr_pages, write):
+    """get_user_pages_fast / pin_user_pages_fast: the folios backing
+    [start, start + nr_pages pages), each with a reference the caller drops
+    with folio_put.  First the lockless walk (gup_fast); the rest under
+    mmap_lock for read, faulting pages in as __get_user_pages does (a read
+    of an untouched anonymous page gets the zero page, which the lockless
+    walk leaves to this slow path, as pte_special does).  Returns the list
+    (shorter than asked at an unmapped or forbidden address; an OSError
+    EFAULT if not even the first page can be had).  Hugetlb VMAs are not
+    supported by pymm's gup (EFAULT).  Context: no lock held."""
+    pages = []
+    end = start + nr_pages * PAGE_SIZE
+    gup_fast(mm, start, end, write, pages)
+    addr = start + len(pages) * PAGE_SIZE
+    if addr < end:
+        gup_flags = FOLL_GET | (FOLL_WRITE if write else 0)
+        mmap_read_lock(mm)
+        try:
+            while addr < end:
+                vma = mm.mm_mt.vma_lookup(addr)
+                if vma is None or vma.vm_flags & VM_HUGETLB or check_vma_flags(vma, gup_flags):
+                    break
+                point("get_user_pages")
+                folio = follow_page_get(vma, addr, write)
+                if folio is None:
+                    if faultin_page(vma, addr, gup_flags, None):
+                        break
+                    folio = follow_page_get(vma, addr, write)
+                    if folio is None:
+                        break
+                pages.append(folio)
+                addr += PAGE_SIZE
+        finally:
+            mmap_read_unlock(mm)
+    if not pages:
+        raise OSError(errno.EFAULT, f"get_user_pages_fast: nothing at {start:#x}")
+    return pages

@@ -11,6 +11,7 @@ from ..constants import (HPAGE_MASK, FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, 
 from .filemap import folio_trylock, folio_unlock
 from .atomic import clear_bits
 from .gup import faultin_page_range
+from .tlb import flush_tlb_range
 from .pgtable import _PAGE_DIRTY, pte_index, pte_ranges
 from .swap_state import SwapEntry, folio_free_swap, free_swap_and_cache
 from .memory import zap_page_range_single
@@ -101,11 +102,17 @@ def do_madvise(mm, start, end, advice):
                 e &= HPAGE_MASK
             if s < e:
                 ranges.append((v, s, e))
+        mm.user_shadow_discard_begin(start, end)
         for v, s, e in ranges:
             if advice == MADV_FREE:
                 madvise_free_single_vma(v, s, e)
+                flush_tlb_range(v, s, e)     # the PTEs lost their dirty and write bits
             else:
                 zap_page_range_single(v, s, e - s)
+        if advice != MADV_FREE:
+            mm.user_shadow_discard_end(start, end, True)    # the TLBs are flushed: zero-fill now
+        else:
+            mm.user_shadow_discard_end(start, end, False)   # lazily freed: may read old or zeros
         return 0
     finally:
         mmap_read_unlock(mm)

@@ -16,8 +16,8 @@ from .pgtable import _PAGE_DIRTY, _PAGE_RW, _PAGE_SPECIAL, pte_alloc, pte_index,
 from .rmap import (anon_vma_prepare, folio_add_anon_rmap_pte, folio_add_file_rmap_pte,
                    folio_add_new_anon_rmap, folio_remove_rmap_pte)
 from .swap import folio_add_lru
-from .swap_state import free_swap_cache
 from .util import folio_copy
+from .tlb import flush_tlb_page
 
 # vm_fault_t (include/linux/mm_types.h)
 VM_FAULT_OOM = 0x000001
@@ -174,8 +174,10 @@ def handle_pte_fault(vmf):
     if pt.ptes[i] is not entry:
         pt.ptl.unlock()
         return 0
-    if vmf.flags & FAULT_FLAG_WRITE and not pt.bits[i] & _PAGE_RW:
-        return do_wp_page(vmf, entry)     # releases ptl
+    if vmf.flags & FAULT_FLAG_WRITE:
+        if not pt.bits[i] & _PAGE_RW:
+            return do_wp_page(vmf, entry)     # releases ptl
+        pt.bits[i] |= _PAGE_DIRTY             # pte_mkdirty + ptep_set_access_flags
     pt.ptl.unlock()
     return 0
 
@@ -358,8 +360,12 @@ def wp_page_copy(vmf, old, special):
         if not special:
             mm.rss_stat[mm_counter(old)].add(-1)
             folio_remove_rmap_pte(k, old, vma)
+        # ptep_clear_flush: no CPU may still read the old page through its
+        # TLB once the new one is mapped (nor write it once it is freed)
         pt.ptes[i] = None
+        pt.bits[i] = 0
         pt.nr -= 1
+        flush_tlb_page(vma, vmf.address)
         folio_add_new_anon_rmap(k, new, vma, vmf.address)
         folio_add_lru(k, new)
         set_pte(vmf, new, _PAGE_RW | _PAGE_DIRTY)
@@ -389,26 +395,31 @@ class ZapDetails:
         self.single_folio = single_folio
 
 
-def zap_pte_range(vma, pt, start, end, details=None):
-    """Clear the PTEs of one table in [start, end).  The folios' references are
-    dropped after the ptl is released (the mmu_gather batch).  Context: mmap_lock
-    or the rmap lock keeps the table alive."""
+def zap_pte_range(tlb, vma, pt, start, end, details=None):
+    """Clear the PTEs of one table in [start, end).  The folios are gathered
+    in ``tlb`` and their references dropped only after the TLB flush
+    (tlb_finish_mmu): another CPU may still reach them through its TLB until
+    then.  A pending batched flush of reclaim is done first
+    (flush_tlb_batched_pending).  Context: mmap_lock or the rmap lock keeps
+    the table alive; takes the ptl."""
+    from .mmu_gather import __tlb_remove_folio, tlb_flush_pte_range
+    from .rmap import flush_tlb_batched_pending
     mm = vma.vm_mm
     k = mm.kernel
     zero = k.zero_page
-    to_put = []
+    gathered = len(tlb.pages)
     pt.ptl.lock()
-    if vma.vm_file is None and not vma.vm_flags & VM_SHARED:
-        # the integrity shadow (uaccess.py) follows the PTEs under their
-        # lock: what a process stored here is gone, its next load reads zeros
-        mm.user_shadow_drop(start, end)
+    flush_tlb_batched_pending(mm)
     for i in range(pte_index(start), pte_index(end - 1) + 1):
         entry = pt.ptes[i]
         if entry is None:
             continue
+        addr = pt.addr + (i << 12)
         if entry is zero:
             pt.ptes[i] = None
+            pt.bits[i] = 0
             pt.nr -= 1
+            tlb_flush_pte_range(tlb, addr, 4096)
             continue
         if not isinstance(entry, Folio):          # non-present: migration/swap entry
             entry.zap(vma, pt, i, details)
@@ -423,40 +434,51 @@ def zap_pte_range(vma, pt, start, end, details=None):
         pt.ptes[i] = None
         pt.bits[i] = 0
         pt.nr -= 1
+        tlb_flush_pte_range(tlb, addr, 4096)
         mm.rss_stat[mm_counter(entry)].add(-1)
         folio_remove_rmap_pte(k, entry, vma)
-        to_put.append(entry)
+        __tlb_remove_folio(tlb, entry)
     pt.ptl.unlock()
-    charge("zap_page", len(to_put))
-    for f in to_put:
-        if f.swap is not None:              # free_pages_and_swap_cache
-            free_swap_cache(f)
-        folio_put(f, k)
+    charge("zap_page", len(tlb.pages) - gathered)
 
 
-def unmap_page_range(vma, start, end, details=None, final=False):
+def unmap_page_range(tlb, vma, start, end, details=None, final=False):
     if vma.vm_flags & VM_HUGETLB:       # unmap_single_vma's is_vm_hugetlb_page branch
         from .hugetlb import hugetlb_zap_range
         return hugetlb_zap_range(vma, start, end, final)
     for pt, addr, nxt in pte_ranges(vma.vm_mm, start, end):
-        zap_pte_range(vma, pt, addr, nxt, details)
+        zap_pte_range(tlb, vma, pt, addr, nxt, details)
 
 
-def unmap_vmas(vmas, start, end):
+def unmap_vmas(vmas, start, end, tlb=None):
+    """Zap every VMA's part of [start, end).  With ``tlb`` the caller's
+    gather collects what was unmapped (it frees the page tables next and
+    finishes the gather); without, a gather of its own is finished here."""
+    from .mmu_gather import tlb_finish_mmu, tlb_gather_mmu
+    own = tlb is None and vmas
+    if own:
+        tlb = tlb_gather_mmu(vmas[0].vm_mm)
     for vma in vmas:
         s, e = max(start, vma.vm_start), min(end, vma.vm_end)
         if s < e:
-            unmap_page_range(vma, s, e, final=True)
+            unmap_page_range(tlb, vma, s, e, final=True)
+    if own:
+        tlb_finish_mmu(tlb)
 
 
 def zap_page_range_single(vma, start, size, details=None):
     """Zap part of one VMA that stays (MADV_DONTNEED, truncation of a
-    mapping).  ``hugetlb-dontneed``: ``final-zap`` is 6.1's zap_page_range,
-    which ran the hugetlb zap as final -- freeing the vma_lock of a VMA that
-    stays (syzbot ca56f14c500045350f93); ``non-final-zap`` is 04ada095dcfc."""
+    mapping), with a gather of its own: when it returns, no CPU reaches the
+    pages through its TLB and their references are dropped.
+    ``hugetlb-dontneed``: ``final-zap`` is 6.1's zap_page_range, which ran
+    the hugetlb zap as final -- freeing the vma_lock of a VMA that stays
+    (syzbot ca56f14c500045350f93); ``non-final-zap`` is 04ada095dcfc."""
+    from .mmu_gather import tlb_finish_mmu, tlb_gather_mmu
     final = bool(vma.vm_flags & VM_HUGETLB) and \
         vma.vm_mm.kernel.variant("hugetlb-dontneed") == "final-zap"
-    unmap_page_range(vma, start, min(start + size, vma.vm_end), details, final=final)
+    tlb = tlb_gather_mmu(vma.vm_mm)
+    unmap_page_range(tlb, vma, start, min(start + size, vma.vm_end), details, final=final)
+    tlb_finish_mmu(tlb)
 
 
 # -- fork ------------------------------------------------------------------------------

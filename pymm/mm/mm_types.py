@@ -5,6 +5,7 @@ Every structure that the kernel frees with kfree/kmem_cache_free derives from
 ``KasanObject``: freeing it poisons it, and a later access reports a
 use-after-free.
 """
+import threading
 import itertools
 
 from ..debug.kasan import KasanObject
@@ -77,6 +78,11 @@ def flag_names(flags, names):
 _ids = itertools.count(1)
 
 
+# user_shadow values besides a bytearray (followed) and None (not followed)
+SHADOW_DISCARDING = "discarding"       # being discarded: loads unchecked
+SHADOW_WINDOW_STORE = "window store"   # a store landed while being discarded
+
+
 class MmStruct(KasanObject):
     """``struct mm_struct``."""
 
@@ -97,12 +103,17 @@ class MmStruct(KasanObject):
         "mm_users",         # atomic
         "mm_lock_seq",      # per-VMA locks: bumped by mmap_write_unlock/downgrade; mmap_lock (write)
         "dead",
+        "cpumask",          # mm_cpumask: set of tlb.Cpu that may cache translations
+        "tlb_flush_pending", "tlb_flush_flushed",  # batched reclaim flushes (rmap.py); atomic
         # Not kernel state: the data-integrity checker's model of what user
-        # space stored in private anonymous memory (page address -> bytearray
-        # of the bytes up to the last one stored; the rest of the page is zeros).
+        # space stored in private anonymous memory (page address -> bytearray,
+        # or None for a page of a mapping the checker does not follow).
         # Dropped wherever the kernel legitimately discards such memory
-        # (do_vmi_munmap, MADV_DONTNEED) under the same mmap_lock.
-        "user_shadow",
+        # (do_vmi_munmap, MADV_DONTNEED) once no CPU can reach the old pages
+        # (after the TLB flush).  ``shadow_lock`` (the checker's own raw lock,
+        # innermost, never held across a scheduling point) makes a user copy
+        # and its shadow update or comparison one step.
+        "user_shadow", "shadow_lock",
     )
 
     def __init__(self, kernel, owner_pid):
@@ -125,15 +136,37 @@ class MmStruct(KasanObject):
         self.mm_users = 1
         self.mm_lock_seq = 0
         self.dead = False
+        self.cpumask = set()
+        self.tlb_flush_pending = self.tlb_flush_flushed = 0
         self.user_shadow = {}
+        self.shadow_lock = threading.Lock()
+
+    def user_shadow_discard_begin(self, start, end):
+        """The kernel starts discarding [start, end) (munmap, MADV_DONTNEED):
+        until the discard is over, loads there may legitimately see the old
+        bytes or zeros, and stores are not followed (SHADOW_DISCARDING; a
+        store turns it into SHADOW_WINDOW_STORE)."""
+        sh = self.user_shadow
+        with self.shadow_lock:
+            for a in [a for a in sh if start <= a < end and sh[a] is not None]:
+                sh[a] = SHADOW_DISCARDING
+
+    def user_shadow_discard_end(self, start, end, zeroed):
+        """The discard is over (the TLBs are flushed: no CPU reaches the old
+        pages).  ``zeroed`` (MADV_DONTNEED): the pages now read as zeros,
+        unless a store landed during the discard (then they are no longer
+        followed); else (munmap) the checker forgets the range."""
+        sh = self.user_shadow
+        with self.shadow_lock:
+            for a in [a for a in sh if start <= a < end]:
+                if zeroed and sh[a] is SHADOW_DISCARDING:
+                    sh[a] = bytearray(4096)
+                elif not zeroed or sh[a] is SHADOW_WINDOW_STORE:
+                    del sh[a]
 
     def user_shadow_drop(self, start, end):
-        """Forget what the process stored in [start, end) (at most one page
-        table's span: the zap calls it under that table's ptl)."""
-        sh = self.user_shadow
-        if sh:
-            for a in range(start & ~0xFFF, end, 0x1000):
-                sh.pop(a, None)
+        """Forget [start, end) at once (nothing can be accessing it)."""
+        self.user_shadow_discard_end(start, end, False)
 
     def get_mm_counter(self, member):
         return self.rss_stat[member].sum()

@@ -13,6 +13,7 @@ from .mlock import munlock_vma_pages_all
 from .mm_types import (RSS_NAMES, VM_ACCESS_FLAGS, VM_ACCOUNT, VM_DONTEXPAND, VM_GROWSDOWN, VM_HUGETLB,
                        VM_IO, VM_LOCKED, VM_MAYEXEC, VM_MAYREAD, VM_MAYWRITE, VM_PFNMAP, VM_READ,
                        VM_WRITE)
+from .mmu_gather import tlb_finish_mmu, tlb_gather_mmu, tlb_gather_mmu_fullmm
 
 VM_SPECIAL = VM_IO | VM_DONTEXPAND | VM_PFNMAP
 from .mmap_lock import (mmap_assert_write_locked, mmap_read_lock, mmap_read_unlock,
@@ -267,13 +268,21 @@ def remove_vma(vma):
     vm_area_free(vma)
 
 
-def free_pgtables(mm, vmas, floor, ceiling):
-    """Unlink the VMAs from rmap, then free the page tables no VMA needs."""
+def free_pgtables(mm, vmas, floor, ceiling, tlb=None):
+    """Unlink the VMAs from rmap, then free the page tables no VMA needs
+    (through ``tlb``: after the TLB flush and an RCU grace period; without a
+    gather, one of its own is finished here)."""
+    from .mmu_gather import tlb_finish_mmu, tlb_gather_mmu
     for v in vmas:
         unlink_anon_vmas(v)
         unlink_file_vma(v)
     if vmas:
-        free_pgd_range(mm, vmas[0].vm_start, vmas[-1].vm_end, floor, ceiling)
+        own = tlb is None
+        if own:
+            tlb = tlb_gather_mmu(mm)
+        free_pgd_range(tlb, vmas[0].vm_start, vmas[-1].vm_end, floor, ceiling)
+        if own:
+            tlb_finish_mmu(tlb)
 
 
 def vmas_may_split(mm, start, end):
@@ -335,8 +344,9 @@ def do_vmi_munmap(mm, start, length, unlock=False):
         mm.mm_mt.erase(v)
         if v.vm_flags & VM_LOCKED:
             mm.locked_vm -= v.vma_pages()
-    # Stores under a per-VMA lock are over once every VMA is write-locked.
-    mm.user_shadow_drop(start, end)
+    # Lock-free stores may go on until the TLB flush: the range is being
+    # discarded (loads unchecked) until the gather is finished.
+    mm.user_shadow_discard_begin(start, end)
     downgrade = unlock
     how = mm.kernel.variants["munmap-downgrade"]
     if how == "write-locked":
@@ -348,8 +358,11 @@ def do_vmi_munmap(mm, start, length, unlock=False):
     point("munmap_detached")
     floor = prev.vm_end if prev else 0
     ceiling = nxt.vm_start if nxt else USER_PGTABLES_CEILING
-    unmap_vmas(vmas, start, end)
-    free_pgtables(mm, vmas, floor, ceiling)
+    tlb = tlb_gather_mmu(mm)
+    unmap_vmas(vmas, start, end, tlb)
+    free_pgtables(mm, vmas, floor, ceiling, tlb)
+    tlb_finish_mmu(tlb)
+    mm.user_shadow_discard_end(start, end, False)   # after the flush: no CPU reaches the old pages
     for v in vmas:
         remove_vma(v)
     if downgrade:
@@ -534,7 +547,9 @@ def exit_mmap(mm):
     for v in vmas:
         vma_start_write(v)              # free_pgtables(..., mm_wr_locked=true)
         mm.mm_mt.erase(v)
-    free_pgtables(mm, vmas, 0, USER_PGTABLES_CEILING)
+    tlb = tlb_gather_mmu_fullmm(mm)
+    free_pgtables(mm, vmas, 0, USER_PGTABLES_CEILING, tlb)
+    tlb_finish_mmu(tlb)
     for v in vmas:
         remove_vma(v)
     mm.locked_vm = 0

@@ -7,7 +7,7 @@ from .mm_types import (VM_ACCESS_FLAGS, VM_EXEC, VM_HUGETLB, VM_LOCKED, VM_MAYEX
 from .gup import populate_vma_page_range
 from .mmap import vma_modify_flags, vmas_may_split
 from .mmap_lock import mmap_write_lock, mmap_write_unlock
-from .pgtable import _PAGE_RW, pte_index, pte_ranges
+from .pgtable import _PAGE_PROTNONE, _PAGE_RW, pte_index, pte_ranges
 
 
 def calc_vm_prot_bits(prot):
@@ -16,20 +16,39 @@ def calc_vm_prot_bits(prot):
 
 
 def change_protection(vma, start, end, newflags):
-    """Write-protect the PTEs when write permission goes away.  (Gaining write
-    leaves PTEs read-only: the next write faults and do_wp_page decides.)"""
+    """Rewrite the present PTEs of [start, end) for ``newflags``: write
+    permission goes away (a write then faults and do_wp_page decides, also
+    when write permission comes back), PROT_NONE makes them not present to
+    the hardware (_PAGE_PROTNONE) and access coming back clears that.  Then,
+    when permissions were reduced, flush the TLBs of the range before
+    returning (change_protection's flush_tlb_range): no CPU may use an old
+    entry once mprotect has returned.  A pending batched flush of reclaim is
+    done first, under the ptl (flush_tlb_batched_pending, 3ea277194daa):
+    reclaim may have cleared a PTE -- which this walk then does not see --
+    without flushing yet.  Context: mmap_lock held for write."""
     if vma.vm_flags & VM_HUGETLB:
         from .hugetlb import hugetlb_change_protection
         hugetlb_change_protection(vma, start, end, newflags)
         return
-    if newflags & VM_WRITE:
-        return
-    for pt, addr, nxt in pte_ranges(vma.vm_mm, start, end):
+    from .rmap import flush_tlb_batched_pending
+    from .tlb import flush_tlb_range
+    mm = vma.vm_mm
+    none = not newflags & VM_ACCESS_FLAGS
+    reduced = False
+    for pt, addr, nxt in pte_ranges(mm, start, end):
         pt.ptl.lock()
+        flush_tlb_batched_pending(mm)
         for i in range(pte_index(addr), pte_index(nxt - 1) + 1):
             if isinstance(pt.ptes[i], Folio):
-                pt.bits[i] &= ~_PAGE_RW
+                old = pt.bits[i]
+                new = old & ~_PAGE_RW
+                new = new | _PAGE_PROTNONE if none else new & ~_PAGE_PROTNONE
+                if new != old:
+                    pt.bits[i] = new
+                    reduced = reduced or bool(old & _PAGE_RW or none)
         pt.ptl.unlock()
+    if reduced:
+        flush_tlb_range(vma, start, end)
 
 
 def do_mprotect_pkey(mm, start, length, prot):

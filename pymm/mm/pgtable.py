@@ -5,8 +5,10 @@ holds PMD tables; a PMD table's 512 entries hold PTE tables (or, part 2,
 hugetlb entries); a PTE table's 512 entries hold a folio (present), a
 migration entry, or None.  Each table page has its own spinlock (split ptl)
 and is freed -- poisoned -- when the range it covers has no VMA left
-(free_pgtables), so a walker that kept a table pointer across a lock drop
-reports a use-after-free of the table or its lock.
+(free_pgtables; through the mmu_gather: after the TLB flush and an RCU grace
+period, as CONFIG_MMU_GATHER_RCU_TABLE_FREE does), so a walker that kept a
+table pointer across a lock drop, or a lockless walker outside its
+interrupts-off region, reports a use-after-free of the table or its lock.
 
 PTE bits live in a bytearray beside the entries (one byte per PTE).
 """
@@ -28,6 +30,7 @@ _PAGE_RW = 0x1
 _PAGE_DIRTY = 0x2
 _PAGE_ACCESSED = 0x4
 _PAGE_SPECIAL = 0x8      # the zero page: no refcount, no rmap
+_PAGE_PROTNONE = 0x10    # PROT_NONE: the hardware treats the PTE as not present
 
 
 class PteTable(KasanObject):
@@ -153,11 +156,16 @@ def pte_alloc(mm, addr):
 USER_PGTABLES_CEILING = 1 << 47
 
 
-def free_pgd_range(mm, start, end, floor, ceiling):
+def free_pgd_range(tlb, start, end, floor, ceiling):
     """Free the page tables covering [start, end) whose whole span lies in
     [floor, ceiling) -- the gap left between the neighbouring VMAs -- as
-    free_pgd_range does.  Context: mmap_lock held for write, the range's VMAs
-    already unlinked from rmap and every PTE in the range already zapped."""
+    free_pgd_range does.  The tables are unhooked here and freed by the
+    gather (tlb_remove_table): after the TLB flush and an RCU grace period,
+    since the hardware walk and gup_fast read them with no lock.
+    Context: mmap_lock held, the range's VMAs detached and unlinked from
+    rmap and every PTE in the range already zapped."""
+    from .mmu_gather import tlb_remove_table
+    mm = tlb.mm
     for key in sorted(k for k in list(mm.pgd) if (k << PUD_SHIFT) < end and ((k + 1) << PUD_SHIFT) > start):
         pmd = mm.pgd[key]
         base = key << PUD_SHIFT
@@ -174,9 +182,9 @@ def free_pgd_range(mm, start, end, floor, ceiling):
                        f"BUG: PTE table at {lo:#x} freed with {pt.nr} entries still set")
             pmd.entries[i] = None
             mm.pgtables_bytes.add(-4096)
-            kasan_poison(pt)
+            tlb_remove_table(tlb, pt, lo, PMD_SIZE)      # pte_free_tlb
         if (base >= floor and base + PUD_SIZE <= ceiling and
                 pmd.pt_share_count == 0 and all(e is None for e in pmd.entries)):
             del mm.pgd[key]
             mm.pgtables_bytes.add(-4096)
-            kasan_poison(pmd)
+            tlb_remove_table(tlb, pmd, base, PUD_SIZE)   # pmd_free_tlb

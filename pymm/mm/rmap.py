@@ -41,21 +41,21 @@ from ..debug.fault_inject import should_fail
 from ..debug.kasan import kasan_poison
 from ..debug.report import pymm_checks, pymm_only_title
 from ..locking import lockdep
+from ..context import current
 from ..rcu import rcu_read
 from ..sched import point
 from .atomic import atomic_add_return, atomic_inc_not_zero, set_bits
 from .gfp import GFP_KERNEL, might_alloc
 from .mlock import clear_page_mlock, mlock_folio, mlock_vma_folio, mlock_vma_page, munlock_vma_folio
 from .mm_types import (MM_ANONPAGES, MM_SWAPENTS, PG_anon, PG_dirty, PG_hugetlb, PG_mlocked,
-                       PG_swapbacked, VM_LOCKED, AnonVma, AnonVmaChain)
+                       PG_swapbacked, VM_ACCESS_FLAGS, VM_LOCKED, AnonVma, AnonVmaChain)
 from .mmap_lock import mmap_read_trylock, mmap_read_unlock
 from .page_alloc import folio_get, folio_put
-from .pgtable import _PAGE_DIRTY, _PAGE_RW, pte_index, pte_offset
+from .pgtable import _PAGE_DIRTY, _PAGE_PROTNONE, _PAGE_RW, pte_index, pte_offset
 from .swap_state import swap_duplicate
 from .swapops import MigrationEntry
-
-# (outer, inner) pairs that the documented order allows, as lockdep class names;
-# a tuple of names is one rank held by several classes.
+from .tlb import (ArchTlbflushUnmapBatch, arch_tlbbatch_add_pending, arch_tlbbatch_flush,
+                  flush_tlb_mm, flush_tlb_page)
 LOCK_ORDER_TREE = [
     ("&sb->s_type->i_mutex_key", [
         ("&mm->mmap_lock", [
@@ -531,17 +531,34 @@ def rmap_walk_locked(folio, rwc):
     rmap_walk(folio, rwc, True)
 
 
-def page_vma_mapped_walk(folio, vma, address, migration=False):
+PVMW_SYNC = 1 << 0        # look at the PTE under the ptl only (no lockless peek)
+PVMW_MIGRATION = 1 << 1   # look for a migration entry, not a present PTE
+
+
+def page_vma_mapped_walk(folio, vma, address, migration=False, flags=0):
     """Find the PTE mapping ``folio`` (or, with ``migration``, a migration entry
     for it) at ``address``; return (table, index) with the ptl held, or
-    (None, 0).  Context: the rmap lock keeps the page tables alive."""
+    (None, 0).
+
+    Without PVMW_SYNC the PTE is first peeked at without the ptl (map_pte's
+    lockless check): a PTE that is none, or maps something else, is skipped
+    without taking the lock.  The peek can miss a mapping whose PTE is
+    transiently none under another thread's ptl (a COW replacing it, say);
+    callers that must not miss one pass PVMW_SYNC: try_to_unmap with
+    TTU_SYNC, and remove_migration_pte (a missed migration entry would
+    outlive its folio).
+    Context: the rmap lock keeps the page tables alive."""
     pt = pte_offset(vma.vm_mm, address)
     if pt is None:
         return None, 0
     i = pte_index(address)
+
+    def match(e):
+        return (e is folio) if not migration else (type(e) is MigrationEntry and e.folio is folio)
+    if not flags & PVMW_SYNC and not match(pt.ptes[i]):
+        return None, 0                    # the lockless peek: nothing of ours here
     pt.ptl.lock()
-    e = pt.ptes[i]
-    if (e is folio) if not migration else (type(e) is MigrationEntry and e.folio is folio):
+    if match(pt.ptes[i]):
         return pt, i
     pt.ptl.unlock()
     return None, 0
@@ -562,6 +579,79 @@ TTU_RMAP_LOCKED = 0x80
 TTU_MUNLOCK = 0x100      # the pre-5.18 munlock walk (try_to_munlock)
 
 
+# -- batched TLB flushing of reclaim (CONFIG_ARCH_WANT_BATCHED_UNMAP_TLB_FLUSH) --------------
+
+class TlbflushUnmapBatch:
+    """``struct tlbflush_unmap_batch`` (current->tlb_ubc): the CPUs to flush
+    before the unmapped folios may be written out or freed."""
+
+    __slots__ = ("arch", "flush_required", "writable")
+
+    def __init__(self):
+        self.arch = ArchTlbflushUnmapBatch()
+        self.flush_required = False
+        self.writable = False     # a PTE was dirty: flush before writeback
+
+
+def _tlb_ubc():
+    t = current()
+    ubc = t.tlb_ubc
+    if ubc is None:
+        ubc = t.tlb_ubc = TlbflushUnmapBatch()
+    return ubc
+
+
+def set_tlb_ubc_flush_pending(mm, writable):
+    """A PTE of ``mm`` was cleared without a flush: remember its CPUs in
+    this task's batch and count a pending batch in ``mm``
+    (mm->tlb_flush_batched: mainline packs the pending and flushed counts in
+    one atomic_t; pymm keeps two fields).  Context: ptl held."""
+    ubc = _tlb_ubc()
+    arch_tlbbatch_add_pending(ubc.arch, mm)
+    ubc.flush_required = True
+    atomic_add_return(mm, "tlb_flush_pending", 1)
+    if writable:
+        ubc.writable = True
+
+
+def try_to_unmap_flush():
+    """Flush what this task's batched unmaps left in TLBs (reclaim calls it
+    before freeing the folios)."""
+    ubc = _tlb_ubc()
+    if not ubc.flush_required:
+        return
+    arch_tlbbatch_flush(ubc.arch)
+    ubc.flush_required = False
+    ubc.writable = False
+
+
+def try_to_unmap_flush_dirty():
+    """Flush if a dirty PTE was unmapped: before writeback starts, no CPU may
+    still write the folio."""
+    if _tlb_ubc().writable:
+        try_to_unmap_flush()
+
+
+def flush_tlb_batched_pending(mm):
+    """Reclaim may have cleared PTEs of ``mm`` and not flushed yet; a caller
+    about to change PTEs -- and to rely on what it sees there -- flushes
+    first (3ea277194daa, 4.12, variant "tlb-batched-pending"):
+
+    - no-pending-flush (before 4.12): nothing.  mprotect, munmap or madvise
+      find the PTE already none (or a swap entry), so they flush nothing,
+      return, and another CPU keeps writing through its stale TLB entry.
+    - flush-pending (mainline): if a batch is pending, flush the mm's TLBs.
+
+    Context: the ptl of the range (or mmap_lock) held."""
+    if mm.kernel.variant("tlb-batched-pending") == "no-pending-flush":
+        return
+    pending = mm.tlb_flush_pending
+    if pending != mm.tlb_flush_flushed:
+        flush_tlb_mm(mm)
+        # A batch that became pending during the flush stays pending.
+        mm.tlb_flush_flushed = pending
+
+
 def try_to_migrate_one(folio, vma, address, flags):
     """Replace the PTE mapping ``folio`` with a migration entry (the rss
     counters keep counting it: the page is only in transit)."""
@@ -569,14 +659,17 @@ def try_to_migrate_one(folio, vma, address, flags):
         from .hugetlb import hugetlb_try_to_unmap_one
         return hugetlb_try_to_unmap_one(folio, vma, address, flags, True)
     k = vma.vm_mm.kernel
-    pt, i = page_vma_mapped_walk(folio, vma, address)
+    pt, i = page_vma_mapped_walk(folio, vma, address,
+                                 flags=PVMW_SYNC if flags & TTU_SYNC else 0)
     if pt is None:
         return True
     bits = pt.bits[i]
-    if bits & _PAGE_DIRTY:
-        set_bits(folio, "flags", PG_dirty)
     pt.ptes[i] = MigrationEntry(folio, bool(bits & _PAGE_RW))
     pt.bits[i] = 0
+    # ptep_clear_flush: the copy must not miss a store still in a TLB
+    flush_tlb_page(vma, address)
+    if bits & _PAGE_DIRTY:
+        set_bits(folio, "flags", PG_dirty)
     folio_remove_rmap_pte(k, folio, vma)
     pt.ptl.unlock()
     folio_put(folio, k)          # the reference the PTE held
@@ -617,7 +710,8 @@ def try_to_unmap_one(folio, vma, address, flags):
     pte_lock = k.variant("rmap-mlock") == "pte-lock"
     if pte_lock and flags & TTU_MUNLOCK and not vma.vm_flags & VM_LOCKED:
         return True            # munlock has nothing to gain from examining un-locked vmas
-    pt, i = page_vma_mapped_walk(folio, vma, address)
+    pt, i = page_vma_mapped_walk(folio, vma, address,
+                                 flags=PVMW_SYNC if flags & TTU_SYNC else 0)
     if pt is None:
         return True
     if not flags & TTU_IGNORE_MLOCK:
@@ -643,41 +737,57 @@ def try_to_unmap_one(folio, vma, address, flags):
             pt.ptl.unlock()
             return True
     from .memory import mm_counter
+    mm = vma.vm_mm
     if folio.flags & PG_anon and not folio.flags & PG_swapbacked:
         # MADV_FREE'd (lazyfree): discard it if nobody redirtied it and
         # only its mappings and our isolation hold it; otherwise the lazy
-        # free is cancelled and the folio is swap-backed again
-        if pt.bits[i] & _PAGE_DIRTY:
+        # free is cancelled and the folio is swap-backed again.  As
+        # mainline: clear and flush first (ptep_clear_flush), so that no CPU
+        # can redirty it through its TLB after the check; put it back if the
+        # check fails.
+        bits = pt.bits[i]
+        pt.ptes[i] = None
+        pt.bits[i] = 0
+        flush_tlb_page(vma, address)
+        if bits & _PAGE_DIRTY:
             set_bits(folio, "flags", PG_dirty)
         if folio.flags & PG_dirty or folio._refcount != 1 + folio._mapcount:
+            pt.ptes[i] = folio
+            pt.bits[i] = bits
             set_bits(folio, "flags", PG_swapbacked)
             pt.ptl.unlock()
             return False
-        pt.ptes[i] = None
-        pt.bits[i] = 0
         pt.nr -= 1
-        vma.vm_mm.rss_stat[MM_ANONPAGES].add(-1)
-        vma.vm_mm.user_shadow_drop(address, address + 4096)   # the process now reads zeros
+        mm.rss_stat[MM_ANONPAGES].add(-1)
+        mm.user_shadow_drop(address, address + 4096)   # the process now reads zeros
         folio_remove_rmap_pte(k, folio, vma)
         pt.ptl.unlock()
         folio_put(folio, k)
         return True
+    if folio.flags & PG_anon and folio.swap is None:   # reclaim adds anon folios to swap first
+        pt.ptl.unlock()
+        return False
+    bits = pt.bits[i]
+    # Nuke the page table entry: with TTU_BATCH_FLUSH, ptep_get_and_clear and
+    # a flush later (set_tlb_ubc_flush_pending: another CPU may write through
+    # its TLB until try_to_unmap_flush); else ptep_clear_flush.
+    pt.ptes[i] = None
+    pt.bits[i] = 0
+    if flags & TTU_BATCH_FLUSH:
+        set_tlb_ubc_flush_pending(mm, bool(bits & _PAGE_DIRTY))
+    else:
+        flush_tlb_page(vma, address)
+    if bits & _PAGE_DIRTY:
+        set_bits(folio, "flags", PG_dirty)
     if folio.flags & PG_anon:
         entry = folio.swap
-        if entry is None:          # reclaim puts an anon folio in the swap cache first
-            pt.ptl.unlock()
-            return False
         swap_duplicate(entry)
         pt.ptes[i] = entry         # still a non-none entry: pt.nr unchanged
-        vma.vm_mm.rss_stat[MM_ANONPAGES].add(-1)
-        vma.vm_mm.rss_stat[MM_SWAPENTS].add(1)
+        mm.rss_stat[MM_ANONPAGES].add(-1)
+        mm.rss_stat[MM_SWAPENTS].add(1)
     else:
-        pt.ptes[i] = None
         pt.nr -= 1
-        vma.vm_mm.rss_stat[mm_counter(folio)].add(-1)
-    if pt.bits[i] & _PAGE_DIRTY:
-        set_bits(folio, "flags", PG_dirty)
-    pt.bits[i] = 0
+        mm.rss_stat[mm_counter(folio)].add(-1)
     folio_remove_rmap_pte(k, folio, vma)
     pt.ptl.unlock()
     folio_put(folio, k)
@@ -719,7 +829,9 @@ def remove_migration_pte(folio, vma, address, src):
         from .hugetlb import hugetlb_remove_migration_pte
         return hugetlb_remove_migration_pte(folio, vma, address, src)
     k = vma.vm_mm.kernel
-    pt, i = page_vma_mapped_walk(src, vma, address, migration=True)
+    # PVMW_SYNC | PVMW_MIGRATION, as mainline: a migration entry must not be
+    # missed (it would outlive src), so no lockless peek here
+    pt, i = page_vma_mapped_walk(src, vma, address, migration=True, flags=PVMW_SYNC)
     if pt is None:
         return True
     e = pt.ptes[i]
@@ -729,7 +841,8 @@ def remove_migration_pte(folio, vma, address, src):
     else:
         folio_add_file_rmap_pte(k, folio, vma)
     pt.ptes[i] = folio
-    pt.bits[i] = (_PAGE_RW | _PAGE_DIRTY) if e.writable else 0
+    pt.bits[i] = ((_PAGE_RW | _PAGE_DIRTY) if e.writable else 0) | \
+        (0 if vma.vm_flags & VM_ACCESS_FLAGS else _PAGE_PROTNONE)
     pt.ptl.unlock()
     return True
 

@@ -1,100 +1,210 @@
 """User-space loads and stores, and the user page-fault path
 (arch/x86/mm/fault.c do_user_addr_fault).
 
-Simplification: pymm's page tables are freed immediately, not after an RCU
-grace period, so the hardware's lock-free page walk is not modelled.  A user
-access takes the lock a page fault would take -- the VMA's per-VMA lock
-(6.4+), else mmap_lock for read -- as if every access were a fault, and
-copies under the PTE lock.
+A load or store of one page is one instruction on the calling thread's CPU
+(``pymm.mm.tlb``): look the translation up in the CPU's TLB; on a miss, walk
+the page tables as the hardware does -- no lock at all, with "interrupts
+off" for the instruction so a flush IPI waits for it and the RCU-freed page
+tables stay alive (``hw_page_walk``) -- and fill the TLB.  Only a page that is
+not present, or present without the needed permission, raises a page fault:
+``do_user_addr_fault`` takes mmap_lock for read, checks the VMA, runs
+handle_mm_fault and returns, and the instruction is retried.
 
-Data integrity: stores to private anonymous memory are remembered per
-process; a load that finds other bytes there reports "data corruption".  (The
-check assumes one writer at a time per byte, as the workloads arrange.)
+Hugetlb pages are not cached in the TLB (pymm's simplification): their
+accesses always take the fault path and copy under its lock
+(hugetlb_user_copy).  The fault path locks as do_user_addr_fault does: the
+VMA's per-VMA lock (6.4+) if lock_vma_under_rcu gets it, else mmap_lock.
+
+Data integrity (pymm's own checker): stores to private anonymous memory are
+remembered per process (``mm.user_shadow``, page -> bytes); a load that finds
+other bytes there reports "data corruption".  The copy and the shadow update
+or comparison are one step under the mm's ``shadow_lock`` (the checker's raw
+lock, innermost).  A page's first store goes through the fault path, which
+has the VMA and decides whether the checker follows the page (None: a shared
+or file-backed mapping).  The shadow is dropped when the kernel
+legitimately discards memory (munmap, MADV_DONTNEED), after the TLB flush.
+(The check assumes one writer at a time per byte, as the workloads arrange.)
+
+Stale TLB entries (pymm's own detector): a TLB entry whose page has been
+freed is reported as a use-after-free through a stale TLB entry; a store
+through an entry whose page is no longer the one mapped there is lost,
+which the shadow reports as data corruption at the next load.
 """
 import errno
 import threading
 
+from ..context import _KernelContext
 from ..debug import stackdepot
+from ..debug.kasan import is_poisoned
 from ..debug.report import report
 from ..errors import BusError, SegmentationFault
+from ..rcu import reader_exit
+from ..sched import charge, point
 from .hugetlb import hugetlb_user_copy
 from .memory import (FAULT_FLAG_ALLOW_RETRY, FAULT_FLAG_KILLABLE, FAULT_FLAG_TRIED,
                      FAULT_FLAG_USER, FAULT_FLAG_VMA_LOCK, FAULT_FLAG_WRITE, VM_FAULT_OOM,
                      VM_FAULT_RETRY, VM_FAULT_SIGBUS, VM_FAULT_SIGSEGV, handle_mm_fault,
                      lock_vma_under_rcu)
-from .mm_types import VM_ACCESS_FLAGS, VM_HUGETLB, VM_SHARED, VM_WRITE, Folio
+from .mm_types import (SHADOW_DISCARDING, SHADOW_WINDOW_STORE, VM_ACCESS_FLAGS, VM_HUGETLB,
+                       VM_SHARED, VM_WRITE, Folio)
 from .mmap import expand_stack_for_fault
 from .mmap_lock import (mmap_read_lock, mmap_read_trylock, mmap_read_unlock, per_vma_lock_enabled,
                         vma_end_read)
-from .pgtable import _PAGE_DIRTY, _PAGE_RW, pte_index, pte_offset
+from .pgtable import (PMD_SHIFT, PUD_SHIFT, _PAGE_DIRTY, _PAGE_PROTNONE, _PAGE_RW, PteTable,
+                      pte_index, pte_offset)
+from .tlb import cpumask_set, this_cpu, tlb_fill
 
 PAGE_SIZE = 4096
+PAGE_MASK = ~(PAGE_SIZE - 1)
+_MISS = object()          # the instruction faults
+_UNKNOWN = object()       # no shadow decision for the page yet
 
 
 def user_access(task, addr, length, write, data, carefully=False):
     """Copy to (write) or from user memory.  Raises SegmentationFault outside a
     mapping or against its protection, BusError beyond the end of a file.
-    ``carefully``: a copy_from_user/copy_to_user inside a system call, which
-    may hold kernel locks: mmap_lock is tried first, as the fault path's
-    lock_mm_and_find_vma does (get_mmap_lock_carefully), so an uncontended
-    copy adds no dependency on it (pymm has no might_fault annotation).
-
-    The locking is do_user_addr_fault's: with per-VMA locks (6.4+) the page's
-    VMA is read-locked under RCU (lock_vma_under_rcu) and the copy, or the
-    fault, happens under that lock alone; when that is not possible (no VMA
-    found, a writer owns it, an unsupported VMA) or the fault asks for it
-    (VM_FAULT_RETRY: no anon_vma yet and mmap_lock busy), mmap_lock is taken
-    for read, as before 6.4, and kept for the rest of this access.  The VMA
-    lock is kept while the access stays inside its VMA."""
+    ``carefully``: a copy_from_user/copy_to_user inside a system call (the
+    fault path tries mmap_lock first, get_mmap_lock_carefully).
+    Context: no lock held; takes none while the pages are present (the fault
+    path takes the VMA lock or mmap_lock for read)."""
     mm = task.mm
+    tlb = mm.kernel.tlb
+    cpu = this_cpu() if tlb else None
     out = None if write else bytearray(length)
     pos, end = addr, addr + length
+    while pos < end:
+        n = min(end, (pos & PAGE_MASK) + PAGE_SIZE) - pos
+        off = pos - addr
+        charge("load")                     # virtual time: a TLB-hit access (a fault charges its own)
+        bad = _tlb_access(cpu, mm, pos, n, write, data, off, out) if tlb else _MISS
+        if bad is _MISS:                   # (the fault path's locks are scheduling points)
+            if carefully:
+                bad = do_user_addr_fault(task, pos, n, write, data, off, out, not tlb, True)
+            else:
+                with _KernelContext(task):     # the fault enters the kernel
+                    bad = do_user_addr_fault(task, pos, n, write, data, off, out, not tlb)
+            if bad is _MISS:
+                continue                   # the fault was handled: retry the instruction
+        else:
+            point("user access")           # an interrupt may come after the instruction
+        if bad is not None:
+            _report_corruption(task, pos, *bad)
+        pos += n
+    return None if write else bytes(out)
+
+
+def hw_page_walk(cpu, mm, pos, write):
+    """The hardware page walk: PGD -> PMD table -> PTE table -> PTE, with no
+    lock (the tables are freed only after an RCU grace period, and this runs
+    with interrupts off).  Fills the TLB and returns the entry, or None
+    (not present, PROT_NONE, or a write needing the fault path: not writable,
+    or clean -- the hardware's atomic dirty-bit update is left to the fault
+    path, which sets it under the ptl).  Context: ``cpu.irq`` held."""
+    cpumask_set(mm, cpu)
+    pmd = mm.pgd.get(pos >> PUD_SHIFT)
+    if pmd is None:
+        return None
+    pt = pmd.entries[(pos >> PMD_SHIFT) & 511]
+    if not isinstance(pt, PteTable):        # none, or a huge (hugetlb) entry: not cached
+        return None
+    i = (pos >> 12) & 511
+    folio = pt.ptes[i]
+    bits = pt.bits[i]
+    if not isinstance(folio, Folio) or bits & _PAGE_PROTNONE:
+        return None
+    if write and (bits & (_PAGE_RW | _PAGE_DIRTY)) != (_PAGE_RW | _PAGE_DIRTY):
+        return None
+    return tlb_fill(cpu, mm, pos >> 12, folio, bool(bits & _PAGE_RW), bool(bits & _PAGE_DIRTY))
+
+
+def _tlb_access(cpu, mm, pos, n, write, data, off, out):
+    """One instruction: translate through the TLB (walking on a miss) and
+    copy.  Returns None, _MISS (fault), or a shadow mismatch (index,
+    expected, found).  Takes no lock: ``cpu.irq`` is this CPU's interrupt
+    flag (flush IPIs wait for the instruction) and ``shadow_lock`` the
+    checker's."""
+    irq = cpu.irq
+    rcu = cpu.rcu
+    page = pos & PAGE_MASK
+    irq.acquire()
+    rcu.depth += 1
+    try:
+        e = cpu.tlb.get((mm, pos >> 12))
+        if e is None or write and not (e[1] and e[2]):
+            e = hw_page_walk(cpu, mm, pos, write)
+            if e is None:
+                # A page fault invalidates the TLB entries for the faulting
+                # address (x86: the processor drops them when it faults).
+                cpu.tlb.pop((mm, pos >> 12), None)
+                return _MISS
+        folio = e[0]
+        if type(folio) is not Folio and is_poisoned(folio):
+            del cpu.tlb[(mm, pos >> 12)]
+            _report_stale_tlb(cpu, mm, pos, write, folio)
+            return _MISS
+        poff = pos - page
+        sh = mm.user_shadow
+        if write:
+            if sh.get(page, _UNKNOWN) is _UNKNOWN:
+                return _MISS          # first store: the fault path decides about the shadow
+            b = data[off:off + n]
+            with mm.shadow_lock:
+                folio.write_bytes(poff, b)
+                _shadow_store(sh, page, poff, b)
+            return None
+        with mm.shadow_lock:              # the bytes and what the shadow expects, at once
+            got = folio.read_bytes(poff, n)
+            buf = sh.get(page)
+            want = bytes(buf[poff:poff + n]) if type(buf) is bytearray else None
+        out[off:off + n] = got
+        return None if want is None or want == got else _mismatch(want, got)
+    finally:
+        irq.release()
+        reader_exit(rcu)              # (the end of the interrupts-off region)
+
+
+def do_user_addr_fault(task, pos, n, write, data, off, out, copy=False, carefully=False):
+    """The page fault of an instruction at ``pos``, with do_user_addr_fault's
+    locking: with per-VMA locks (6.4+) the VMA is read-locked under RCU
+    (lock_vma_under_rcu) and the fault handled under that lock alone; when
+    that is not possible, or the fault returns VM_FAULT_RETRY, mmap_lock for
+    read.  Returns _MISS to retry the instruction; or, for what the fault
+    path copies itself (a hugetlb page; a page's first store, which registers
+    it with the shadow; with ``copy``, every access: ``Kernel(tlb=False)``),
+    None or a shadow mismatch.  Raises SIGSEGV/SIGBUS as OSErrors."""
+    mm = task.mm
     fault_flags = FAULT_FLAG_USER | FAULT_FLAG_ALLOW_RETRY | FAULT_FLAG_KILLABLE
     if write:
         fault_flags |= FAULT_FLAG_WRITE
-    per_vma = per_vma_lock_enabled(mm)
-    vma_locked = None       # the VMA we hold the read lock of
-    locked = False          # mmap_lock held for read
+    vma_locked = lock_vma_under_rcu(mm, pos) if per_vma_lock_enabled(mm) else None
+    locked = False
+    if vma_locked is None:                   # lock_mmap
+        if not carefully or not mmap_read_trylock(mm):
+            mmap_read_lock(mm)
+        locked = True
     try:
-        while pos < end:
-            if vma_locked is not None and not vma_locked.vm_start <= pos < vma_locked.vm_end:
-                vma_end_read(vma_locked)
-                vma_locked = None
-            if vma_locked is None and not locked:
-                if per_vma:
-                    vma_locked = lock_vma_under_rcu(mm, pos)
-                if vma_locked is None:          # lock_mmap
-                    if not carefully or not mmap_read_trylock(mm):
-                        mmap_read_lock(mm)
-                    locked = True
+        while True:
             vma = vma_locked if vma_locked is not None else mm.mm_mt.vma_lookup(pos)
             if vma is None:
                 vma = expand_stack_for_fault(mm, pos)       # a VM_GROWSDOWN VMA above?
             if vma is None:
                 raise SegmentationFault(pos, "no mapping")
-            # x86 (access_error): a load needs the VMA accessible at all, so a
-            # PROT_WRITE-only (or PROT_EXEC-only) mapping is readable
+            # x86 (access_error): a load needs the VMA accessible at all
             if not vma.vm_flags & (VM_WRITE if write else VM_ACCESS_FLAGS):
                 raise SegmentationFault(pos, "access against the mapping's protection")
-            n = min(end, (pos & ~(PAGE_SIZE - 1)) + PAGE_SIZE) - pos
-            off = pos - addr
-            # the integrity shadow is pymm's own check (off with pymm_checks=False)
-            shadow = (mm.user_shadow if vma.vm_file is None and not vma.vm_flags & VM_SHARED
-                      and mm.kernel.pymm_checks else None)
             if vma.vm_flags & VM_HUGETLB:
-                done, bad = hugetlb_user_copy(vma, pos, n, write, data, off, out), None
-            else:
-                done, bad = _copy_pte(mm, pos, n, write, data, off, out, shadow)
-            if done:
-                if bad is not None:
-                    _report_corruption(task, pos, *bad)
-                pos += n
-                continue
+                if hugetlb_user_copy(vma, pos, n, write, data, off, out):
+                    return None
+            elif copy or write and mm.user_shadow.get(pos & PAGE_MASK, _UNKNOWN) is _UNKNOWN:
+                shadowed = (vma.vm_file is None and not vma.vm_flags & VM_SHARED
+                            and mm.kernel.pymm_checks)
+                done, bad = _copy_pte(mm, pos, n, write, data, off, out, shadowed)
+                if done:
+                    return bad
             if vma_locked is not None:
                 ret = handle_mm_fault(vma, pos, fault_flags | FAULT_FLAG_VMA_LOCK)
                 if ret & VM_FAULT_RETRY:
-                    # The fault released the VMA lock: retry under mmap_lock.
-                    vma_locked = None
+                    vma_locked = None        # the fault released the VMA lock
                     mmap_read_lock(mm)
                     locked = True
                     continue
@@ -113,19 +223,22 @@ def user_access(task, addr, length, write, data, carefully=False):
                 raise SegmentationFault(pos, "fault returned SIGSEGV")
             if ret & VM_FAULT_OOM:
                 raise OSError(errno.ENOMEM, f"out of memory faulting {pos:#x}")
+            if vma.vm_flags & VM_HUGETLB or copy or \
+                    write and mm.user_shadow.get(pos & PAGE_MASK, _UNKNOWN) is _UNKNOWN:
+                continue                   # copy under the lock, now that it is mapped
+            return _MISS
     finally:
         if vma_locked is not None:
             vma_end_read(vma_locked)
         if locked:
             mmap_read_unlock(mm)
-    return None if write else bytes(out)
 
 
-def _copy_pte(mm, pos, n, write, data, off, out, shadow):
-    """Copy under the PTE lock if the page is present with the right access.
-    The shadow is updated (store) or compared (load) under the same lock, so
-    a load and a store of the same page are atomic with respect to each other.
-    Returns (done, mismatch) where mismatch is (index, expected, found) or None."""
+def _copy_pte(mm, pos, n, write, data, off, out, shadowed):
+    """Copy under the PTE lock if the page is present with the right access
+    (a store needs it writable and dirty), recording in the shadow, at a
+    page's first store, whether the checker follows the page.  Returns
+    (done, mismatch)."""
     pt = pte_offset(mm, pos)
     if pt is None:
         return False, None
@@ -133,37 +246,75 @@ def _copy_pte(mm, pos, n, write, data, off, out, shadow):
     pt.ptl.lock()
     try:
         folio = pt.ptes[i]
-        if not isinstance(folio, Folio):
-            return False, None
         bits = pt.bits[i]
-        if write and not bits & _PAGE_RW:
+        if not isinstance(folio, Folio) or bits & _PAGE_PROTNONE:
             return False, None
-        poff = pos & (PAGE_SIZE - 1)
-        page = pos - poff
+        if write and (bits & (_PAGE_RW | _PAGE_DIRTY)) != (_PAGE_RW | _PAGE_DIRTY):
+            return False, None
+        page = pos & PAGE_MASK
+        poff = pos - page
+        sh = mm.user_shadow
         if write:
-            folio.write_bytes(poff, data[off:off + n])
-            pt.bits[i] = bits | _PAGE_DIRTY
-            if shadow is not None:
-                buf = shadow.get(page)
-                if buf is None:
-                    buf = shadow[page] = bytearray()    # sparse: up to the last byte stored
-                if len(buf) < poff + n:
-                    buf.extend(bytes(poff + n - len(buf)))
-                buf[poff:poff + n] = data[off:off + n]
+            b = data[off:off + n]
+            with mm.shadow_lock:
+                folio.write_bytes(poff, b)
+                if sh.get(page, _UNKNOWN) is _UNKNOWN:
+                    sh[page] = bytearray(PAGE_SIZE) if shadowed else None
+                _shadow_store(sh, page, poff, b)
             return True, None
-        got = folio.read_bytes(poff, n)
+        with mm.shadow_lock:
+            got = folio.read_bytes(poff, n)
+            buf = sh.get(page)
+            want = bytes(buf[poff:poff + n]) if type(buf) is bytearray else None
         out[off:off + n] = got
-        buf = shadow.get(page) if shadow is not None else None
-        if buf is not None:
-            want = bytes(buf[poff:poff + n])
-            if len(want) < n:
-                want += bytes(n - len(want))
-            if want != got:
-                j = next(j for j in range(n) if want[j] != got[j])
-                return True, (j, want, got)
-        return True, None
+        return True, None if want is None or want == got else _mismatch(want, got)
     finally:
         pt.ptl.unlock()
+
+
+def _mismatch(want, got):
+    """(index of the first differing byte, expected, found).  Both were taken
+    under shadow_lock: a store between the copy and the comparison would
+    otherwise look like corruption."""
+    j = next(j for j in range(len(want)) if want[j] != got[j])
+    return (j, want, got)
+
+
+def _shadow_store(sh, page, poff, b):
+    """Record a store in the shadow.  Context: shadow_lock held."""
+    buf = sh.get(page)
+    if type(buf) is bytearray:
+        buf[poff:poff + len(b)] = b
+    elif buf is SHADOW_DISCARDING:
+        sh[page] = SHADOW_WINDOW_STORE
+
+
+def _report_stale_tlb(cpu, mm, pos, write, folio):
+    """pymm's own detector, in KASAN's layout: the access went through a TLB
+    entry whose page has been freed (the kernel would have read or written
+    freed -- maybe reused -- memory)."""
+    from ..debug.kasan import _track_text
+    t = threading.current_thread()
+    op = "Write" if write else "Read"
+    title = "BUG: KASAN: use-after-free through a stale TLB entry"
+    get = object.__getattribute__
+    text = "\n".join([
+        "=" * 66,
+        title,
+        f"{op} of user address {pos:#x} by thread {t.name} on cpu{cpu.id} through a stale TLB entry",
+        f"mm {mm!r}: the PTE was changed and the page freed before every CPU's TLB was "
+        f"flushed (a missing flush, or a batched flush still pending)",
+        "",
+        "Call Trace:",
+        stackdepot.format(stackdepot.save(2), " "),
+        "",
+        *_track_text(get(folio, "_kasan_alloc"), "Allocated"),
+        "",
+        *_track_text(get(folio, "_kasan_free"), "Freed"),
+        "=" * 66,
+    ])
+    report("use-after-free", title, text, kernel=mm.kernel,
+           data={"addr": pos, "cpu": cpu.id, "access": op, "pymm_only": True})
 
 
 def _report_corruption(task, pos, i, want, got):
@@ -174,6 +325,8 @@ def _report_corruption(task, pos, i, want, got):
     report("data-corruption", title,
            f"BUG: {title}\nexpected {want[i:i + 16].hex()}, found {got[i:i + 16].hex()}\n"
            f"process {task.comm}[{task.pid}], thread {t.name}: the page's contents changed "
-           f"behind the process's back (a lost COW, a lost migration copy, or a page freed "
-           f"and reused while mapped).\nCall Trace:\n" + stackdepot.format(stackdepot.save(2), " "),
-           data={"addr": bad, "pymm_only": True})
+           f"behind the process's back (a lost COW, a lost migration copy, a page freed "
+           f"and reused while mapped, or a store lost through a stale TLB entry: written "
+           f"to the old page after the mapping changed).\nCall Trace:\n"
+           + stackdepot.format(stackdepot.save(2), " "),
+           kernel=task.kernel, data={"addr": bad, "pymm_only": True})

@@ -36,7 +36,7 @@ from .gfp import (fs_reclaim_acquire, fs_reclaim_release, memalloc_noreclaim_res
 from .migrate import folio_putback_lru
 from .mm_types import PG_anon, PG_dirty, PG_isolated, PG_mlocked, PG_swapbacked
 from .page_alloc import folio_put
-from .rmap import try_to_unmap
+from .rmap import TTU_BATCH_FLUSH, try_to_unmap, try_to_unmap_flush, try_to_unmap_flush_dirty
 from .swap import LRU_ANON, lruvec_del_folio_locked
 from .swap_state import add_to_swap, folio_free_swap, remove_swap_mapping, swap_writepage
 
@@ -113,6 +113,7 @@ def shrink_folio_list(kernel, folio_list, sc):
     Context: no locks held; the folios are isolated, each with a reference."""
     nr_reclaimed = 0
     ret_folios = []
+    free_folios = []
     for folio in folio_list:
         point("shrink_folio_list")
         sc.nr_scanned += folio.nr_pages()
@@ -121,17 +122,24 @@ def shrink_folio_list(kernel, folio_list, sc):
             continue
         nr = folio.nr_pages()
         if _shrink_locked_folio(kernel, folio, sc):
-            nr_reclaimed += nr                  # (the folio is freed: do not touch it)
+            nr_reclaimed += nr
+            free_folios.append(folio)
         else:
             folio_unlock(folio)
             ret_folios.append(folio)
+    # The folios were unmapped with TTU_BATCH_FLUSH: no CPU may reach them
+    # through its TLB once they are freed or back on the LRU.
+    try_to_unmap_flush()
+    for folio in free_folios:
+        folio_put(folio, kernel)              # the isolation reference, the last one: freed
     move_folios_to_lru(kernel, ret_folios)
     return nr_reclaimed
 
 
 def _shrink_locked_folio(kernel, folio, sc):
     """The body of shrink_folio_list for one locked folio.  Returns True if it
-    was freed (and unlocked); False to keep it (still locked)."""
+    can be freed (it is unlocked, the caller drops the last reference after
+    the TLB flush); False to keep it (still locked)."""
     if not folio_evictable(folio):
         return _activate_locked(folio, sc)
     if not folio.flags & PG_anon:
@@ -140,7 +148,7 @@ def _shrink_locked_folio(kernel, folio, sc):
     if not lazyfree and folio.swap is None and not add_to_swap(kernel, folio):
         return _activate_locked(folio, sc)     # the swap device is full
     if folio.folio_mapped():
-        try_to_unmap(folio, 0)
+        try_to_unmap(folio, TTU_BATCH_FLUSH)
         if folio.folio_mapped() or not folio_evictable(folio):
             sc.nr_unmap_fail += folio.nr_pages()
             return _activate_locked(folio, sc)
@@ -150,16 +158,17 @@ def _shrink_locked_folio(kernel, folio, sc):
             return False
         folio_unlock(folio)
         clear_bits(folio, "flags", PG_isolated)
-        folio_put(folio, kernel)
-        return True
+        return True                       # freed by the caller, after the TLB flush
     if folio.flags & PG_dirty:
+        # A CPU may still write through a dirty writable TLB entry: flush
+        # before the writeback copies the folio.
+        try_to_unmap_flush_dirty()
         pageout(folio)
     point("shrink_folio_list_remove")
     if not __remove_mapping(kernel, folio):
         return False                      # someone holds a reference: keep it
     folio_unlock(folio)
     clear_bits(folio, "flags", PG_isolated)
-    folio_put(folio, kernel)              # the isolation reference, the last one: freed
     return True
 
 

@@ -39,6 +39,7 @@ SCENARIO_MODULES = {
     "rmap-mlock": "rmap_mlock",
     "munmap-stack": "munmap_stack",
     "fuzz": "fuzz",
+    "tlb-batch-flush": "tlb_batch_flush",
 }
 
 # Left out of ``pymm stress``'s default set (run them with --scenario NAME), with why.

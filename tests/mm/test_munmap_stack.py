@@ -18,10 +18,10 @@ def _lock_mode_during_zap(monkeypatch, k, fn):
     seen = []
     real = mmap_mod.unmap_vmas
 
-    def spy(vmas, start, end):
+    def spy(vmas, start, end, tlb=None):
         lk = vmas[0].vm_mm.mmap_lock
         seen.append("write" if lk.held_by_current(0) else "read" if lk.held_by_current(1) else "none")
-        return real(vmas, start, end)
+        return real(vmas, start, end, tlb)
     monkeypatch.setattr(mmap_mod, "unmap_vmas", spy)
     fn()
     return seen
