@@ -12,7 +12,10 @@ import pytest
 from pymm import stress
 
 BUGGY_FREE_SECONDS = 10.0
-CASES = [(s, v) for s in stress.all_scenarios() for v in stress.get_scenario(s).variants()]
+# fuzz finds bugs still open (README: the fuzz scenario): its CI runs are
+# tests/scenarios/test_fuzz.py and tests/cli/test_fuzz_cmd.py until it is clean
+CASES = [(s, v) for s in stress.all_scenarios() if s != "fuzz"
+         for v in stress.get_scenario(s).variants()]
 
 
 def _modes(config_mode):
