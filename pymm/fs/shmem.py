@@ -7,10 +7,10 @@ from ..mm import filemap
 from ..mm.filemap import __folio_set_locked as folio_set_locked_new   # (no mangling in methods)
 from ..mm.filemap import filemap_add_folio, filemap_get_folio, folio_lock, folio_trylock, folio_unlock
 from ..mm.memory import (FAULT_FLAG_ALLOW_RETRY, FAULT_FLAG_RETRY_NOWAIT, VM_FAULT_LOCKED,
-                         VM_FAULT_NOPAGE, VM_FAULT_OOM, VM_FAULT_RETRY, VM_FAULT_SIGBUS)
+                         VM_FAULT_NOPAGE, VM_FAULT_OOM, VM_FAULT_RETRY, VM_FAULT_SIGBUS,
+                         release_fault_lock)
 from ..mm.atomic import atomic_add_return
 from ..mm.mm_types import PG_swapbacked, PG_uptodate
-from ..mm.mmap_lock import mmap_read_unlock
 from ..mm.page_alloc import folio_put
 from ..mm.swap import folio_add_lru
 from ..mm.truncate import ULONG_MAX, truncate_inode_pages_range, truncate_pagecache, unmap_mapping_range
@@ -167,7 +167,7 @@ class File:
                 if vmf.flags & FAULT_FLAG_RETRY_NOWAIT:
                     folio_put(folio, k)
                     return VM_FAULT_RETRY
-                mmap_read_unlock(vmf.vma.vm_mm)       # release_fault_lock
+                release_fault_lock(vmf)
                 filemap.folio_wait_locked(folio)
                 folio_put(folio, k)
                 return VM_FAULT_RETRY

@@ -110,6 +110,16 @@ def lock_vma_under_rcu(mm, address):
         rcu_read_unlock()
 
 
+def release_fault_lock(vmf):
+    """Drop the lock the fault runs under (include/linux/mm.h
+    release_fault_lock): the VMA's read lock for a per-VMA-lock fault,
+    otherwise mmap_lock for read.  For a fault that waits and retries."""
+    if vmf.flags & FAULT_FLAG_VMA_LOCK:
+        vma_end_read(vmf.vma)
+    else:
+        mmap_read_unlock(vmf.vma.vm_mm)
+
+
 def vmf_anon_prepare(vmf):
     """Make sure the VMA has an anon_vma before an anonymous page goes in
     (mm/internal.h vmf_anon_prepare, 6.10+).  Under the per-VMA lock,

@@ -170,3 +170,40 @@ def test_fault_under_the_vma_lock_with_the_validator_off():
     finally:
         lockdep.enable()
     assert k.findings() == []
+
+
+def test_shmem_fault_that_waits_for_the_folio_releases_the_vma_lock():
+    """shmem_fault finding its folio locked drops the lock the fault runs
+    under before it waits (release_fault_lock): the VMA's read lock for a
+    per-VMA-lock fault, not mmap_lock (which it does not hold: unlocking it
+    was a 'bad unlock balance', found by the fuzz scenario)."""
+    from pymm import MAP_SHARED, MADV_DONTNEED
+    from pymm.mm.filemap import filemap_get_folio, folio_lock, folio_unlock
+    from pymm.sched import explore, point
+
+    def setup():
+        k = pymm.Kernel(variants={"per-vma-lock": "on"})
+        p = k.spawn("a")
+        a = p.mmap(0, P, RW, MAP_SHARED | MAP_ANONYMOUS)
+        p.store(a, b"shared")
+        p.madvise(a, P, MADV_DONTNEED)           # still in the page cache, no longer mapped
+        mmap_read_lock(p.mm)
+        mapping = p.mm.mm_mt.vma_lookup(a).vm_file.mapping
+        mmap_read_unlock(p.mm)
+        return k, p, a, filemap_get_folio(mapping, 0)
+
+    def locker(st):
+        folio = st[3]
+        folio_lock(folio)
+        point("folio locked")
+        folio_unlock(folio)
+
+    def reader(st):
+        k, p, a, _ = st
+        assert p.load(a, 6) == b"shared"
+
+    def check(st):
+        assert st[0].findings() == []
+
+    res = explore(setup, [locker, reader], check, strategy="random", seed=0, max_schedules=60)
+    assert res.failure is None, res.failure.message
