@@ -39,15 +39,11 @@ from .debug.fault_inject import should_fail
 
 
 def syscall(fn):
-    # virtual time: a user load/store is not a system call; it costs a TLB-hit
-    # access (a miss faults, and the fault charges its own work)
-    cost = "load" if fn.__name__ in ("load", "store") else "syscall"
-
     @functools.wraps(fn)
     def wrapper(self, *args, **kw):
         if self.exited:
             raise OSError(errno.ESRCH, f"{fn.__name__}: process {self.pid} has exited")
-        charge(cost)
+        charge("syscall")               # virtual time (loads and stores are not syscalls)
         with _KernelContext(self):
             return fn(self, *args, **kw)
     return wrapper
