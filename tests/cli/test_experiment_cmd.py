@@ -134,7 +134,9 @@ def test_a_workload_of_ones_own():
                                  C.MAP_PRIVATE | C.MAP_ANONYMOUS)
 
         def fault(self, rng):
-            self.timed("store", self.p.store, self.a + rng.randrange(64) * C.PAGE_SIZE, b"x")
+            a = self.a + rng.randrange(64) * C.PAGE_SIZE
+            self.p.madvise(a, C.PAGE_SIZE, C.MADV_DONTNEED)
+            self.timed("store", self.p.store, a, b"x")
 
     res = experiment.run_experiment(Faulters, duration_ms=0.2)
     r = res["variants"]["downgrade"]
