@@ -30,12 +30,15 @@ def current_kernel():
 
 class _KernelContext:
     """Enter kernel context as ``task``; the outermost exit runs the
-    return-to-user lockdep check."""
+    return-to-user lockdep check, unless ``user_return`` is False (a fault
+    taken by kernel code, e.g. copy_to_user under a lock, goes back to that
+    code, not to user space)."""
 
-    __slots__ = ("task", "prev")
+    __slots__ = ("task", "prev", "user_return")
 
-    def __init__(self, task):
+    def __init__(self, task, user_return=True):
         self.task = task
+        self.user_return = user_return
 
     def __enter__(self):
         self.prev = getattr(_tls, "task", None)
@@ -49,12 +52,12 @@ class _KernelContext:
             # ordinary exception that the program may catch and go on.
             _tls.task = self.prev
             return
-        if self.prev is None:
+        if self.prev is None and self.user_return:
             works = self.task.task_works
             while works:                  # task_work_run(): e.g. the final fput
                 works.pop(0)()
         _tls.task = self.prev
-        if self.prev is None:
+        if self.prev is None and self.user_return:
             lockdep.lockdep_sys_exit()
 
 

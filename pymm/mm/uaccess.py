@@ -38,6 +38,7 @@ from ..debug import stackdepot
 from ..debug.kasan import is_poisoned
 from ..debug.report import report
 from ..errors import BusError, SegmentationFault
+from ..locking import lockdep
 from ..rcu import reader_exit
 from ..sched import charge, point
 from .hugetlb import hugetlb_user_copy
@@ -81,7 +82,10 @@ def user_access(task, addr, length, write, data, carefully=False):
             if carefully:
                 bad = do_user_addr_fault(task, pos, n, write, data, off, out, not tlb, True)
             else:
-                with _KernelContext(task):     # the fault enters the kernel
+                # The fault enters the kernel.  An access made with locks
+                # already held is kernel code's (copy_to_user under a lock):
+                # its fault returns to that code, not to user space.
+                with _KernelContext(task, user_return=not lockdep.held_locks()):
                     bad = do_user_addr_fault(task, pos, n, write, data, off, out, not tlb)
             if bad is _MISS:
                 continue                   # the fault was handled: retry the instruction
