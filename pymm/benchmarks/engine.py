@@ -30,6 +30,7 @@ from .. import stress
 from ..locking import lockdep
 from ..sched import explore
 from . import met
+from .mm import _validator
 
 P = C.PAGE_SIZE
 RW = C.PROT_READ | C.PROT_WRITE
@@ -39,19 +40,6 @@ ANON = C.MAP_PRIVATE | C.MAP_ANONYMOUS
 def _row(measure, config, value, unit, target="", ok=None):
     return {"measure": measure, "config": config, "value": value, "unit": unit, "target": target,
             "met": "" if ok is None else met(ok)}
-
-
-class _validator:
-    def __init__(self, on):
-        self.on = on
-
-    def __enter__(self):
-        self.was = lockdep.is_enabled()
-        (lockdep.enable if self.on else lockdep.disable)()
-
-    def __exit__(self, *exc):
-        (lockdep.enable if self.was else lockdep.disable)()
-        lockdep.reset()
 
 
 def distinct_interleavings(seeds=8, schedules=150, scenario="populate", variant="revalidate"):
