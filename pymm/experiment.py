@@ -36,6 +36,7 @@ import time
 from . import constants as C, interrupt
 from .kernel import Kernel
 from .sched import vtime
+from .sched._core import _headline
 from .sched.cost_model import CostModel
 
 P = C.PAGE_SIZE
@@ -247,7 +248,7 @@ def _virtual(cls, variant, seed, cpus, duration_ns, model, trace):
     w = run.state
     findings = sorted({f"{f.kind}: {f.title}" for f in w.k.findings()})
     if run.failure is not None:
-        findings = sorted(set(findings) | {f"{run.failure.kind}: {_headline(run.failure)}"})
+        findings = sorted(set(findings) | {f"{run.failure.kind}: {_headline(run.failure) or run.failure.kind}"})
 
     def st(name):
         return vc.stats.get(name) or {"acquisitions": 0, "contentions": 0, "wait_total_ns": 0,
@@ -318,13 +319,6 @@ def _wall(cls, variant, seed, duration_ns):
         "roles": [name for name, _ in roles],
     }
 
-
-def _headline(failure):
-    for line in failure.detail.splitlines():
-        s = line.strip()
-        if s and set(s) - set("=-"):
-            return s
-    return failure.kind
 
 
 # -- statistics ------------------------------------------------------------------------------
