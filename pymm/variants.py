@@ -90,6 +90,17 @@ VARIANTS = {
         "doc": "the hugetlb zap's reservation-restore allocation under the vma_lock and "
                "i_mmap_rwsem (README: the open 2025 lockdep report)",
     },
+    "hugetlb-no-page-ref": {
+        # unlock-unreferenced: mainline since 188a39725ad7 (6.1: the fault no longer holds
+        # i_mmap_rwsem, which the zap takes for write); 2820b0f09be9 + bf4916922c60 (6.7)
+        # closed the fault/MADV_DONTNEED race only for private VMAs that own a resv_map, not
+        # for fork children or MAP_NORESERVE; ref-across-unlock: pymm's proposed fix
+        "values": ("unlock-unreferenced", "ref-across-unlock"),
+        "default": "ref-across-unlock",
+        "buggy": ("unlock-unreferenced",),
+        "doc": "hugetlb_no_page unlocking a new anon folio whose only reference is the PTE a "
+               "zap may already have taken (README: hugetlb-fork-dontneed)",
+    },
     "rmap-mlock": {
         "values": ("mmap-trylock", "pte-lock"),
         "default": "pte-lock",

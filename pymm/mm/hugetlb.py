@@ -288,14 +288,17 @@ def free_huge_folio(kernel, folio):
     checks the kernel makes (a folio freed mapped, locked or on an LRU is a
     bug).  A folio that consumed a reservation and was never used gives the
     reservation back."""
-    bad = folio.flags & PAGE_FLAGS_CHECK_AT_FREE
+    # the kernel's free_huge_folio checks only the refcount and the mapcount
+    # (VM_BUG_ON_FOLIO); the flags check is pymm's own, as free_pages_check
+    # would make it for a buddy page
+    bad = folio.flags & PAGE_FLAGS_CHECK_AT_FREE if pymm_checks(kernel) else 0
     if bad or folio._mapcount != 0:
         reason = []
         if bad:
             reason.append(f"hugetlb folio freed with {flag_names(bad, PAGE_FLAG_NAMES)} set")
         if folio._mapcount != 0:
             reason.append(f"hugetlb folio freed still mapped (mapcount {folio._mapcount})")
-        bad_page(folio, "; ".join(reason), kernel)
+        bad_page(folio, "; ".join(reason), kernel, pymm_only=folio._mapcount == 0)
     h = kernel.hstate
     h.hugetlb_lock.lock()
     if folio.flags & HPG_restore_reserve:
@@ -1248,6 +1251,7 @@ def hugetlb_no_page(vmf):
     else:
         hugetlb_add_file_rmap(folio)
     # the reference we hold (allocation or page-cache lookup) is the PTE's now
+    held = _no_page_hold_new_anon(vmf, folio) if new_anon else None
     table.entries[i] = folio
     table.bits[i] = (_PAGE_RW | _PAGE_DIRTY) if (vma.vm_flags & (VM_SHARED | VM_WRITE)) == \
         (VM_SHARED | VM_WRITE) else 0
@@ -1257,8 +1261,36 @@ def hugetlb_no_page(vmf):
             vmf.unlock_folio(folio)      # no need to keep a file folio locked for the COW
         ret = hugetlb_wp(vmf)
     table.ptl.unlock()
+    point("hugetlb_no_page_mapped")
     vmf.unlock_all_folios()
+    if held is not None:
+        folio_put(held, k)
     return _no_page_out(vmf, ret)
+
+
+def _no_page_hold_new_anon(vmf, folio):
+    """``hugetlb-no-page-ref``: once the PTE is set, the new anon folio's only
+    reference is the PTE's, and the fault still has the folio locked until
+    after the ptl is dropped.  A zap that the fault does not exclude can
+    clear the PTE and free the folio in between: the fault then unlocks a
+    folio that is back in the pool (locked while free).  The fault excludes
+    the zap through the vma_lock only where there is one: a shareable VMA
+    (and its page cache holds a reference anyway) or, since 2820b0f09be9 and
+    bf4916922c60 (6.7), a private VMA that owns its resv_map.  A fork
+    child's private VMA (vm_private_data cleared by hugetlb_dup_vma_private)
+    or a MAP_NORESERVE one has none, and MADV_DONTNEED takes mmap_lock only
+    for read.
+
+    - ``unlock-unreferenced`` (mainline): no extra reference;
+    - ``ref-across-unlock`` (pymm's proposed fix, the default): take a
+      reference before the PTE is published and drop it after folio_unlock,
+      as hugetlb_fault does around hugetlb_wp.
+
+    Returns the folio to put after the unlock, or None."""
+    if vmf.kernel.variant("hugetlb-no-page-ref") == "ref-across-unlock":
+        folio_get(folio)
+        return folio
+    return None
 
 
 def _no_page_out(vmf, ret):

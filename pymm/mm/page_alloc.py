@@ -121,12 +121,15 @@ def free_folio(kernel, folio):
     kasan_poison(folio, skip=3)
 
 
-def bad_page(folio, reason, kernel=None):
+def bad_page(folio, reason, kernel=None, pymm_only=False):
     import threading
     t = threading.current_thread()
     mapping = folio.mapping
-    title = "BUG: Bad page state"
-    text = "\n".join([
+    # a pymm-only check has a title of its own (titles label findings, see
+    # debug/report.py)
+    title = "BUG: Bad page state: hugetlb folio freed with flags set" if pymm_only else \
+        "BUG: Bad page state"
+    text = "\n".join(([title] if pymm_only else []) + [
         f"BUG: Bad page state in process {t.name}  pfn:{_pfn(kernel, folio):05x}",
         f"page: refcount:{folio._refcount} mapcount:{folio._mapcount} mapping:{type(mapping).__name__ if mapping is not None else '0000000000000000'} index:{folio.index:#x} node:{folio.node} order:{folio.order}",
         f"flags: {flag_names(folio.flags, PAGE_FLAG_NAMES)}",
@@ -135,7 +138,8 @@ def bad_page(folio, reason, kernel=None):
         stackdepot.format(stackdepot.save(2), "  "),
     ])
     report("bad-page-state", title, text, kernel=kernel,
-           data={"reason": reason, "flags": flag_names(folio.flags, PAGE_FLAG_NAMES)})
+           data={"reason": reason, "flags": flag_names(folio.flags, PAGE_FLAG_NAMES),
+                 **({"pymm_only": True} if pymm_only else {})})
 
 
 def _pfn(kernel, folio):

@@ -36,6 +36,7 @@ SCENARIO_MODULES = {
     "hugetlb-dontneed": "hugetlb_dontneed",
     "hugetlb-zap-reclaim": "hugetlb_zap_reclaim",
     "hugetlb-cow-imap": "hugetlb_cow_imap",
+    "hugetlb-fork-dontneed": "hugetlb_fork_dontneed",
     "rmap-mlock": "rmap_mlock",
     "munmap-stack": "munmap_stack",
     "fuzz": "fuzz",

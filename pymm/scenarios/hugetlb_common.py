@@ -2,6 +2,9 @@
 migrating one huge folio the way move_pages(2) does for a hugetlb page
 (isolate it, then migrate_pages to a node)."""
 from .. import constants as C
+from types import SimpleNamespace
+
+from ..kernel import Kernel
 from ..mm import hugetlb as H
 from ..mm.filemap import filemap_get_folio
 from ..mm.migrate import (MIGRATE_SYNC, MR_SYSCALL, MigrationTargetControl, alloc_migration_target,
@@ -11,6 +14,22 @@ from ..mm.page_alloc import folio_put
 
 HS = C.HPAGE_SIZE
 RW = C.PROT_READ | C.PROT_WRITE
+
+
+def hugetlb_kernel(key, value, seed, nodes=1, hugepages=2, **kw):
+    """The Kernel of a hugetlb scenario: ``nodes`` nodes of 64 base pages
+    and ``hugepages`` huge pages each, variant ``key`` set to ``value``."""
+    return Kernel(nodes=nodes, pages_per_node=64, hugepages_per_node=hugepages,
+                  variants={key: value}, seed=seed, **kw)
+
+
+def private_huge_page(k, name, data):
+    """A process ``name`` with one private anonymous MAP_HUGETLB page
+    holding ``data``: the scenario state (kernel, p, a)."""
+    p = k.spawn(name)
+    a = p.mmap(0, HS, RW, C.MAP_PRIVATE | C.MAP_ANONYMOUS | C.MAP_HUGETLB)
+    p.store(a, data)
+    return SimpleNamespace(kernel=k, p=p, a=a)
 
 
 def migrate_folio_to(kernel, folio, nid):
