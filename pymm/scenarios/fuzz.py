@@ -206,7 +206,7 @@ class Proc:
         for a, info in self.pages.items():
             if "dontfork" in info[2]:
                 continue
-            c.pages[a] = [info[0], info[1], set(info[2]) - {"locked"}, info[3]]
+            c.pages[a] = [info[0], info[1], set(info[2]) - LOCK_STATES, info[3]]
             if "wipeonfork" in info[2]:
                 continue
             if a in self.data:
@@ -236,6 +236,25 @@ def _errno_in(e, allowed, what):
 
 
 MAY_FAIL = (errno.ENOMEM, errno.EAGAIN)
+
+# A page's VM_LOCKED as the model knows it: "locked" for sure, or "maybe-locked"
+# after an mlock/munlock that failed.  Linux's do_mlock sets VM_LOCKED
+# (apply_vma_lock_flags) before __mm_populate, so an mlock whose populate fails
+# (EAGAIN, or ENOMEM for a page beyond EOF) leaves the range locked; and
+# apply_vma_lock_flags stops at a hole or a failed split with the VMAs before
+# it changed.  Only a later call that succeeds tells the model again.
+LOCK_STATES = frozenset(("locked", "maybe-locked"))
+
+
+def _any_locked(proc, pages, maybe=True):
+    states = LOCK_STATES if maybe else {"locked"}
+    return any(states & proc.pages[a][2] for a in pages if a in proc.pages)
+
+
+def _set_locked(info, state):
+    info[2].difference_update(LOCK_STATES)
+    if state is not None:
+        info[2].add(state)
 
 
 class Family:
@@ -393,7 +412,7 @@ def op_madvise(fam, ch, proc):
             advs.append(getattr(C, name))
     adv = ch.choice(advs)
     pages = [a for a in range(start, start + length, P)]
-    locked = any("locked" in proc.pages[a][2] for a in pages if a in proc.pages)
+    locked = _any_locked(proc, pages)
     try:
         proc.p.madvise(start, length, adv)
     except SegmentationFault as e:
@@ -403,7 +422,8 @@ def op_madvise(fam, ch, proc):
             if adv in (C.MADV_POPULATE_WRITE, getattr(C, "MADV_FREE", -1),
                        getattr(C, "MADV_WIPEONFORK", -1)) or locked else MAY_FAIL
         if adv in (C.MADV_DONTNEED, getattr(C, "MADV_FREE", -1)) and locked:
-            allowed = (errno.EINVAL,)
+            allowed = (errno.EINVAL,) if _any_locked(proc, pages, maybe=False) else \
+                MAY_FAIL + (errno.EINVAL,)
         _errno_in(e, allowed + ((errno.ENOMEM,) if any(a not in proc.pages for a in pages) else ()),
                   f"madvise({adv})")
         if adv in (C.MADV_DONTNEED, getattr(C, "MADV_FREE", -1)):
@@ -411,13 +431,16 @@ def op_madvise(fam, ch, proc):
             # pages before it may have been dropped (old contents or zeros)
             for a in pages:
                 if a in proc.pages and "locked" in proc.pages[a][2]:
-                    break
+                    break               # (a maybe-locked one may have been dropped)
                 if a in proc.data and proc.pages.get(a, [None])[0] in PRIVATE_ANON:
                     proc.freed[a] = bytes(proc.data.pop(a))
         return
     for a in pages:
         info = proc.pages.get(a)
         _expect(info is not None, f"madvise({adv}) succeeded over an unmapped page {a:#x}")
+        if adv in (C.MADV_DONTNEED, getattr(C, "MADV_FREE", -1), getattr(C, "MADV_COLD", -1),
+                   getattr(C, "MADV_PAGEOUT", -1)) and info[0] not in (HUGE, HUGE_SH):
+            _set_locked(info, None)     # these refuse VM_LOCKED VMAs: so it is not locked
         if adv == C.MADV_DONTNEED and info[0] in PRIVATE_ANON:
             proc.data.pop(a, None)
             proc.freed.pop(a, None)
@@ -448,11 +471,11 @@ def op_mlock(fam, ch, proc):
                 p.mlockall(ch.choice((C.MCL_CURRENT, C.MCL_CURRENT | C.MCL_ONFAULT)))
                 for info in proc.pages.values():
                     if info[0] not in (HUGE, HUGE_SH):      # mlock skips hugetlb VMAs
-                        info[2].add("locked")
+                        _set_locked(info, "locked")
             else:
                 p.munlockall()
                 for info in proc.pages.values():
-                    info[2].discard("locked")
+                    _set_locked(info, None)
             return
         if m is None or which == 4:
             try:
@@ -467,16 +490,23 @@ def op_mlock(fam, ch, proc):
             for a in range(start, start + length, P):
                 _expect(a in proc.pages, f"mlock succeeded over an unmapped page {a:#x}")
                 if proc.pages[a][0] not in (HUGE, HUGE_SH):
-                    proc.pages[a][2].add("locked")
+                    _set_locked(proc.pages[a], "locked")
         else:
             p.munlock(start, length)
             for a in range(start, start + length, P):
                 if a in proc.pages:
-                    proc.pages[a][2].discard("locked")
+                    _set_locked(proc.pages[a], None)
     except SegmentationFault as e:
         raise ModelError(f"mlock family raised {e!r}") from e
     except OSError as e:
         _errno_in(e, MAY_FAIL + (errno.EINVAL,), "mlock family")   # EINVAL: hugetlb split refused
+        if e.errno != errno.EINVAL:
+            # VM_LOCKED may have changed before the failure (see LOCK_STATES)
+            for a in range(start, start + length, P):
+                info = proc.pages.get(a)
+                if info is not None and info[0] not in (HUGE, HUGE_SH) and \
+                        (which >= 2 or "locked" not in info[2]):
+                    _set_locked(info, "maybe-locked")
 
 
 def op_access(fam, ch, proc):
@@ -736,7 +766,7 @@ def op_query(fam, ch, proc):
             p.msync(start, length, flags)
             _expect(flags != C.MS_ASYNC | C.MS_SYNC, "msync(MS_ASYNC|MS_SYNC) succeeded")
             _expect(not (flags & C.MS_INVALIDATE and
-                         any("locked" in proc.pages[a][2] for a in pages if a in proc.pages)),
+                         _any_locked(proc, pages, maybe=False)),
                     "msync(MS_INVALIDATE) of locked memory succeeded")
         else:
             flags = C.MPOL_F_ADDR | (C.MPOL_F_NODE if which == 3 else 0)
