@@ -112,7 +112,7 @@ def do_madvise(mm, start, end, advice):
         if advice != MADV_FREE:
             mm.user_shadow_discard_end(start, end, True)    # the TLBs are flushed: zero-fill now
         else:
-            mm.user_shadow_discard_end(start, end, False)   # lazily freed: may read old or zeros
+            mm.user_shadow_lazyfree_end(start, end)         # lazily freed: may read old or zeros
         return 0
     finally:
         mmap_read_unlock(mm)

@@ -81,6 +81,8 @@ _ids = itertools.count(1)
 # user_shadow values besides a bytearray (followed) and None (not followed)
 SHADOW_DISCARDING = "discarding"       # being discarded: loads unchecked
 SHADOW_WINDOW_STORE = "window store"   # a store landed while being discarded
+SHADOW_LAZYFREE = "lazyfree"           # MADV_FREE'd: the old bytes or zeros until a store,
+                                       # whose fault takes the page's bytes as they are
 
 
 class MmStruct(KasanObject):
@@ -162,6 +164,22 @@ class MmStruct(KasanObject):
                 if zeroed and sh[a] is SHADOW_DISCARDING:
                     sh[a] = bytearray(4096)
                 elif not zeroed or sh[a] is SHADOW_WINDOW_STORE:
+                    del sh[a]
+
+    def user_shadow_lazyfree_end(self, start, end):
+        """MADV_FREE is over (the PTEs are clean, the TLBs flushed): each
+        followed page reads its old bytes until reclaim frees it, zeros after
+        that -- and a store cancels the free of a page reclaim has not taken.
+        So loads are unchecked and the next store, which faults (the PTE is
+        clean), starts the shadow again from the bytes of the page then
+        mapped (SHADOW_LAZYFREE).  A page a store reached during the discard
+        is no longer followed."""
+        sh = self.user_shadow
+        with self.shadow_lock:
+            for a in [a for a in sh if start <= a < end]:
+                if sh[a] is SHADOW_DISCARDING:
+                    sh[a] = SHADOW_LAZYFREE
+                else:
                     del sh[a]
 
     def user_shadow_drop(self, start, end):

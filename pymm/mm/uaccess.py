@@ -22,7 +22,9 @@ or comparison are one step under the mm's ``shadow_lock`` (the checker's raw
 lock, innermost).  A page's first store goes through the fault path, which
 has the VMA and decides whether the checker follows the page (None: a shared
 or file-backed mapping).  The shadow is dropped when the kernel
-legitimately discards memory (munmap, MADV_DONTNEED), after the TLB flush.
+legitimately discards memory (munmap, MADV_DONTNEED), after the TLB flush;
+after MADV_FREE a page reads its old bytes or zeros, and the store that
+cancels the free starts its shadow again from the page's bytes.
 (The check assumes one writer at a time per byte, as the workloads arrange.)
 
 Stale TLB entries (pymm's own detector): a TLB entry whose page has been
@@ -46,8 +48,8 @@ from .memory import (FAULT_FLAG_ALLOW_RETRY, FAULT_FLAG_KILLABLE, FAULT_FLAG_TRI
                      FAULT_FLAG_USER, FAULT_FLAG_VMA_LOCK, FAULT_FLAG_WRITE, VM_FAULT_OOM,
                      VM_FAULT_RETRY, VM_FAULT_SIGBUS, VM_FAULT_SIGSEGV, handle_mm_fault,
                      lock_vma_under_rcu)
-from .mm_types import (SHADOW_DISCARDING, SHADOW_WINDOW_STORE, VM_ACCESS_FLAGS, VM_HUGETLB,
-                       VM_SHARED, VM_WRITE, Folio)
+from .mm_types import (SHADOW_DISCARDING, SHADOW_LAZYFREE, SHADOW_WINDOW_STORE, VM_ACCESS_FLAGS,
+                       VM_HUGETLB, VM_SHARED, VM_WRITE, Folio)
 from .mmap import expand_stack_for_fault
 from .mmap_lock import (mmap_read_lock, mmap_read_trylock, mmap_read_unlock, per_vma_lock_enabled,
                         vma_end_read)
@@ -149,7 +151,7 @@ def _tlb_access(cpu, mm, pos, n, write, data, off, out):
         poff = pos - page
         sh = mm.user_shadow
         if write:
-            if sh.get(page, _UNKNOWN) is _UNKNOWN:
+            if _first_store(sh, page):
                 return _MISS          # first store: the fault path decides about the shadow
             b = data[off:off + n]
             with mm.shadow_lock:
@@ -199,7 +201,7 @@ def do_user_addr_fault(task, pos, n, write, data, off, out, copy=False, carefull
             if vma.vm_flags & VM_HUGETLB:
                 if hugetlb_user_copy(vma, pos, n, write, data, off, out):
                     return None
-            elif copy or write and mm.user_shadow.get(pos & PAGE_MASK, _UNKNOWN) is _UNKNOWN:
+            elif copy or write and _first_store(mm.user_shadow, pos & PAGE_MASK):
                 shadowed = (vma.vm_file is None and not vma.vm_flags & VM_SHARED
                             and mm.kernel.pymm_checks)
                 done, bad = _copy_pte(mm, pos, n, write, data, off, out, shadowed)
@@ -228,7 +230,7 @@ def do_user_addr_fault(task, pos, n, write, data, off, out, copy=False, carefull
             if ret & VM_FAULT_OOM:
                 raise OSError(errno.ENOMEM, f"out of memory faulting {pos:#x}")
             if vma.vm_flags & VM_HUGETLB or copy or \
-                    write and mm.user_shadow.get(pos & PAGE_MASK, _UNKNOWN) is _UNKNOWN:
+                    write and _first_store(mm.user_shadow, pos & PAGE_MASK):
                 continue                   # copy under the lock, now that it is mapped
             return _MISS
     finally:
@@ -261,9 +263,12 @@ def _copy_pte(mm, pos, n, write, data, off, out, shadowed):
         if write:
             b = data[off:off + n]
             with mm.shadow_lock:
-                folio.write_bytes(poff, b)
-                if sh.get(page, _UNKNOWN) is _UNKNOWN:
+                cur = sh.get(page, _UNKNOWN)
+                if cur is _UNKNOWN:
                     sh[page] = bytearray(PAGE_SIZE) if shadowed else None
+                elif cur is SHADOW_LAZYFREE:      # the old bytes or zeros: whichever it is now
+                    sh[page] = bytearray(folio.read_bytes(0, PAGE_SIZE))
+                folio.write_bytes(poff, b)
                 _shadow_store(sh, page, poff, b)
             return True, None
         with mm.shadow_lock:
@@ -274,6 +279,13 @@ def _copy_pte(mm, pos, n, write, data, off, out, shadowed):
         return True, None if want is None or want == got else _mismatch(want, got)
     finally:
         pt.ptl.unlock()
+
+
+def _first_store(sh, page):
+    """Does a store to ``page`` need the fault path's shadow decision (the
+    page's first store, or the first since MADV_FREE)?"""
+    cur = sh.get(page, _UNKNOWN)
+    return cur is _UNKNOWN or cur is SHADOW_LAZYFREE
 
 
 def _mismatch(want, got):
