@@ -28,7 +28,10 @@ from .debug.report import is_pymm_only
 
 DEFAULT_SCHEDULES = 200
 DEFAULT_SECONDS = 2.0
-HUNG_THRESHOLD = 1.0        # free mode: a thread blocked this long on a lock is hung
+HUNG_THRESHOLD = 1.0        # free mode: a wait-for cycle this old is a deadlock; a wait this
+                            # long is reported (as "blocked for more than 1 seconds") once hung
+HUNG_TIMEOUT = 10.0         # free mode: a worker still blocked on one wait this long after the
+                            # others stopped is hung (a slow one gets its lock meanwhile)
 ROUND_SECONDS = 0.5         # free mode: setup ... teardown + checks, again and again
 REPLAY_PREFIX = "pymm:v1"
 
@@ -47,6 +50,7 @@ class RunResult:
         self.lockstat = None
         self.strategy = None        # controlled mode: the explore strategy
         self.digests = set()        # controlled mode: schedule_digest of every schedule run
+        self.slow_waits = 0         # free mode: waits longer than HUNG_THRESHOLD that ended
 
     @property
     def caught(self):
@@ -396,14 +400,14 @@ def run_replay(token):
 
 def run_free(name, variant, seed=0, seconds=DEFAULT_SECONDS, threads_per_role=1,
              probability=0.05, max_sleep=1e-4, stop_when_caught=True, lockstat=False,
-             round_seconds=ROUND_SECONDS, fail=None):
+             round_seconds=ROUND_SECONDS, fail=None, hung_timeout=HUNG_TIMEOUT):
     """Real threads for ``seconds``, in rounds of ``round_seconds``: each round
     sets the scenario up afresh, runs its roles concurrently, then tears down
     and runs the invariant checks -- so bugs that only show at teardown (rss
     counters, leaked pages, mlock accounting) are seen within a round, not at
     the end of the budget.  A buggy variant stops at the first round that
-    catches it.  Threads blocked on a lock for HUNG_THRESHOLD seconds end the
-    run with the hung-task check's findings (they are left behind: daemons)."""
+    catches it.  Hung workers end the run with the hung-task check's findings
+    (they are left behind: daemons); slow ones do not (see _join_or_hang)."""
     from .locking import hung_task
     cls = get_scenario(name)
     name = scenario_ref(name)
@@ -425,7 +429,7 @@ def run_free(name, variant, seed=0, seconds=DEFAULT_SECONDS, threads_per_role=1,
                 now = time.perf_counter()
                 stuck = _free_round(scn, r, variant, seed, rnd, threads_per_role,
                                     min(deadline, now + round_seconds), stop_when_caught, hung_task,
-                                    fail)
+                                    fail, hung_timeout)
                 rnd += 1
                 if stuck or (stop_when_caught and r.expected == "caught" and r.caught) or \
                         time.perf_counter() >= deadline:
@@ -441,7 +445,7 @@ def run_free(name, variant, seed=0, seconds=DEFAULT_SECONDS, threads_per_role=1,
 
 
 def _free_round(scn, r, variant, seed, rnd, threads_per_role, deadline, stop_when_caught, hung_task,
-                fail=None):
+                fail=None, hung_timeout=HUNG_TIMEOUT):
     """One round of a free run; returns the threads left stuck (if any)."""
     pseed = derive_seed("free", seed, rnd)     # no overlap between seeds' rounds
     st = scn.setup(variant, pseed)
@@ -474,7 +478,7 @@ def _free_round(scn, r, variant, seed, rnd, threads_per_role, deadline, stop_whe
     try:
         for t in ths:
             t.start()
-        stuck = _join_or_hang(ths, deadline, stop, hung_task)
+        stuck = _join_or_hang(ths, deadline, stop, hung_task, hung_timeout, r)
     except BaseException:        # Ctrl-C: the workers stop at their next step, the run is dropped
         stop.set()
         raise
@@ -504,26 +508,64 @@ def _add_free(r, d):
         r.findings.append(d)
 
 
-def _join_or_hang(ths, deadline, stop, hung_task):
-    """Wait for the workers, watching for threads blocked on a lock for
-    HUNG_THRESHOLD seconds (a periodic poll, like the kernel's khungtaskd).
-    Blocked threads are reported through the hung-task check (which names
-    wait-for cycles as deadlocks), the others are told to stop, and the
-    blocked ones are left behind (they are daemons)."""
+def _join_or_hang(ths, deadline, stop, hung_task, hung_timeout=HUNG_TIMEOUT, r=None):
+    """Wait for the workers; return those left hung (after reporting them).
+
+    A worker blocked long on a lock is not necessarily hung: on a loaded
+    machine the lock's holder may simply not get the CPU (two cores, many
+    threads).  So, as the kernel's khungtaskd, pymm reports a task only when
+    it stays blocked on the same wait -- and gives it the best chance not to:
+
+    - during the round (until ``deadline``), a wait-for cycle among the
+      workers, each blocked HUNG_THRESHOLD seconds, is a demonstrated
+      deadlock (nobody in it can ever run again): the round ends at once;
+      any other wait, however long, lets the round go on;
+    - then every worker is told to stop at the end of its step; one still
+      blocked on the wait it was in, ``hung_timeout`` seconds into that wait
+      while the others have stopped (so whoever holds its lock has the CPU
+      to itself), is hung; so is one that neither ends nor blocks for
+      ``hung_timeout`` seconds after the stop (a loop).  A slow worker gets
+      its lock meanwhile and ends: counted in ``r.slow_waits``, not reported.
+
+    Reports go through the hung-task check (which names wait-for cycles as
+    deadlocks); the hung workers are left behind (they are daemons)."""
     tids = {t.ident for t in ths}
-    while True:
+    long_waits = set()           # (tid, id of the lock) waited for longer than HUNG_THRESHOLD
+
+    def note_long_waits():
+        for tid, (lock, _, waited) in hung_task.waiting().items():
+            if tid in tids and waited > HUNG_THRESHOLD:
+                long_waits.add((tid, id(lock)))
+
+    hung = False
+    while time.perf_counter() < deadline:
         alive = [t for t in ths if t.is_alive()]
-        if not alive or time.perf_counter() > deadline + HUNG_THRESHOLD * 2:
+        if not alive:
             break
-        if any(tid in tids and waited > HUNG_THRESHOLD
-               for tid, (_, _, waited) in hung_task.waiting().items()):
+        note_long_waits()
+        if hung_task.deadlocked(tids, HUNG_THRESHOLD):
+            hung = True
+            break
+        alive[0].join(0.05)
+    stop.set()
+    t_stop = time.perf_counter()
+    while not hung:
+        alive = [t for t in ths if t.is_alive()]
+        if not alive:
+            break
+        note_long_waits()
+        waits = {tid: w for tid, w in hung_task.waiting().items() if tid in tids}
+        if hung_task.deadlocked(tids, HUNG_THRESHOLD) or \
+                any(waited > hung_timeout for _, _, waited in waits.values()) or \
+                (time.perf_counter() - t_stop > hung_timeout and
+                 any(t.ident not in waits for t in alive)):
+            hung = True
             break
         alive[0].join(0.05)
     alive = [t for t in ths if t.is_alive()]
     if alive:
         hung_task.check_now(HUNG_THRESHOLD, tids=tids)
-        stop.set()
-        for t in alive:
-            t.join(HUNG_THRESHOLD)
-        alive = [t for t in alive if t.is_alive()]
+    if r is not None:
+        hung_tids = {t.ident for t in alive}
+        r.slow_waits += len({w for w in long_waits if w[0] not in hung_tids})
     return alive

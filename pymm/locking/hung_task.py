@@ -34,7 +34,7 @@ from .lockdep_report import (Report, capture_stack, format_held, format_stack, l
                              lock_addr, lock_mode, thread_label, thread_name)
 
 __all__ = ["enable", "disable", "is_enabled", "start", "stop", "is_running", "check_now",
-           "waiting", "format_waits"]
+           "waiting", "deadlocked", "format_waits"]
 
 _waiting = {}       # tid -> (lock, read, since); each thread writes only its own entry
 _clock = time.monotonic
@@ -86,6 +86,18 @@ def waiting():
     """{tid: (lock, read, seconds waited so far)} for every waiting thread."""
     now = _clock()
     return {tid: (lock, read, now - t0) for tid, (lock, read, t0) in list(_waiting.items())}
+
+
+def deadlocked(tids=None, threshold=0.0):
+    """The wait-for cycles among threads (of ``tids``, if given) waiting
+    longer than ``threshold`` seconds, as lists of thread ids; nothing is
+    reported (``check_now`` does that).  Every thread of a cycle is blocked
+    for good: a demonstrated deadlock, unlike a thread that merely waits long
+    for a holder that runs slowly."""
+    now = _clock()
+    waits = {t: w for t, w in list(_waiting.items())
+             if (tids is None or t in tids) and now - w[2] > threshold}
+    return _wait_for_cycles(waits) if waits else []
 
 
 # -- the checks ---------------------------------------------------------------------------
