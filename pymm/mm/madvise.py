@@ -61,11 +61,11 @@ def do_madvise(mm, start, end, advice):
                                                  for v in vmas):
                 return -errno.EINVAL       # only private anonymous memory can be wiped
             from .mmap import vma_splits_ok
-            if not vma_splits_ok(mm, start, end):
-                return -errno.ENOMEM       # vm.max_map_count
             bit, setting = {MADV_DONTFORK: (VM_DONTCOPY, True), MADV_DOFORK: (VM_DONTCOPY, False),
                             MADV_WIPEONFORK: (VM_WIPEONFORK, True),
                             MADV_KEEPONFORK: (VM_WIPEONFORK, False)}[advice]
+            if not vma_splits_ok(mm, start, end, lambda v: bool(v.vm_flags & bit) != setting):
+                return -errno.ENOMEM       # vm.max_map_count (madvise_update_vma skips the same)
             pos = start
             while pos < end:
                 cur = mm.mm_mt.vma_lookup(pos)

@@ -760,6 +760,10 @@ def do_mbind(task, start, length, mode, mode_flags, nmask, flags):
     if not err:
         from .mmap import vmas_may_split
         err = vmas_may_split(mm, start, end)     # mbind_range would split a hugetlb VMA badly
+    if not err:
+        from .mmap import vma_splits_ok
+        if not vma_splits_ok(mm, start, end, lambda v: not mpol_equal(v.vm_policy, new)):
+            err = -errno.ENOMEM                 # vm.max_map_count (vma_modify_policy's split)
     if err:
         mmap_write_unlock(mm)
     else:

@@ -113,8 +113,9 @@ def apply_vma_lock_flags(mm, start, length, flags):
     if not vmas or pos < end:
         return -errno.ENOMEM
     from .mmap import vma_splits_ok
-    if not vma_splits_ok(mm, start, end):
-        return -errno.ENOMEM            # vm.max_map_count
+    if not vma_splits_ok(mm, start, end, lambda v: not v.vm_flags & (VM_SPECIAL | VM_HUGETLB) and
+                         (v.vm_flags & ~VM_LOCKED_MASK) | flags != v.vm_flags):
+        return -errno.ENOMEM            # vm.max_map_count (mlock_fixup skips what it leaves)
     pos = start
     while pos < end:          # by address: fixups split and merge VMAs
         cur = mm.mm_mt.vma_lookup(pos)

@@ -178,19 +178,26 @@ def vma_split_range(vma, start, end):
     return vma
 
 
-def vma_splits_ok(mm, start, end):
+def vma_splits_ok(mm, start, end, changes=None):
     """vm.max_map_count: may the VMAs around [start, end) be split at
-    ``start`` and ``end``, as changing the range's flags does?  split_vma
-    refuses (ENOMEM) once map_count >= max_map_count.  pymm checks every split
-    an operation needs before it changes anything; the kernel finds out at the
-    split and may have changed earlier VMAs by then.
+    ``start`` and ``end``, as changing the range's flags or policy does
+    (mprotect, mlock, madvise, mbind)?  split_vma refuses (ENOMEM) once
+    map_count >= max_map_count.  ``changes(vma)``, if given, says whether the
+    call changes that VMA at all: one it leaves as it is (same flags --
+    mprotect_fixup, mlock_fixup; same policy -- mbind_range's mpol_equal) is
+    not split.  pymm checks every split an operation needs before it changes
+    anything; the kernel finds out at the split and may have changed earlier
+    VMAs by then.  (The kernel's vma_modify also tries a merge with a
+    neighbour first, which needs no split; pymm splits, then merges, and
+    counts the split: so with map_count at the limit, a change that would
+    only move the boundary of a VMA that merges is ENOMEM here.)
     Context: mmap_lock held for write."""
     need = 0
     first = mm.mm_mt.vma_lookup(start)
-    if first is not None and first.vm_start < start:
+    if first is not None and first.vm_start < start and (changes is None or changes(first)):
         need += 1
     last = mm.mm_mt.vma_lookup(end - 1)
-    if last is not None and last.vm_end > end:
+    if last is not None and last.vm_end > end and (changes is None or changes(last)):
         need += 1
     return mm.map_count + need <= mm.kernel.max_map_count
 

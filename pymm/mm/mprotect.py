@@ -76,7 +76,8 @@ def do_mprotect_pkey(mm, start, length, prot):
         if err:
             return err
         from .mmap import vma_splits_ok
-        if not vma_splits_ok(mm, start, end):
+        if not vma_splits_ok(mm, start, end,
+                             lambda v: (v.vm_flags & ~VM_ACCESS_FLAGS) | want != v.vm_flags):
             return -errno.ENOMEM            # vm.max_map_count
         pos = start
         while pos < end:

@@ -238,6 +238,34 @@ def test_max_map_count(kernel):
     kernel.check()
 
 
+def test_max_map_count_mbind_and_splits_that_change_nothing(kernel):
+    """Issue 16: mbind's splits (vma_modify_policy) are refused with ENOMEM
+    at vm.max_map_count too, before anything changes; a call that leaves a
+    VMA as it is (same policy, same protection, already locked, already
+    DONTFORK) does not split it, so it succeeds at the limit, as in Linux
+    (mbind_range's mpol_equal, mprotect_fixup's and mlock_fixup's
+    newflags == oldflags, madvise_update_vma)."""
+    p = kernel.spawn("a")
+    a = p.mmap(0, 3 * P, RW, ANON)
+    b = p.mmap(0, 3 * P, PROT_READ, ANON)
+    kernel.sysctl("vm.max_map_count", p.mm.map_count)
+    n = p.mm.map_count
+    assert _errno(p.mbind, a + P, P, MPOL_BIND, [0]) == errno.ENOMEM
+    assert _errno(p.mbind, a, P, MPOL_BIND, [0]) == errno.ENOMEM        # one split: map_count >= max
+    assert p.mm.map_count == n and p.get_mempolicy(a + P, MPOL_F_ADDR)[0] == MPOL_DEFAULT
+    p.mbind(a + P, P, MPOL_DEFAULT, None)             # the policy it has: nothing to split
+    p.mprotect(a + P, P, RW)                          # the protection it has
+    p.mprotect(b + P, P, PROT_READ)
+    p.madvise(a + P, P, pymm.MADV_DOFORK)             # not DONTFORK: nothing to clear
+    p.munlock(a + P, P)                               # not locked: nothing to unlock
+    assert p.mm.map_count == n
+    kernel.sysctl("vm.max_map_count", n + 2)
+    p.mbind(a + P, P, MPOL_BIND, [0])                 # two splits: allowed now
+    assert p.mm.map_count == n + 2
+    assert p.get_mempolicy(a + P, MPOL_F_ADDR) == (MPOL_BIND, {0})
+    kernel.check()
+
+
 def test_sysctl_bad_input(kernel):
     with pytest.raises(ValueError, match="unknown name"):
         kernel.sysctl("vm.nope")
