@@ -170,31 +170,55 @@ def swap_free(entry):
 def free_swap_and_cache(entry):
     """A PTE holding ``entry`` was zapped.  If that was the last one and the
     swap cache still holds a folio for it, try to free that folio too
-    (__try_to_reclaim_swap: trylock only, we are under the ptl; if the folio is
-    locked, its holder -- a swap-in or reclaim -- finds it unused and frees it).
-    Context: ptl held."""
+    (__try_to_reclaim_swap with TTRS_UNMAPPED).  Context: ptl held."""
     si = entry.si
     si.lock.lock()
     v = si.swap_map[entry.offset] - 1
-    folio = None
     if v == 0:
         si._free_slot_locked(entry.offset)
     else:
         si.swap_map[entry.offset] = v
-        if v == SWAP_HAS_CACHE:
-            si.cache_lock.lock()
-            folio = si.cache.get(entry.offset)
-            if folio is not None:
-                atomic_add_return(folio, "_refcount", 1)
-            si.cache_lock.unlock()
     si.lock.unlock()
+    if v == SWAP_HAS_CACHE:
+        __try_to_reclaim_swap(si, entry, False)
+
+
+def __try_to_reclaim_swap(si, entry, anyway):
+    """mm/swapfile.c __try_to_reclaim_swap: if the swap cache holds a folio
+    for ``entry`` and no PTE holds the entry, take the folio out of the swap
+    cache (freeing it, if the cache's was the last reference) -- with
+    ``anyway`` (TTRS_ANYWAY) even if the folio is still mapped, else
+    (TTRS_UNMAPPED) only if it is not.  The folio lock is only *tried*
+    (callers may hold a ptl): if somebody holds it, the folio stays in the
+    swap cache with its slot, and nothing else will free it but reclaim
+    (shrink_folio_list) or the swap allocator's own reclaim of cache-only
+    slots: Linux's lazy freeing of the swap cache.  Returns True if it freed
+    the slot.  Context: any, no folio lock held; takes the swap cache lock."""
+    folio = swap_cache_get_folio(si, entry)
     if folio is None:
-        return
+        return False
+    done = False
     if folio_trylock(folio):
-        if folio.swap is entry and not folio.folio_mapped():
-            folio_free_swap(folio)
+        if folio.swap is entry and (anyway or not folio.folio_mapped()):
+            done = folio_free_swap(folio)       # checks the slot holds only the cache
         folio_unlock(folio)
     folio_put(folio, si.kernel)
+    return done
+
+
+def swap_reclaim_cache(si):
+    """Take every folio that only the swap cache holds a slot for out of it:
+    what Linux's swap allocator does when the device fills up
+    (swap_reclaim_full_clusters -> __try_to_reclaim_swap(TTRS_ANYWAY) for
+    each slot with only SWAP_HAS_CACHE) and what reclaim does to such a folio
+    on the LRU.  This is the state a process leaves when it exits while
+    somebody holds the folio lock of one of its swapped-in pages (see
+    __try_to_reclaim_swap).  Returns the number of slots freed.
+    Context: no locks held."""
+    si.lock.lock()
+    only_cache = [si.entries[off] for off, v in si.swap_map.items() if v == SWAP_HAS_CACHE]
+    si.lock.unlock()
+    return sum(__try_to_reclaim_swap(si, e, True) for e in only_cache)
 
 
 # -- the swap cache -----------------------------------------------------------------

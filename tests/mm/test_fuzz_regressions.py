@@ -70,3 +70,48 @@ def test_store_after_madv_free_is_no_false_data_corruption(kernel):
     assert [f.title for f in kernel.findings()] == []
     p.exit()
     assert kernel.check() == []
+
+
+def test_swap_cache_held_locked_at_the_last_unmap_stays_until_reclaimed(kernel):
+    """Item 1 of the fuzz campaign: SwapCached 4 kB and one swap slot left
+    after every process exited.  Linux's free_swap_and_cache only *tries*
+    the folio lock (__try_to_reclaim_swap): if somebody holds it when the
+    last swap PTE goes, the folio stays in the swap cache (lazy freeing)
+    until reclaim or the swap allocator takes it.  pymm does the same, and
+    swap_reclaim_cache is what the fuzz scenario's quiescence check runs
+    before it compares meminfo."""
+    import threading
+    from pymm.mm.filemap import folio_lock, folio_unlock
+    from pymm.mm.page_alloc import folio_put
+    from pymm.mm.swap_state import swap_cache_get_folio, swap_reclaim_cache
+    base = kernel.meminfo()
+    p = kernel.spawn("a")
+    a = p.mmap(0, PAGE_SIZE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE)
+    p.store(a, b"\x05")
+    assert kernel.reclaim(1) == 1
+    c = p.fork()
+    p.load(a, 1)                 # swap-in: in the swap cache, mapped; the child's PTE holds the slot
+    si = kernel.swap_info
+    [entry] = [si.entries[off] for off in si.swap_map]
+    locked, done = threading.Event(), threading.Event()
+
+    def holder():                # somebody (reclaim, a swap-in) holds the folio lock ...
+        folio = swap_cache_get_folio(si, entry)
+        folio_lock(folio)
+        locked.set()
+        done.wait()
+        folio_unlock(folio)
+        folio_put(folio, kernel)
+
+    t = threading.Thread(target=kernel.run_syscall, args=(holder,))
+    t.start()
+    locked.wait()
+    p.exit()
+    c.exit()                     # ... when the last swap PTE goes
+    done.set()
+    t.join()
+    assert kernel.meminfo()["SwapCached"] == 4
+    assert kernel.check() == []  # a cache-only slot is a consistent state
+    assert kernel.run_syscall(swap_reclaim_cache, si) == 1
+    assert kernel.meminfo() == base
+    assert kernel.check() == []
