@@ -102,6 +102,10 @@ ANON, SHANON, SHM, SHM_PRIV, HUGE, HUGE_SH = "anon", "shared-anon", "shm", "shm-
 PRIVATE_ANON = (ANON, HUGE)      # contents modelled exactly
 
 
+# what op_mmap maps, drawn uniformly (repeats weight a kind up)
+KINDS = (ANON, ANON, ANON, SHANON, SHM, SHM_PRIV, HUGE, HUGE_SH)
+
+
 class ModelError(AssertionError):
     """The emulated mm and the reference model disagree."""
 
@@ -303,7 +307,7 @@ def op_mmap(fam, ch, proc):
     if len(proc.maps) >= MAX_MAPS:
         return op_munmap(fam, ch, proc)
     p, st = proc.p, fam.st
-    kind = ch.choice((ANON, ANON, ANON, SHANON, SHM, SHM_PRIV, HUGE, HUGE_SH))
+    kind = ch.choice(KINDS)
     bad = ch.int(0, 9) == 0
     prot = ch.choice((RW, RW, RW, C.PROT_READ))
     extra = ch.choice((0, 0, 0, C.MAP_POPULATE, C.MAP_LOCKED))
