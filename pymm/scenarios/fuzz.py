@@ -205,6 +205,8 @@ class Proc:
         self.data = {}
         self.freed = {}
         self.maps = []           # [start, length, kind] as mapped (may be partly unmapped since)
+        self.owned = set()       # ids of the private hugetlb mappings this process made (their
+                                 # reservation's owner, HPAGE_RESV_OWNER; fork children own none)
 
     def fork_model(self, child):
         c = Proc(child)
@@ -350,6 +352,8 @@ def op_mmap(fam, ch, proc):
         _expect(a not in proc.pages, f"mmap {kind} returned {addr:#x}, overlapping a live mapping")
         proc.pages[a] = [kind, prot, set(flags), fam.st.next_id]
     proc.maps.append([addr, length, kind, fam.st.next_id])
+    if kind == HUGE:
+        proc.owned.add(fam.st.next_id)
     fam.st.next_id += 1
 
 
@@ -418,6 +422,8 @@ def op_madvise(fam, ch, proc):
     adv = ch.choice(advs)
     pages = [a for a in range(start, start + length, P)]
     locked = _any_locked(proc, pages)
+    if adv == C.MADV_POPULATE_WRITE:
+        _owner_may_steal(fam, proc, start, start + length)
     try:
         proc.p.madvise(start, length, adv)
     except SegmentationFault as e:
@@ -530,8 +536,30 @@ def op_access(fam, ch, proc):
         _check_access(fam, proc, a, True)
 
 
+def _owner_may_steal(fam, proc, start, end):
+    """The owner of a private hugetlb mapping is about to write to it: if a
+    huge page there is COW-shared with its fork children and the pool has no
+    page for the copy outside the reservations, Linux's hugetlb_wp takes the
+    page away from the children instead (unmap_ref_private): each child then
+    gets SIGBUS there (HPAGE_RESV_UNMAPPED), and a child it forks later --
+    which does not inherit that flag (hugetlb_dup_vma_private) -- faults in a
+    fresh zero page.  So from now on each sharer's page holds its old bytes
+    or zeros (or SIGBUS), then its own stores: the model of ``freed``."""
+    for a in range(start & -HP, end, HP):
+        info = proc.pages.get(a)
+        if info is None or info[0] != HUGE or info[3] not in proc.owned:
+            continue
+        for q in fam.procs:
+            if q is proc:
+                continue
+            for b in range(a, a + HP, P):
+                if q.pages.get(b, (0, 0, 0, None))[3] == info[3] and b in q.data:
+                    q.freed[b] = bytes(q.data.pop(b))
+
+
 def _store(fam, ch, proc, a):
     info = proc.pages.get(a)
+    _owner_may_steal(fam, proc, a, a + P)
     off = ch.int(0, P - 8)
     data = bytes([ch.int(1, 255)]) * 8
     try:
