@@ -114,6 +114,16 @@ VARIANTS = {
         "doc": "CONFIG_PER_VMA_LOCK (6.4+): page faults try the faulting VMA's own lock "
                "(lock_vma_under_rcu) before mmap_lock; off is the kernel before 6.4",
     },
+    "fork-vma-lock": {
+        # unlocked: 6.4 (per-VMA locks, 0bff0aaea03e) .. 6.4.2; vma-start-write: fb49c455323f
+        # "fork: lock VMAs of the parent process when forking" (6.5-rc1, 6.4.3; bugzilla 217624)
+        "values": ("unlocked", "vma-start-write"),
+        "default": "vma-start-write",
+        "buggy": ("unlocked",),
+        "doc": "dup_mmap copying the parent's page tables without (unlocked) or after "
+               "vma_start_write on each parent VMA (fb49c455323f): a per-VMA-lock fault in the "
+               "parent before fork's TLB flush breaks COW",
+    },
     "dup-anon-vma-lock": {
         "values": ("unlocked", "vma-start-write"),
         "default": "vma-start-write",

@@ -25,9 +25,22 @@ def dup_mm(kernel, oldmm, child_pid):
     retval = 0
     copied = []                  # the ranges whose shadow the child inherits
     for mpnt in oldmm.mm_mt.all():
-        # fb49c455323f (6.5): no page fault under mpnt's per-VMA lock while
-        # its page tables are copied.
-        vma_start_write(mpnt)
+        # fb49c455323f (6.5-rc1, 6.4.3): no page fault under mpnt's per-VMA
+        # lock until fork is done.  copy_page_range write-protects the
+        # parent's PTEs, but the parent's TLBs are flushed only at the end
+        # (flush_tlb_mm below): until then another CPU of the parent may still
+        # write through its old writable TLB entry.  Under mmap_lock no fault
+        # of the parent could run meanwhile; a fault under the per-VMA lock
+        # (6.4) could, and its do_wp_page copied the page away from the child
+        # while such a CPU kept writing the old one: the parent's write lands
+        # in the child's page and is lost to the parent (bugzilla 217624, Go
+        # runtime crashes).  The write lock lasts until mmap_write_unlock, after
+        # the flush.  (fb49c455323f locked every VMA before the loop; today's
+        # dup_mmap locks each as it reaches it, as here: the same for the
+        # race, since no lock is released before the flush.)  Variant
+        # ``fork-vma-lock``: ``unlocked`` is 6.4.0-6.4.2.
+        if kernel.variant("fork-vma-lock") == "vma-start-write":
+            vma_start_write(mpnt)
         if mpnt.vm_flags & VM_DONTCOPY:
             # not in the child, and neither is what the parent stored there
             # (the shadow is copied per VMA below; a copy of it over a

@@ -41,6 +41,7 @@ SCENARIO_MODULES = {
     "munmap-stack": "munmap_stack",
     "fuzz": "fuzz",
     "tlb-batch-flush": "tlb_batch_flush",
+    "vma-lock-fork": "vma_lock_fork",
 }
 
 # Left out of ``pymm stress``'s default set (run them with --scenario NAME), with why.
