@@ -128,6 +128,8 @@ VARIANTS = {
         "values": ("unlocked", "vma-start-write"),
         "default": "vma-start-write",
         "buggy": ("unlocked",),
+        # unlocked: 6.4 (5e31275cc997 added per-VMA locks) .. 6.4.7; vma-start-write:
+        # d8ab9f7b644a (Jann Horn, 6.5-rc4, 6.4.8)
         "doc": "dup_anon_vma setting dst->anon_vma before (unlocked) or after vma_start_write(dst) "
                "(d8ab9f7b644a \"mm: lock VMA in dup_anon_vma() before setting ->anon_vma\", 6.5)",
     },

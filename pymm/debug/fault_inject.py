@@ -22,9 +22,11 @@ one per allocation site the issue names, so a run can aim at one path:
 - ``pgtable-alloc``: page-table pages (``__pte_alloc``/``__pmd_alloc``,
   ``huge_pte_alloc``) -- in the kernel these are page allocations too; pymm
   separates them so a run can aim at the table paths;
-- ``slab``: failslab on ``vm_area_cachep`` and ``anon_vma_cachep``: new VMAs
-  for mmap and brk, fork's VMA copies, ``anon_vma_prepare``, ``anon_vma_fork``
-  (split_vma's copy is not a site: pymm's split callers have no undo path yet);
+- ``slab``: failslab on ``vm_area_cachep``, ``anon_vma_cachep`` and
+  ``anon_vma_chain_cachep``: new VMAs for mmap and brk, fork's VMA copies,
+  ``anon_vma_prepare``, ``anon_vma_fork``, ``anon_vma_clone`` of a merge
+  (``dup_anon_vma``: the merge is given up) (split_vma's copy and its
+  anon_vma_clone are not sites: pymm's split callers have no undo path yet);
 - ``hugetlb-reserve``: ``hugetlb_reserve_pages`` at mmap (ENOMEM);
 - ``hugetlb-dequeue``: taking a page from the huge-page pool at fault time
   (SIGBUS, as the kernel's ``vmf_error(-ENOSPC)``) and for migration.
@@ -51,7 +53,7 @@ SITES = {
                   "swap-in, migration targets",
     "pgtable-alloc": "page-table pages: __pte_alloc, __pmd_alloc, huge_pte_alloc",
     "slab": "VMA and anon_vma allocations (failslab): mmap/brk VMAs, fork's VMA copies, "
-            "anon_vma_prepare, anon_vma_fork",
+            "anon_vma_prepare, anon_vma_fork, a merge's anon_vma_clone",
     "hugetlb-reserve": "hugetlb_reserve_pages at mmap",
     "hugetlb-dequeue": "taking a huge page from the pool (fault, COW, migration)",
 }

@@ -10,6 +10,7 @@ from .gup import mm_populate_after_write
 from .hugetlb import hugetlb_vm_op_close, hugetlb_vm_op_open, hugetlb_vm_op_split
 from .memory import unmap_vmas
 from .mlock import munlock_vma_pages_all
+from .gfp import GFP_KERNEL, __GFP_NOFAIL
 from .mm_types import (RSS_NAMES, VM_ACCESS_FLAGS, VM_ACCOUNT, VM_DONTEXPAND, VM_GROWSDOWN, VM_HUGETLB,
                        VM_IO, VM_LOCKED, VM_MAYEXEC, VM_MAYREAD, VM_MAYWRITE, VM_PFNMAP, VM_READ,
                        VM_WRITE)
@@ -84,7 +85,7 @@ def split_vma(vma, addr):
     new.vm_pgoff = vma.vm_pgoff + ((addr - vma.vm_start) >> 12)
     if new.vm_flags & VM_HUGETLB:       # vm_ops->open
         hugetlb_vm_op_open(new, vma)
-    anon_vma_clone(new, vma)
+    anon_vma_clone(new, vma, GFP_KERNEL | __GFP_NOFAIL)    # (cannot fail: see anon_vma_clone)
     hugetlb = bool(vma.vm_flags & VM_HUGETLB)
     if hugetlb:
         from .hugetlb import hugetlb_check_pmd_share_coverage, hugetlb_split
@@ -121,11 +122,16 @@ def mpol_equal(a, b):
 
 def vma_merge_pair(a, b):
     """Merge ``b`` into ``a`` (they passed can_vma_merge); ``b`` is freed.
+    Returns ``a``, or None when the merge was given up (dup_anon_vma could
+    not allocate: ENOMEM; nothing has changed).  ``a`` is write-locked by
+    dup_anon_vma when it takes b's anon_vma (d8ab9f7b644a; today's
+    vma_merge_existing_range and vma_expand lock it before and dup_anon_vma
+    asserts it), else by vma_set_range (vma_prepare), as in 6.4's vma_merge.
     Context: mmap_lock held for write."""
     mm = a.vm_mm
-    vma_start_write(a)
     vma_start_write(b)
-    dup_anon_vma(a, b)
+    if dup_anon_vma(a, b):
+        return None
     mm.mm_mt.erase(b)
     vma_set_range(a, a.vm_start, b.vm_end, a.vm_pgoff)
     # b leaves the rmap trees before it is freed (anon_vma_merge; the file
@@ -140,7 +146,8 @@ def dup_anon_vma(dst, src):
     """``dst`` expands over ``src``: if only src has an anon_vma, dst takes
     it, with src's anon_vma chains (mm/vma.c dup_anon_vma).
 
-    The variant ``dup-anon-vma-lock`` (d8ab9f7b644a, 6.5, Jann Horn):
+    The variant ``dup-anon-vma-lock`` (d8ab9f7b644a, 6.5-rc4 / 6.4.8, Jann
+    Horn; scenario ``vma-lock-anon-vma``):
     ``unlocked`` sets dst->anon_vma before write-locking dst, so a fault
     under dst's per-VMA lock can install pages under that anon_vma while the
     chains are not linked yet -- and if anon_vma_clone then fails (ENOMEM) it
@@ -162,9 +169,9 @@ def vma_try_merge(vma):
     mm = vma.vm_mm
     prev, nxt = mm.mm_mt.neighbours(vma.vm_start, vma.vm_end)
     if nxt is not None and can_vma_merge(vma, nxt):
-        vma = vma_merge_pair(vma, nxt)
+        vma = vma_merge_pair(vma, nxt) or vma
     if prev is not None and can_vma_merge(prev, vma):
-        vma = vma_merge_pair(prev, vma)
+        vma = vma_merge_pair(prev, vma) or vma
     return vma
 
 

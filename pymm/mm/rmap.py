@@ -45,7 +45,7 @@ from ..context import current
 from ..rcu import rcu_read
 from ..sched import point
 from .atomic import atomic_add_return, atomic_inc_not_zero, set_bits
-from .gfp import GFP_KERNEL, might_alloc
+from .gfp import GFP_KERNEL, __GFP_NOFAIL, might_alloc
 from .mlock import clear_page_mlock, mlock_folio, mlock_vma_folio, mlock_vma_page, munlock_vma_folio
 from .mm_types import (MM_ANONPAGES, MM_SWAPENTS, PG_anon, PG_dirty, PG_hugetlb, PG_mlocked,
                        PG_swapbacked, VM_ACCESS_FLAGS, VM_LOCKED, AnonVma, AnonVmaChain)
@@ -210,14 +210,28 @@ def anon_vma_prepare(vma):
     return 0
 
 
-def anon_vma_clone(dst, src):
-    """Attach dst to every anon_vma src is attached to (split, fork).
+def anon_vma_clone(dst, src, gfp=GFP_KERNEL):
+    """Attach dst to every anon_vma src is attached to (split, merge).
+    Returns 0, or -ENOMEM when a chain node cannot be allocated (fault
+    injection: site ``slab``); then, as the kernel's enomem_failure, dst is
+    detached from everything linked so far and dst->anon_vma is NULL -- the
+    callers (a merge's dup_anon_vma) rely on that.  ``gfp``: split_vma
+    passes __GFP_NOFAIL, which failslab never fails: pymm's split callers
+    have no undo path (the kernel's __split_vma returns -ENOMEM here; as
+    split's VMA copy, pymm's is not a fault site).
     Context: mmap_lock held for write."""
+    kernel = dst.vm_mm.kernel
     for pavc in reversed(src.anon_vma_chain):
         anon_vma = pavc.anon_vma
         # the kernel tries GFP_NOWAIT under the anon_vma lock, then GFP_KERNEL
         # unlocked; pymm allocates before locking: the GFP_KERNEL case
         might_alloc(GFP_KERNEL)
+        if not gfp & __GFP_NOFAIL and should_fail(kernel, "slab"):   # anon_vma_chain_alloc
+            # enomem_failure: with dst->anon_vma still set, unlink_anon_vmas
+            # would drop a num_active_vmas count dst never took
+            dst.anon_vma = None
+            unlink_anon_vmas(dst)
+            return -errno.ENOMEM
         avc = AnonVmaChain(dst, anon_vma)
         anon_vma_lock_write(anon_vma)
         anon_vma_chain_link(dst, avc, anon_vma)

@@ -42,6 +42,7 @@ SCENARIO_MODULES = {
     "fuzz": "fuzz",
     "tlb-batch-flush": "tlb_batch_flush",
     "vma-lock-fork": "vma_lock_fork",
+    "vma-lock-anon-vma": "vma_lock_anon_vma",
 }
 
 # Left out of ``pymm stress``'s default set (run them with --scenario NAME), with why.
