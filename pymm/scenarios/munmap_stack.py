@@ -14,19 +14,26 @@ and expand_upwards()/downwards()").  8d7071af8907 (6.5) made stack expansion
 take the write lock, and munmap went back to downgrading always.
 
 Workload.  A process has a VM_GROWSDOWN stack whose start is 2 MiB aligned
-and, just below it, a 2 MiB populated mapping (so one PTE table covers the
-whole mapping and nothing else).  ``unmap`` munmaps it (and whatever the
-stack grew into it) and maps and populates it again.  ``grow`` stores just
-below the stack's original start: into the mapping when it is there, else a
-fault that grows the stack.  ``touch`` stores to the stack itself.
+and, just below it, a 2 MiB mapping whose top GAP_TOUCH pages are populated
+(so one PTE table covers the whole mapping and nothing else).  ``unmap``
+munmaps it (and whatever the stack grew into it) and maps and populates it
+again.  ``grow`` stores to two pages of it that nothing populates: into
+the mapping when it is there (an ordinary fault), else a fault that grows
+the stack.  ``touch`` stores to the stack itself.
 
-pymm runs this episode with ``Kernel(tlb=False)`` (user accesses take
-mmap_lock for read instead of the lock-free TLB walk).  With lock-free
-accesses the controlled scheduler reaches the window in only ~0.1-0.2% of
-schedules (seeds 0-2 at schedules 867, 441, 624; seed 3 not within 2,000),
-against 5-22 schedules here; why the lock-free path narrows the window so
-much is not yet understood (open).  The munmap side -- detach, downgrade,
-zap, free_pgtables -- is the same either way.
+Why ``grow`` stores where nothing was populated.  A load or store of a
+present page takes no lock and raises no fault (the TLB, or a hardware
+walk that finds the PTE).  The race needs a *fault* below the stack while
+munmap works under the downgraded lock, so the store must find no PTE:
+either munmap's zap has already cleared it -- too late in practice: the
+storing CPU keeps its TLB entry until tlb_finish_mmu flushes it, after
+free_pgtables -- or the page was never populated (in the kernel as in
+pymm, only a fault grows a stack, and only a missing PTE faults).  Such a
+fault finds the detached VMA gone, waits for mmap_lock (held for write while the
+VMAs are detached) and gets it, for read, at the downgrade: the window.
+(The scenario used to store to a populated page; once loads and stores
+became lock-free it reached the window in ~0.2% of schedules, and it ran
+with ``Kernel(tlb=False)`` meanwhile.)
 
 ``downgrade-always`` is caught (the stack grows into the gap of the
 downgraded munmap): "BUG: non-empty page table freed", a Bad rss-counter
@@ -46,6 +53,7 @@ STACK = 0x7E00_0000_0000           # the stack's original start (2 MiB aligned)
 STACK_PAGES = 4
 GAP = 0x20_0000                    # the mapping below the stack: one whole PTE table
 GAP_TOUCH = 4                      # pages of it populated (the top ones, next to the stack)
+GROW = (STACK - (GAP_TOUCH + 2) * P, STACK - (GAP_TOUCH + 3) * P)   # where ``grow`` stores
 
 
 @register
@@ -56,8 +64,7 @@ class MunmapStackScenario(Scenario):
     controlled_steps = 1
 
     def setup(self, variant, seed):
-        k = Kernel(nodes=1, pages_per_node=1024, variants={"munmap-downgrade": variant}, seed=seed,
-                   tlb=False)
+        k = Kernel(nodes=1, pages_per_node=1024, variants={"munmap-downgrade": variant}, seed=seed)
         p = k.spawn("stack")
         p.mmap(STACK, STACK_PAGES * P, RW,
                C.MAP_PRIVATE | C.MAP_ANONYMOUS | C.MAP_FIXED | C.MAP_GROWSDOWN)
@@ -80,15 +87,16 @@ class MunmapStackScenario(Scenario):
         self._map_gap(st)
 
     def grow(self, st, rng):
-        """A store just below the stack's start: with the mapping gone, the
-        fault grows the stack; then read it back."""
-        a = STACK - P
+        """Stores below the stack's start, into pages the mapping never
+        populated: with the mapping there, ordinary faults; with it gone, the
+        fault grows the stack.  Each is read back."""
         data = b"grown %d" % rng.randrange(1000)
-        try:
-            st.p.store(a, data)
-            st.p.load(a, len(data))     # the data-integrity check compares
-        except OSError:
-            return                  # SIGSEGV: unmapped again meanwhile
+        for a in GROW:
+            try:
+                st.p.store(a, data)
+                st.p.load(a, len(data))     # the data-integrity check compares
+            except OSError:
+                return                      # SIGSEGV: unmapped again meanwhile
 
     def touch(self, st, rng):
         st.p.store(STACK + P, b"top")
