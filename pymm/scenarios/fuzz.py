@@ -196,8 +196,11 @@ class _Traced:
 class Proc:
     """A process and its model: ``pages`` maps each page address this
     process has mapped to [kind, prot, flags]; ``data`` the bytes of private
-    anonymous pages that are not all zero; ``freed`` pages after MADV_FREE
-    (old contents, or zeros)."""
+    anonymous pages that are not all zero; ``freed`` the pages whose
+    contents are uncertain (after MADV_FREE, a madvise that failed half-way,
+    a hugetlb page its owner may take back): a tuple of the contents each
+    may have had then -- or zeros -- with ``data``'s stores since on top
+    (``_to_freed``, ``_check_access``)."""
 
     def __init__(self, p):
         self.p = p
@@ -443,8 +446,8 @@ def op_madvise(fam, ch, proc):
             for a in pages:
                 if a in proc.pages and "locked" in proc.pages[a][2]:
                     break               # (a maybe-locked one may have been dropped)
-                if a in proc.data and proc.pages.get(a, [None])[0] in PRIVATE_ANON:
-                    proc.freed[a] = bytes(proc.data.pop(a))
+                if proc.pages.get(a, [None])[0] in PRIVATE_ANON:
+                    _to_freed(proc, a)
         return
     for a in pages:
         info = proc.pages.get(a)
@@ -456,8 +459,7 @@ def op_madvise(fam, ch, proc):
             proc.data.pop(a, None)
             proc.freed.pop(a, None)
         elif adv == getattr(C, "MADV_FREE", None) and info[0] == ANON:
-            if a in proc.data:
-                proc.freed[a] = bytes(proc.data.pop(a))
+            _to_freed(proc, a)
         elif adv == C.MADV_DONTFORK:
             info[2].add("dontfork")
         elif adv == C.MADV_DOFORK:
@@ -553,8 +555,8 @@ def _owner_may_steal(fam, proc, start, end):
             if q is proc:
                 continue
             for b in range(a, a + HP, P):
-                if q.pages.get(b, (0, 0, 0, None))[3] == info[3] and b in q.data:
-                    q.freed[b] = bytes(q.data.pop(b))
+                if q.pages.get(b, (0, 0, 0, None))[3] == info[3]:
+                    _to_freed(q, b)
 
 
 def _store(fam, ch, proc, a):
@@ -588,6 +590,29 @@ def _store(fam, ch, proc, a):
         buf[off:off + 8] = data
 
 
+def _overlay(base, buf):
+    """``base`` with the bytes stored since (``buf``'s non-zero bytes: a
+    store never writes zeros) on top."""
+    cand = bytearray(base)
+    if buf is not None:
+        for i in range(P):
+            if buf[i]:
+                cand[i] = buf[i]
+    return cand
+
+
+def _to_freed(proc, a):
+    """Page ``a``'s contents become uncertain: whatever it may hold now, or
+    zeros (then the stores to come).  Each candidate is kept: a page freed
+    twice may hold what it held before either free."""
+    buf = proc.data.pop(a, None)
+    if buf is None:
+        return               # zeros, or already uncertain with nothing stored since
+    prev = proc.freed.get(a, ())
+    cands = {bytes(_overlay(base, buf)) for base in prev} | {bytes(buf)}
+    proc.freed[a] = tuple(sorted(cands))
+
+
 def _check_access(fam, proc, a, expect_mapped, off=0):
     """Load the whole page at ``a`` and compare it with the model."""
     info = proc.pages.get(a)
@@ -614,13 +639,8 @@ def _check_access(fam, proc, a, expect_mapped, off=0):
             return
         old = proc.freed.get(a)
         if old is not None:      # MADV_FREE'd: the old contents or zeros, then our stores
-            for base in (old, bytes(P)):
-                cand = bytearray(base)
-                if buf is not None:
-                    for i in range(P):
-                        if buf[i]:
-                            cand[i] = buf[i]
-                if bytes(cand[off:off + n]) == got:
+            for base in (*old, bytes(P)):
+                if bytes(_overlay(base, buf)[off:off + n]) == got:
                     return
         i = next(i for i in range(n) if got[i] != want[i])
         raise ModelError(f"process {proc.p.comm}[{proc.p.pid}] read {got[i:i + 16].hex()} at "

@@ -215,3 +215,40 @@ def test_model_knows_the_owner_of_a_private_hugetlb_page_may_take_it_back():
     fuzz.quiesce(st)
     assert [f.title for f in st.kernel.findings()] == []
     fuzz.check_quiescent(st)
+
+
+# Programs the fuzzer found with fork and hugetlb weighted up (issue 16, item
+# 10c's campaign), shrunk; they replay with the same weights.
+FORK_HUGETLB_KINDS = (fuzz.ANON, fuzz.ANON, fuzz.HUGE, fuzz.HUGE, fuzz.HUGE, fuzz.HUGE_SH,
+                      fuzz.HUGE_SH, fuzz.SHM)
+FORK_HUGETLB_EXTRA_OPS = (fuzz.op_fork, fuzz.op_fork, fuzz.op_exit, fuzz.op_mmap, fuzz.op_access,
+                          fuzz.op_access, fuzz.op_mlock, fuzz.op_madvise)
+SHRUNK = {
+    # the owner takes a page back twice: the child's page holds what it
+    # held before either (its stores over the first version survive)
+    "seed250-owner-takes-back-twice": (250, [
+        (0, [0, 12]), (0, [0, 12]), (0, [0, 0, 2, 1, 0, 0]), (0, [0, 20]),
+        (0, [1, 0, 0, 0, 1, 1, 0]), (0, [0, 0, 0, 0, 1, 0, 0]), (0, [1, 17, 0, 0, 0, 1, 0, 13]),
+        (0, [0, 10, 0, 0, 0, 0, 1, 0, 0]), (0, [1, 0, 0, 0, 0])]),
+    # MADV_FREE, a store, then a DONTNEED that fails (ENOMEM: a DONTFORK hole
+    # in the child): the page holds the freed bytes under the store, or zeros
+    # under it, or (Linux zaps the VMAs before the hole) zeros
+    "seed222-free-then-failed-dontneed": (222, [
+        (1, [0, 0, 0, 1, 0, 3, 3]), (0, [0, 0, 0, 1, 0, 4]), (1, [0, 9, 0, 1, 1, 0, 2]),
+        (1, [0, 11]), (1, [0, 17, 0, 0, 0, 1, 1, 0]), (1, [0, 21]), (1, [1, 9, 0, 1, 0, 0, 5]),
+        (1, [1, 0, 0, 0, 1, 0, 252]), (1, [0, 12]), (1, [0, 26, 0, 1, 0, 1, 0]),
+        (1, [0, 0, 0, 0, 0, 0])]),
+}
+
+
+@pytest.mark.parametrize("name", sorted(SHRUNK))
+def test_model_keeps_every_possible_content_of_an_uncertain_page(name, monkeypatch):
+    """A page whose contents became uncertain twice (MADV_FREE, a failed
+    madvise, a hugetlb page its owner may take back) may hold what it held
+    before either: the model kept only the latest and reported the page's
+    real contents as memory changed behind the process's back."""
+    monkeypatch.setattr(fuzz, "KINDS", FORK_HUGETLB_KINDS)
+    monkeypatch.setattr(fuzz, "OPS", fuzz.OPS + FORK_HUGETLB_EXTRA_OPS)
+    seed, prog = SHRUNK[name]
+    lockdep.reset()
+    fuzz.run_program(seed, 0, 3, program=prog)
