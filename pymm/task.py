@@ -33,6 +33,7 @@ from .mm.mmap import munmap_splits_ok
 from .mm.mmap import do_vmi_munmap, exit_mmap, get_unmapped_area, mmap_region, page_align, sys_brk
 from .mm.mmap_lock import mmap_write_lock, mmap_write_unlock
 from .mm.mprotect import calc_vm_prot_bits, do_mprotect_pkey
+from .mm.mremap import do_mremap
 from .mm.uaccess import user_access
 from .sched import charge
 from .debug.fault_inject import should_fail
@@ -217,6 +218,25 @@ class Process(Task):
             mmap_write_unlock(self.mm)
             raise OSError(-err, "munmap: would split a hugetlb mapping off a 2 MiB boundary")
         return 0
+
+    @syscall
+    def mremap(self, old_address, old_size, new_size, flags=0, new_address=0):
+        """mremap(2) (mm/mremap.py): shrink, grow in place, or -- with
+        MREMAP_MAYMOVE -- move the mapping at ``old_address`` with its pages;
+        MREMAP_FIXED moves it to ``new_address`` (unmapping what is there),
+        MREMAP_DONTUNMAP leaves the old range mapped and empty.  Returns the
+        new address.  EINVAL: bad flags, unaligned addresses, a zero new
+        size, FIXED/DONTUNMAP without MAYMOVE, DONTUNMAP resizing, ranges
+        that overlap; EFAULT: nothing mapped at ``old_address`` or the old
+        range crosses the end of its mapping; ENOMEM: cannot grow in place
+        without MAYMOVE, no room, vm.max_map_count; EAGAIN: a locked mapping
+        would grow beyond RLIMIT_MEMLOCK."""
+        for n, v in (("old_address", old_address), ("old_size", old_size), ("new_size", new_size),
+                     ("flags", flags), ("new_address", new_address)):
+            _need_int(n, v)
+            if v < 0:
+                raise OSError(errno.EINVAL, f"mremap: negative {n}")
+        return _err(do_mremap(self.mm, old_address, old_size, new_size, flags, new_address), "mremap")
 
     @syscall
     def mprotect(self, addr, length, prot):

@@ -182,6 +182,24 @@ class MmStruct(KasanObject):
                 else:
                     del sh[a]
 
+    def user_shadow_move(self, old_start, new_start, length):
+        """mremap moved the pages of [old_start, old_start + length) to
+        new_start, and every CPU's TLB has been flushed of the old addresses
+        (move_ptes flushes before it drops the PTE lock).  What the checker
+        knows about each page moves with it.  Until then, stores through a
+        stale TLB entry of the old address landed in the moved page and were
+        recorded under the old address (moved here with the rest); loads at
+        the new address found no shadow (unchecked), and a first store there
+        took the fault path, which waits for mremap's mmap_lock."""
+        sh = self.user_shadow
+        delta = new_start - old_start
+        with self.shadow_lock:
+            for a in [a for a in sh if new_start <= a < new_start + length]:
+                del sh[a]
+            moved = [(a, sh.pop(a)) for a in [a for a in sh if old_start <= a < old_start + length]]
+            for a, v in moved:
+                sh[a + delta] = v
+
     def user_shadow_drop(self, start, end):
         """Forget [start, end) at once (nothing can be accessing it)."""
         self.user_shadow_discard_end(start, end, False)
