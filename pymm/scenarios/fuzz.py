@@ -739,54 +739,124 @@ def op_reclaim(fam, ch, proc):
         fam.st.log.append(f"k.reclaim({n}) = {r}")
 
 
-def _mremap_of(p):
-    """``p.mremap`` if pymm has it with mremap(2)'s arguments (old_address,
-    old_size, new_size, flags, ...), else None (it is another piece of work)."""
-    fn = getattr(p, "mremap", None)
-    if fn is None:
-        return None
-    import inspect
-    try:
-        params = [x for x in inspect.signature(fn).parameters.values()
-                  if x.kind in (x.POSITIONAL_ONLY, x.POSITIONAL_OR_KEYWORD)]
-    except (TypeError, ValueError):
-        return None
-    return fn if len(params) >= 4 else None
-
-
 def op_mremap(fam, ch, proc):
-    """Grow, shrink or move a private anonymous mapping (MREMAP_MAYMOVE):
-    the contents move with it, the new tail is zero."""
-    mremap = _mremap_of(proc.p)
+    """mremap(2): shrink, grow (in place or moved), MREMAP_FIXED onto
+    another of the process's mappings or MREMAP_DONTUNMAP, over every kind
+    of mapping; or bad arguments with their errno.  The model moves each
+    page's kind, protection, flags and contents with it, zero-fills the
+    grown part, forgets what was unmapped (the shrunk tail, the old range
+    of a move, what MREMAP_FIXED replaced) and, after MREMAP_DONTUNMAP,
+    keeps the old range mapped and empty.  A range that crosses the end of
+    its VMA (EFAULT) is legal input the model cannot predict exactly (it
+    does not know where VMAs merged): then nothing may have changed."""
+    p = proc.p
     m = fam.pick_map(ch, proc)
-    if mremap is None or m is None or m[2] != ANON:
-        return op_access(fam, ch, proc)
-    start, length, kind, mid = m
-    if not all(proc.pages.get(a, (0, 0, 0, None))[3] == mid for a in range(start, start + length, P)):
-        return
-    new_len = ch.int(1, 4) * P
+    if m is None or ch.int(0, 7) == 0:
+        which = ch.int(0, 4)
+        start = m[0] if m is not None else 0x10_0000
+        args, want = [((start + 1, P, P, C.MREMAP_MAYMOVE), errno.EINVAL),
+                      ((start, P, P, 0x80), errno.EINVAL),
+                      ((start, P, P, C.MREMAP_FIXED, start + HP), errno.EINVAL),
+                      ((start, P, 0, C.MREMAP_MAYMOVE), errno.EINVAL),
+                      ((0x10_0000, P, 2 * P, C.MREMAP_MAYMOVE), errno.EFAULT)][which]
+        if which == 4 and 0x10_0000 in proc.pages:
+            return
+        try:
+            p.mremap(*args)
+        except OSError as e:
+            _errno_in(e, (want,), f"mremap with bad arguments {args}")
+            return
+        raise ModelError(f"mremap with bad arguments {args} succeeded")
+    kind, mid = m[2], m[3]
+    start, length = fam.sub_range(ch, proc, m)
+    huge = kind in (HUGE, HUGE_SH)
+    unit = HP if huge else P
+    how = ch.choice(("shrink", "grow", "grow", "move", "fixed", "dontunmap"))
+    if how == "shrink":
+        new_len = ch.int(1, length // unit) * unit
+    elif how in ("grow", "move"):
+        new_len = (length // unit + ch.int(0 if how == "move" else 1, 2)) * unit
+    else:
+        new_len = length
+    flags = {"shrink": ch.choice((0, C.MREMAP_MAYMOVE)), "grow": ch.choice((0, C.MREMAP_MAYMOVE)),
+             "move": C.MREMAP_MAYMOVE, "fixed": C.MREMAP_MAYMOVE | C.MREMAP_FIXED,
+             "dontunmap": C.MREMAP_MAYMOVE | C.MREMAP_DONTUNMAP}[how]
+    dest = 0
+    if how == "fixed":
+        other = ch.choice(proc.maps)
+        dest = other[0] + (other[1] if ch.int(0, 1) else 0)    # over another mapping, or just past it
+        if dest == start:
+            dest += length + P
+    pages = list(range(start, start + length, P))
+    if how == "dontunmap" and any("locked" in proc.pages[a][2] for a in pages if a in proc.pages):
+        return          # (mainline and pymm unlock the whole old VMA: more than the model knows)
+    overlap = how == "fixed" and dest < start + length and start < dest + new_len
+    dest_pages = range(dest, dest + new_len, P) if how == "fixed" else ()
     try:
-        new = mremap(start, length, new_len, 1)       # MREMAP_MAYMOVE
+        new = p.mremap(start, length, new_len, flags, dest)
     except SegmentationFault as e:
         raise ModelError(f"mremap raised {e!r}") from e
     except OSError as e:
-        _errno_in(e, MAY_FAIL + (errno.EFAULT, errno.EINVAL), "mremap")
+        allowed = MAY_FAIL + (errno.EFAULT,)
+        if huge and (how in ("grow", "move", "fixed", "dontunmap") and (new_len > length or flags)):
+            allowed += (errno.EINVAL,)          # no growth (mainline), no move (pymm)
+        if overlap or how == "dontunmap" and kind in (HUGE, HUGE_SH):
+            allowed += (errno.EINVAL,)
+        if how == "fixed" and any(proc.pages.get(a, [None])[0] in (HUGE, HUGE_SH) for a in dest_pages):
+            allowed += (errno.EINVAL,)          # the destination would split a hugetlb mapping
+        if how == "fixed" and dest + new_len > C.TASK_SIZE:
+            allowed += (errno.EINVAL,)
+        _errno_in(e, allowed, f"mremap({start:#x}, {length:#x}, {new_len:#x}, {flags:#x}, {dest:#x})")
+        if how == "fixed" and e.errno == errno.ENOMEM:
+            # an allocation failed in the move (an injected failure): as in
+            # mainline, the destination was unmapped first
+            proc.drop(dest, dest + new_len)
         return
-    moved = {}
-    for i in range(min(length, new_len) // P):
-        a = start + i * P
-        moved[new + i * P] = (proc.pages[a], proc.data.get(a), proc.freed.get(a))
-    proc.drop(start, start + length)
-    for a, (info, d, fr) in moved.items():
-        proc.pages[a] = info
-        if d is not None:
-            proc.data[a] = d
-        if fr is not None:
-            proc.freed[a] = fr
-    prot = next(iter(moved.values()))[0][1] if moved else RW
-    for a in range(new + min(length, new_len), new + new_len, P):
-        proc.pages[a] = [kind, prot, set(), mid]
-    m[0], m[1] = new, new_len
+    _expect(not overlap, f"mremap to an overlapping range {dest:#x} succeeded")
+    # in place, a shrink only unmaps the tail, whatever is there (holes
+    # included), and the same size is a no-op; a move or growth needs the
+    # old range to be one mapping (the shrink of mremap_to unmaps first)
+    need = () if new == start and new_len <= length else pages[:min(length, new_len) // P]
+    _expect(all(a in proc.pages for a in need),
+            f"mremap({start:#x}, {length:#x}, {new_len:#x}) succeeded over a hole")
+    _expect(new % unit == 0 and (how != "fixed" or new == dest), f"mremap returned {new:#x}")
+    kept = pages[:new_len // P] if new != start else ()
+    moved = [(proc.pages[a], proc.data.get(a), proc.freed.get(a)) for a in kept]
+    vma_info = proc.pages.get(pages[-1]) or proc.pages[start]
+    if how == "fixed":
+        proc.drop(dest, dest + new_len)
+    if new == start:                            # resized in place
+        proc.drop(start + new_len, start + length)
+    else:
+        if how == "dontunmap":
+            fam.st.next_id += 1
+            proc.maps.append([start, length, kind, fam.st.next_id])
+            for a in pages:
+                old = proc.pages[a]
+                proc.pages[a] = [old[0], old[1], set(old[2]), fam.st.next_id]
+                proc.data.pop(a, None)
+                proc.freed.pop(a, None)
+        else:
+            proc.drop(start, start + length)
+        for i, (info, d, fr) in enumerate(moved):
+            a = new + i * P
+            proc.pages[a] = info
+            if d is not None:
+                proc.data[a] = d
+            if fr is not None:
+                proc.freed[a] = fr
+    # the grown part of a shared anonymous mapping lies beyond the end of its
+    # tmpfs file (SIGBUS, as in Linux): like a file mapping's beyond EOF
+    grown = SHM if vma_info[0] == SHANON else vma_info[0]
+    for a in range(new + length, new + new_len, P):
+        proc.pages[a] = [grown, vma_info[1], set(vma_info[2]), mid]
+    if new == m[0]:
+        m[1] = max(m[1], new_len)
+    elif not (m[0] <= new and new + new_len <= m[0] + m[1]):
+        proc.maps.append([new, new_len, kind, mid])
+    _check_access(fam, proc, new, True)
+    if new != start and how != "dontunmap":
+        _check_access(fam, proc, start, False)
 
 
 def op_query(fam, ch, proc):
