@@ -788,7 +788,7 @@ def op_mremap(fam, ch, proc):
         if dest == start:
             dest += length + P
     pages = list(range(start, start + length, P))
-    if how == "dontunmap" and any("locked" in proc.pages[a][2] for a in pages if a in proc.pages):
+    if how == "dontunmap" and _any_locked(proc, pages):
         return          # (mainline and pymm unlock the whole old VMA: more than the model knows)
     overlap = how == "fixed" and dest < start + length and start < dest + new_len
     dest_pages = range(dest, dest + new_len, P) if how == "fixed" else ()
