@@ -101,6 +101,16 @@ VARIANTS = {
         "doc": "hugetlb_no_page unlocking a new anon folio whose only reference is the PTE a "
                "zap may already have taken (README: hugetlb-fork-dontneed)",
     },
+    "hugetlb-unmap-private": {
+        # resv-map-as-vma-lock: mainline since bf4916922c60 (6.7): hugetlb_unmap_file_folio's
+        # failed trylock of a private owner VMA takes vm_private_data (resv_map|HPAGE_RESV_OWNER)
+        # for a struct hugetlb_vma_lock; wait-on-resv-map: pymm's proposed fix
+        "values": ("resv-map-as-vma-lock", "wait-on-resv-map"),
+        "default": "wait-on-resv-map",
+        "buggy": ("resv-map-as-vma-lock",),
+        "doc": "hugetlb_unmap_file_folio using a private VMA's tagged resv_map pointer as a "
+               "vma_lock (README: the private-mapping branch of hugetlb_unmap_file_folio)",
+    },
     "rmap-mlock": {
         "values": ("mmap-trylock", "pte-lock"),
         "default": "pte-lock",

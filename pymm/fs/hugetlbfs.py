@@ -26,8 +26,8 @@ import errno
 
 from ..constants import FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE
 from ..debug import stackdepot
-from ..debug.report import report
-from ..locking import RwSemaphore
+from ..debug.report import current_kernel, pymm_checks, report
+from ..locking import RwSemaphore, lockdep
 from ..mm import hugetlb as H
 from ..mm.atomic import atomic_add_return, clear_bits
 from ..mm.filemap import filemap_get_folio, folio_lock, folio_lock_nested, folio_unlock
@@ -239,6 +239,8 @@ def hugetlb_unmap_file_folio(file, folio, index):
                 wait_for = vma.vm_private_data
                 if isinstance(wait_for, H.HugetlbVmaLock):
                     atomic_add_return(wait_for, "refs", 1)   # kref_get: it outlives the VMA
+                else:
+                    wait_for = _private_vma_lock(wait_for)
                 break
             H.unmap_hugepage_range(vma, v_start, vma_offset_end(vma, end))
             H.hugetlb_vma_unlock_write(vma)
@@ -262,12 +264,93 @@ def hugetlb_unmap_file_folio(file, folio, index):
             H.hugetlb_vma_lock_release(vma_lock)
             H.hugetlb_vma_unlock_write(vma)
         else:
-            # a private owner's reservation-map lock: pymm cannot pin the VMA
-            # behind it, so wait for the holder, then look again
-            sem = wait_for.resv_map.rw_sema
+            # a private owner's reservation-map lock (hugetlb-unmap-private):
+            # the resv_map has no way back to the VMA, so wait for the
+            # holder with the map pinned, then look again
+            if isinstance(wait_for, ResvMapAsVmaLock):
+                wait_for.down_write()            # mainline: the overlay's rwsem
+            resv_map = wait_for.resv_map
+            sem = resv_map.rw_sema
             sem.down_write()
             sem.up_write()
+            atomic_add_return(resv_map, "refs", -1)      # kref_put(&resv_map->refs, ...)
             i_mmap_lock_write(mapping)
+
+
+class ResvMapAsVmaLock:
+    """``(struct hugetlb_vma_lock *)vma->vm_private_data`` of a private VMA
+    that owns its reservation: the pointer is ``resv_map | HPAGE_RESV_OWNER``
+    (bit 0), and mainline's hugetlb_unmap_file_folio uses it as a vma_lock
+    (``hugetlb-unmap-private`` ``resv-map-as-vma-lock``).  What each access
+    does on x86-64, with ``struct hugetlb_vma_lock { struct kref refs;
+    struct rw_semaphore rw_sema; ...}`` laid over ``struct resv_map { struct
+    kref refs; spinlock_t lock; struct list_head regions; ...}`` one byte in:
+
+    - ``kref_get(&vma_lock->refs)`` is refcount_inc() of the 4 bytes at
+      resv_map+1: the upper three bytes of resv_map->refs and the first
+      (the locked) byte of resv_map->lock.  With fewer than 256 VMAs
+      sharing the map and its lock free, it reads 0: "refcount_t: addition
+      on 0; use-after-free." and the saturation value written back sets the
+      spinlock's locked byte (the next region_* call on this map spins for
+      ever).  KASAN cannot see the access (it is in bounds): pymm reports
+      the overlay itself as its own check (``pymm_only``);
+    - ``down_write(&vma_lock->rw_sema)`` works on resv_map bytes 9-: a lock
+      lockdep never registered ("INFO: trying to register non-static
+      key."), whose count overlaps the regions list's pointers (non-zero:
+      the writer sleeps for ever in the kernel).
+
+    Simplification: pymm reports both, then does what its fix does (pins
+    the map, waits for the holder of the real &resv_map->rw_sema, looks
+    again) instead of corrupting the map and hanging."""
+
+    __slots__ = ("resv_map",)
+
+    def __init__(self, resv_map):
+        self.resv_map = resv_map
+
+    def kref_get(self, kernel):
+        rm = self.resv_map
+        if pymm_checks(kernel):
+            report("data-corruption",
+                   "BUG: kref_get() of a hugetlb_vma_lock that is a tagged resv_map pointer",
+                   "hugetlb_unmap_file_folio: vma->vm_private_data of a private VMA is "
+                   "resv_map|HPAGE_RESV_OWNER, not a struct hugetlb_vma_lock: the increment "
+                   "lands at resv_map+1 (resv_map->refs, resv_map->lock), in bounds, "
+                   "where KASAN cannot see it",
+                   kernel=kernel, data={"pymm_only": True})
+        if (rm.refs >> 8) == 0 and rm.lock.owner is None:
+            report("use-after-free", "refcount_t: addition on 0; use-after-free.",
+                   "WARNING: lib/refcount.c refcount_warn_saturate\n"
+                   "kref_get() in hugetlb_unmap_file_folio read 0 at resv_map+1 "
+                   f"(resv_map->refs = {rm.refs}, resv_map->lock free)",
+                   kernel=kernel)
+
+    def down_write(self):
+        lockdep.register_non_static_key("&vma_lock->rw_sema at resv_map+9 (a tagged resv_map)")
+
+
+def _private_vma_lock(priv):
+    """What hugetlb_unmap_file_folio pins and waits on when the vma_lock
+    trylock of a private VMA that owns its resv_map fails
+    (``hugetlb-unmap-private``):
+
+    - ``resv-map-as-vma-lock`` (mainline since bf4916922c60, 6.7, which
+      made hugetlb_vma_trylock_write try &resv_map->rw_sema for such VMAs;
+      the failure path still takes vm_private_data for a vma_lock):
+      the tagged pointer as a vma_lock (``ResvMapAsVmaLock``);
+    - ``wait-on-resv-map`` (pymm's proposed fix, the default): pin the
+      resv_map itself (kref_get(&resv_map->refs)), then wait on its
+      rw_sema; the map cannot lead back to the VMA, so look again after.
+    Context: i_mmap_rwsem held for write."""
+    rm = priv.resv_map
+    kernel = current_kernel()
+    if kernel.variant("hugetlb-unmap-private") == "resv-map-as-vma-lock":
+        overlay = ResvMapAsVmaLock(rm)
+        overlay.kref_get(kernel)
+        atomic_add_return(rm, "refs", 1)     # the kref the fixed path drops after the wait
+        return overlay
+    atomic_add_return(rm, "refs", 1)         # kref_get(&resv_map->refs)
+    return priv
 
 
 def hugetlb_unmap_file_page(file, page, index):

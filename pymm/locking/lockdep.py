@@ -830,6 +830,30 @@ def _report_bad_unlock(st, lock, read, downgrade, may_raise=True):
     return record_report(Report(kind, title, body, data, (kind, name, site)), may_raise)
 
 
+def register_non_static_key(what, may_raise=True):
+    """``register_lock_class()`` meeting a lock whose key is not a static
+    object: memory used as a lock that was never initialised as one (its
+    ``dep_map`` holds whatever bytes were there).  The kernel prints "INFO:
+    trying to register non-static key." and turns the validator off
+    (``debug_locks_off``); pymm records the report (``what`` names the
+    memory) and keeps validating.  pymm's typed locks always have a
+    registered key, so only code that models a mistyped pointer calls this.
+    Returns the report, or None with the validator off."""
+    if not _enabled:
+        return None
+    st = _state()
+    stack = capture_stack() if _stacks else None
+    site = stack_site(stack) or "?"
+    title = "INFO: trying to register non-static key."
+    body = ["The code is fine but needs lockdep annotation, or maybe",
+            "you didn't initialize this object before use?",
+            "turning off the locking correctness validator.",
+            f"(the lock: {what})", "", "stack backtrace:"] + dump_stack(stack)
+    data = {"thread": _thread(st), "lock": what, "stack": stack}
+    return record_report(Report("non-static-key", title, body, data,
+                                ("non-static-key", what, site), framed=False), may_raise)
+
+
 def _check_exit(st, may_raise):
     """Locks still held when a thread finishes."""
     st.exit_checked = True

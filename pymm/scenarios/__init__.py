@@ -37,6 +37,7 @@ SCENARIO_MODULES = {
     "hugetlb-zap-reclaim": "hugetlb_zap_reclaim",
     "hugetlb-cow-imap": "hugetlb_cow_imap",
     "hugetlb-fork-dontneed": "hugetlb_fork_dontneed",
+    "hugetlb-unmap-private": "hugetlb_unmap_private",
     "rmap-mlock": "rmap_mlock",
     "munmap-stack": "munmap_stack",
     "fuzz": "fuzz",

@@ -23,6 +23,15 @@ def hugetlb_kernel(key, value, seed, nodes=1, hugepages=2, **kw):
                   variants={key: value}, seed=seed, **kw)
 
 
+def hugetlbfs_file(k, name, pages, populate=True):
+    """A hugetlbfs file of ``pages`` huge pages, each in the page cache
+    (fallocated) if ``populate``."""
+    f = k.create_file(name, pages * HS, hugetlb=True)
+    if populate:
+        f.fallocate(0, 0, pages * HS)
+    return f
+
+
 def private_huge_page(k, name, data):
     """A process ``name`` with one private anonymous MAP_HUGETLB page
     holding ``data``: the scenario state (kernel, p, a)."""
