@@ -54,12 +54,13 @@ def _pct(x):
     return f"{100 * x:.2f}%"
 
 
-def run(quick=False):
+def run(quick=False, scenarios=None):
+    """``scenarios``: only these (default: every scenario)."""
     seeds = range(5 if quick else SEEDS)
     free_seeds = range(2 if quick else FREE_SEEDS)
     budget = 1000 if quick else CONTROLLED_BUDGET
     rows = []
-    for name in stress.all_scenarios():
+    for name in scenarios or stress.all_scenarios():
         cls = stress.get_scenario(name)
         for v in cls.variants():
             if cls.expected(v) != "caught":
