@@ -16,8 +16,9 @@ page copy, where the kernel's is ~100x cheaper), so it is labelled as such.
 A workload is a class with ``key`` (the variant key it compares),
 ``variants`` (the designs), and ``roles``: a list of ``(role name, method
 name)``; each role runs in its own thread, calling the method with a seeded
-``random.Random`` in a loop until the duration is over.  Methods time the calls under study with ``self.timed(op,
-fn, *args)``.  ``run_experiment`` runs any such class; the named experiments
+``random.Random`` in a loop until the duration is over (or until it returns
+``DONE``).  Methods time the calls under study with ``self.timed(op, fn,
+*args)``.  ``run_experiment`` runs any such class; the named experiments
 below are instances, and a user's own workload is run the same way (README).
 
 ``--scenario REF`` (any scenario, a user's ``path/file.py:Class`` included)
@@ -42,6 +43,9 @@ from .sched.cost_model import CostModel
 P = C.PAGE_SIZE
 CHUNK = 16            # pages per populating mmap
 REGION = 64           # pages of the readers' / binder's region
+
+
+DONE = object()        # a role method returns it to end its thread before the duration is over
 
 
 def fault_in(w, addr):
@@ -149,32 +153,39 @@ class MbindWorkload(_MmapLockWorkload):
                    C.MPOL_MF_MOVE)
 
 
-BIG = 512           # pages of the munmap experiment's large populated region
+BIG = 1 << 18       # pages of the munmap experiment's populated region: 1 GiB
 
 
 class MunmapWorkload(Workload):
-    """munmap of a large populated region beside faulting readers: does
+    """munmap of a populated 1 GiB region beside faulting readers: does
     munmap hold mmap_lock for write across the zap (write-locked, before
     4.20) or downgrade to read after detaching (dd2283f2605e and its later
-    forms)?  The readers' loads take mmap_lock for read: pymm pins
+    forms)?  The region is populated before the clock starts (MAP_POPULATE
+    in the setup: outside virtual time), the unmapper unmaps it at once and
+    is done; the readers fault in their own region until the duration is
+    over.  The readers' faults take mmap_lock for read: pymm pins
     per-vma-lock off here, the kernel dd2283f2605e was measured on (with
     per-VMA locks, faults in other VMAs do not wait for munmap at all --
     see the per-vma-lock experiment)."""
     key = "munmap-downgrade"
     variants = ("write-locked", "downgrade-always", "unless-growsdown", "stack-write-locked")
     fixed_variants = {"per-vma-lock": "off"}
+    pages = BIG                     # a subclass may unmap a smaller region
+    kernel_args = {"nodes": 2, "pages_per_node": BIG}
     roles = (("unmapper", "unmapper"), ("reader", "reader"), ("reader", "reader"))
 
     def __init__(self, kernel, seed):
         super().__init__(kernel, seed)
         self.region = self.p.mmap(0, REGION * P, C.PROT_READ | C.PROT_WRITE,
                                   C.MAP_PRIVATE | C.MAP_ANONYMOUS | C.MAP_POPULATE)
+        self.big = self.p.mmap(0, self.pages * P, C.PROT_READ | C.PROT_WRITE,
+                               C.MAP_PRIVATE | C.MAP_ANONYMOUS | C.MAP_POPULATE)
 
     def unmapper(self, rng):
-        a = self.timed("mmap+populate", self.p.mmap, 0, BIG * P, C.PROT_READ | C.PROT_WRITE,
-                       C.MAP_PRIVATE | C.MAP_ANONYMOUS | C.MAP_POPULATE)
-        if a is not None:
-            self.timed("munmap (large)", self.p.munmap, a, BIG * P)
+        if self.big is None:
+            return DONE
+        big, self.big = self.big, None
+        self.timed("munmap (large)", self.p.munmap, big, self.pages * P)
 
     def reader(self, rng):
         fault_in(self, self.region + rng.randrange(REGION) * P)
@@ -238,8 +249,8 @@ def _virtual(cls, variant, seed, cpus, duration_ns, model, trace):
             rng = random.Random(f"pymm-experiment:{seed}:{i}")
             fn = getattr(w, roles[i][1])
             now = vtime.now_ns
-            while now() < duration_ns:
-                fn(rng)
+            while now() < duration_ns and fn(rng) is not DONE:
+                pass
         role.__name__ = f"role{i}"
         return role
 
@@ -284,8 +295,8 @@ def _wall(cls, variant, seed, duration_ns):
 
     def body(i, fn):
         rng = random.Random(f"pymm-experiment:{seed}:{i}")
-        while not stop.is_set():
-            fn(rng)
+        while not stop.is_set() and fn(rng) is not DONE:
+            pass
 
     ths = [threading.Thread(target=body, args=(i, fn), name=f"exp-{n}-{i}", daemon=True)
            for i, (n, fn) in enumerate(roles)]

@@ -410,44 +410,54 @@ def zap_pte_range(tlb, vma, pt, start, end, details=None):
     in ``tlb`` and their references dropped only after the TLB flush
     (tlb_finish_mmu): another CPU may still reach them through its TLB until
     then.  A pending batched flush of reclaim is done first
-    (flush_tlb_batched_pending).  Context: mmap_lock or the rmap lock keeps
-    the table alive; takes the ptl."""
+    (flush_tlb_batched_pending).  As the kernel's, the rss counters are
+    summed in a local vector and added once per table (add_mm_rss_vec), and
+    the range to flush grows once per table.  Context: mmap_lock or the rmap
+    lock keeps the table alive; takes the ptl."""
     from .mmu_gather import __tlb_remove_folio, tlb_flush_pte_range
     from .rmap import flush_tlb_batched_pending
     mm = vma.vm_mm
     k = mm.kernel
     zero = k.zero_page
+    ptes, bits = pt.ptes, pt.bits
     gathered = len(tlb.pages)
+    rss = [0] * len(mm.rss_stat)
+    first = last = None                  # the cleared entries' span, to flush
     pt.ptl.lock()
     flush_tlb_batched_pending(mm)
     for i in range(pte_index(start), pte_index(end - 1) + 1):
-        entry = pt.ptes[i]
+        entry = ptes[i]
         if entry is None:
             continue
-        addr = pt.addr + (i << 12)
         if entry is zero:
-            pt.ptes[i] = None
-            pt.bits[i] = 0
+            ptes[i] = None
+            bits[i] = 0
             pt.nr -= 1
-            tlb_flush_pte_range(tlb, addr, 4096)
-            continue
-        if not isinstance(entry, Folio):          # non-present: migration/swap entry
+        elif not isinstance(entry, Folio):        # non-present: migration/swap entry
             entry.zap(vma, pt, i, details)
             continue
-        if details is not None:
-            if details.single_folio is not None and entry is not details.single_folio:
-                continue
-            if not details.even_cows and entry.flags & PG_anon:
-                continue
-        if pt.bits[i] & _PAGE_DIRTY:
-            set_bits(entry, 'flags', PG_dirty)
-        pt.ptes[i] = None
-        pt.bits[i] = 0
-        pt.nr -= 1
-        tlb_flush_pte_range(tlb, addr, 4096)
-        mm.rss_stat[mm_counter(entry)].add(-1)
-        folio_remove_rmap_pte(k, entry, vma)
-        __tlb_remove_folio(tlb, entry)
+        else:
+            if details is not None:
+                if details.single_folio is not None and entry is not details.single_folio:
+                    continue
+                if not details.even_cows and entry.flags & PG_anon:
+                    continue
+            if bits[i] & _PAGE_DIRTY:
+                set_bits(entry, 'flags', PG_dirty)
+            ptes[i] = None
+            bits[i] = 0
+            pt.nr -= 1
+            rss[mm_counter(entry)] -= 1
+            folio_remove_rmap_pte(k, entry, vma)
+            __tlb_remove_folio(tlb, entry)
+        if first is None:
+            first = i
+        last = i
+    if first is not None:
+        tlb_flush_pte_range(tlb, pt.addr + (first << 12), (last + 1 - first) << 12)
+    for member, n in enumerate(rss):
+        if n:
+            mm.rss_stat[member].add(n)
     pt.ptl.unlock()
     charge("zap_page", len(tlb.pages) - gathered)
 

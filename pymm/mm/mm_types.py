@@ -335,8 +335,12 @@ class Folio(KasanObject):
         "swap",         # SwapEntry while in the swap cache (folio->swap); folio lock to change
     )
 
-    def __init__(self, node, order=0):
-        self.kasan_alloc(4)
+    def __init__(self, node, order=0, track=None):
+        if track is None:
+            self.kasan_alloc(4)
+        else:                   # a bulk allocation: one saved track for the batch
+            self._kasan_alloc = track
+            self._kasan_free = 0
         self.flags = 0
         self._refcount = 1
         self._mapcount = 0

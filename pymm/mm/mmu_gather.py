@@ -81,15 +81,11 @@ def tlb_flush_mmu_tlbonly(tlb):
 
 
 def tlb_batch_pages_flush(tlb):
-    """free_pages_and_swap_cache: drop the gathered folios' references."""
-    from .page_alloc import folio_put
-    from .swap_state import free_swap_cache
+    """Drop the gathered folios' references (free_pages_and_swap_cache)."""
+    from .swap_state import free_pages_and_swap_cache
     pages, tlb.pages = tlb.pages, []
-    k = tlb.kernel
-    for f in pages:
-        if f.swap is not None:
-            free_swap_cache(f)
-        folio_put(f, k)
+    if pages:
+        free_pages_and_swap_cache(tlb.kernel, pages)
 
 
 def tlb_remove_table_rcu(tables):

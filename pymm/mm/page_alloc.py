@@ -8,7 +8,7 @@ PAGE_FLAGS_CHECK_AT_FREE bits set or still mapped is "BUG: Bad page state".
 """
 from ..debug import stackdepot
 from ..debug.fault_inject import should_fail
-from ..debug.kasan import kasan_poison
+from ..debug.kasan import kasan_poison, kasan_save_track
 from ..debug.report import current_kernel, report
 from ..locking import SpinLock
 from ..sched import charge
@@ -71,6 +71,36 @@ def __alloc_pages(kernel, order, preferred_nid, nodemask=None, gfp=GFP_HIGHUSER_
     return None
 
 
+def alloc_pages_bulk(kernel, nid, nr, gfp=GFP_HIGHUSER_MOVABLE):
+    """Allocate up to ``nr`` order-0 folios, local node ``nid`` first, then
+    the others (alloc_pages_bulk_noprof: one allocation-context setup and
+    one pcp-lock hold for the batch).  Returns the list, possibly shorter
+    than ``nr`` (empty when memory or fault injection says no).  Every
+    folio of the batch records the same allocation stack: it is the same
+    call site.  Context: may sleep if ``gfp`` allows it."""
+    might_alloc(gfp)
+    if should_fail(kernel, "page-alloc", 4096 * nr):
+        return []
+    got = []
+    nodes = kernel.nodes
+    for n in [nid] + [n for n in range(len(nodes)) if n != nid]:
+        want = nr - len(got)
+        if not want:
+            break
+        pgdat = nodes[n]
+        pgdat.lock.lock()
+        take = min(want, pgdat.nr_free)
+        pgdat.nr_free -= take
+        pgdat.lock.unlock()
+        if kernel.kswapd is not None:
+            kernel.kswapd[n].wakeup()
+        if take:
+            track = kasan_save_track(2)     # from our caller, as Folio() records
+            got.extend(Folio(n, 0, track) for _ in range(take))
+    charge("page_alloc", len(got))
+    return got
+
+
 def folio_get(folio):
     atomic_add_return(folio, "_refcount", 1)
 
@@ -103,9 +133,71 @@ def __folio_put(folio, kernel=None):
     free_folio(kernel, folio)
 
 
-def free_folio(kernel, folio):
-    """Return a folio's pages to its node.  The checks here are what turns a
-    locking bug elsewhere into "BUG: Bad page state"."""
+FOLIO_BATCH_SIZE = 31     # PAGEVEC_SIZE: a struct folio_batch's capacity
+
+
+def folios_put_refs(kernel, folios):
+    """Drop one reference on each of ``folios`` (mm/swap.c folios_put_refs,
+    what free_pages_and_swap_cache calls per folio_batch): the folios whose
+    last reference it was come off their LRU under one lru_lock hold for a
+    run of folios of the same node (folio_lruvec_relock_irqsave), then are
+    freed together (free_unref_folios).  Context: no spinlock held."""
+    kernel = kernel or current_kernel()
+    lruvec = None
+    free = []
+    for folio in folios:
+        if folio.flags & PG_reserved:
+            continue
+        v = atomic_add_return(folio, "_refcount", -1)
+        if v:
+            if v < 0:
+                bad_page(folio, "page refcount underflow (put of a freed or unowned page)", kernel)
+            continue
+        if folio.flags & PG_hugetlb:
+            if lruvec is not None:
+                lruvec.lru_lock.unlock()
+                lruvec = None
+            from .hugetlb import free_huge_folio
+            free_huge_folio(kernel, folio)
+            continue
+        if folio.flags & PG_lru:
+            lv = kernel.nodes[folio.node].lruvec
+            if lv is not lruvec:
+                if lruvec is not None:
+                    lruvec.lru_lock.unlock()
+                lruvec = lv
+                lv.lru_lock.lock()
+            if folio.flags & PG_lru:
+                lruvec_del_folio_locked(lv, folio)
+        free.append(folio)
+    if lruvec is not None:
+        lruvec.lru_lock.unlock()
+    if free:
+        free_unref_folios(kernel, free, kasan_save_track(1))
+
+
+def free_unref_folios(kernel, folios, track):
+    """Free a batch (mm/page_alloc.c): the free-time check on each, then
+    back to their nodes under one zone-lock hold per run of one node (the
+    kernel's pcp lock, relocked when the zone changes).  ``track``: the
+    free stack every folio of the batch records."""
+    pgdat = None
+    for folio in folios:
+        _free_check(folio, kernel)
+        pg = kernel.nodes[folio.node]
+        if pg is not pgdat:
+            if pgdat is not None:
+                pgdat.lock.unlock()
+            pgdat = pg
+            pg.lock.lock()
+        pg.nr_free += 1 << folio.order
+    if pgdat is not None:
+        pgdat.lock.unlock()
+    for folio in folios:
+        kasan_poison(folio, stack=track)
+
+
+def _free_check(folio, kernel):
     bad = folio.flags & PAGE_FLAGS_CHECK_AT_FREE
     if bad or folio._mapcount != 0:
         reason = []
@@ -114,6 +206,12 @@ def free_folio(kernel, folio):
         if folio._mapcount != 0:
             reason.append(f"nonzero mapcount {folio._mapcount}")
         bad_page(folio, "; ".join(reason), kernel)
+
+
+def free_folio(kernel, folio):
+    """Return a folio's pages to its node.  The checks here are what turns a
+    locking bug elsewhere into "BUG: Bad page state"."""
+    _free_check(folio, kernel)
     pgdat = kernel.nodes[folio.node]
     pgdat.lock.lock()
     pgdat.nr_free += 1 << folio.order

@@ -108,6 +108,24 @@ def folio_add_lru(kernel, folio):
     lruvec.lru_lock.unlock()
 
 
+def folios_add_lru(kernel, folios):
+    """Put new folios on their nodes' LRUs with one lru_lock hold per run of
+    one node: what the kernel's per-CPU folio_batch does when it drains
+    (folio_batch_move_lru).  Context: may be called under a ptl."""
+    lruvec = None
+    for folio in folios:
+        lv = kernel.nodes[folio.node].lruvec
+        if lv is not lruvec:
+            if lruvec is not None:
+                lruvec.lru_lock.unlock()
+            lruvec = lv
+            lv.lru_lock.lock()
+        if not folio.flags & PG_lru:
+            lruvec_add_folio_locked(lv, folio)
+    if lruvec is not None:
+        lruvec.lru_lock.unlock()
+
+
 def folio_deactivate(kernel, folio):
     """MADV_COLD: age the folio so reclaim takes it first (the kernel moves it
     to the inactive list; pymm's lists have no active/inactive split, so it

@@ -30,7 +30,7 @@ from ..sched import point
 from .atomic import atomic_add_return, clear_bits, set_bits
 from .filemap import FOLIO_LOCK_ANON, __folio_set_locked, folio_lock, folio_trylock, folio_unlock
 from .mm_types import MM_ANONPAGES, MM_SWAPENTS, PG_anon, PG_dirty, PG_uptodate, VM_WRITE
-from .page_alloc import folio_put
+from .page_alloc import FOLIO_BATCH_SIZE, folio_put, folios_put_refs
 from .pgtable import _PAGE_DIRTY, _PAGE_RW
 from .swap import folio_add_lru
 from .swapops import SwpEntry
@@ -299,6 +299,17 @@ def free_swap_cache(folio):
         if folio.swap is not None and not folio.folio_mapped():
             folio_free_swap(folio)
         folio_unlock(folio)
+
+
+def free_pages_and_swap_cache(kernel, folios):
+    """Drop the references a zap gathered (mm/swap_state.c): free_swap_cache
+    on each, then folios_put_refs a folio_batch at a time.  Context: no ptl."""
+    for i in range(0, len(folios), FOLIO_BATCH_SIZE):
+        batch = folios[i:i + FOLIO_BATCH_SIZE]
+        for folio in batch:
+            if folio.swap is not None:
+                free_swap_cache(folio)
+        folios_put_refs(kernel, batch)
 
 
 def remove_swap_mapping(kernel, folio):
