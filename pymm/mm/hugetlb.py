@@ -260,7 +260,14 @@ def alloc_hugetlb_folio(vma, addr, cow_from_owner):
     if folio is None:
         return None
     if not cow_from_owner:
-        vma_commit_reservation(vma, idx)
+        map_commit = vma_commit_reservation(vma, idx)
+        if map_chg > map_commit:
+            # The entry was added between vma_needs_reservation and now: a
+            # race with hugetlb_reserve_pages (another mmap of the shared
+            # range), which reserved a page for idx -- the one we just
+            # allocated without a reservation.  That reservation no longer
+            # applies: give it back (alloc_hugetlb_folio's rsv_adjust).
+            hugetlb_acct_memory(h, -1)
     point("alloc_hugetlb_folio")
     return folio
 
@@ -467,10 +474,18 @@ def vma_needs_reservation(vma, idx, gfp=None):
 
 def vma_commit_reservation(vma, idx):
     """Record that ``idx`` now has its page (shared) or consumed its
-    reservation (private owner)."""
+    reservation (private owner).  Returns what vma_needs_reservation would
+    have said, as __vma_reservation_common(VMA_COMMIT_RESV) does: for a
+    shared mapping the entries added (1, or 0 if somebody added it since);
+    for a private owner the opposite (the map records consumption); 1 for a
+    private VMA without a map."""
     resv = vma_resv_map(vma)
-    if resv is not None:
-        resv.region_add(idx, idx + 1)
+    if resv is None:
+        return 1
+    added = resv.region_add(idx, idx + 1)
+    if vma.vm_flags & VM_MAYSHARE:
+        return added
+    return 0 if added else 1
 
 
 def restore_reserve_on_error(vma, address, folio):
