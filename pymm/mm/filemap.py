@@ -125,6 +125,30 @@ def folio_assert_locked(folio):
     lockdep.lockdep_assert_held(lk)
 
 
+def folio_lock_or_retry(folio, vmf):
+    """Lock the folio for a fault (include/linux/pagemap.h
+    folio_lock_or_retry, mm/filemap.c __folio_lock_or_retry): a trylock;
+    if that fails and the fault may retry, the fault's lock (the VMA's read
+    lock, or mmap_lock) is released first and the folio waited for -- a
+    fault never sleeps on a folio lock holding the VMA lock, which
+    vma_start_write would then wait for -- and VM_FAULT_RETRY returned
+    (with FAULT_FLAG_RETRY_NOWAIT without waiting or releasing).  Returns 0
+    with the folio locked, or VM_FAULT_RETRY.  Context: the caller holds a
+    reference on the folio."""
+    from .memory import (FAULT_FLAG_ALLOW_RETRY, FAULT_FLAG_RETRY_NOWAIT, VM_FAULT_RETRY,
+                         release_fault_lock)
+    if folio_trylock(folio):
+        return 0
+    if vmf.flags & FAULT_FLAG_ALLOW_RETRY:
+        if vmf.flags & FAULT_FLAG_RETRY_NOWAIT:
+            return VM_FAULT_RETRY
+        release_fault_lock(vmf)
+        folio_wait_locked(folio)
+        return VM_FAULT_RETRY
+    folio_lock(folio)
+    return 0
+
+
 def folio_wait_locked(folio):
     """Wait until the folio is unlocked (modelled as lock + unlock).
     Context: the caller holds a reference."""

@@ -28,6 +28,18 @@ says folio_lock, ``folio_lock#hugetlbfs`` where the hugetlbfs order does.
 
 ``LOCK_ORDER`` below is the same order as data (pymm lockdep class names):
 a test and ``pymm lockdep-graph`` compare it with what lockdep observes.
+The per-VMA lock (class ``vm_lock``, both sides: vma_start_write and the
+fault's vma_start_read) ranks right below mmap_lock, above
+mapping->invalidate_lock and folio_lock.  The comment above lists
+vma_start_write below folio_lock; read literally, that would let a writer
+take it with a folio locked -- but a fault holding the VMA's read lock
+waits for folio locks (migration_entry_wait; folio_lock_or_retry without
+FAULT_FLAG_ALLOW_RETRY) and filemap_fault takes invalidate_lock under it,
+and vma_start_write waits for those readers: a writer holding a folio lock
+would deadlock against them.  No path does; the kernel's lockdep never sees
+the page lock, pymm's does, so the data says what pymm observes.  The
+position that matters, vma_start_write before i_mmap_rwsem and
+anon_vma->rwsem (vma_prepare), is the comment's.
 The data leaves out the first tree's hugetlbfs_i_mmap_rwsem_key line: read
 literally it puts that class below folio_lock while the hugetlbfs order puts
 it above, and for hugetlbfs folios (the only ones whose mapping has that
@@ -59,19 +71,20 @@ from .tlb import (ArchTlbflushUnmapBatch, arch_tlbbatch_add_pending, arch_tlbbat
 LOCK_ORDER_TREE = [
     ("&sb->s_type->i_mutex_key", [
         ("&mm->mmap_lock", [
-            ("&mapping->invalidate_lock", [
-                (("folio_lock#anon", "folio_lock#pagecache"), [
-                    ("&mapping->i_mmap_rwsem", [
-                        ("&anon_vma->rwsem", [
-                            ("&mm->page_table_lock", [
-                                ("&si->lock", [("&xa->xa_lock", [])]),
-                                ("&lruvec->lru_lock", []), ("&zone->lock", []),
-                                ("&xa->xa_lock", [])]),
-                            ("ptlock_ptr(ptdesc)", [
-                                ("&si->lock", [("&xa->xa_lock", [])]),
-                                ("&lruvec->lru_lock", []), ("&zone->lock", []),
-                                ("&xa->xa_lock", [])]),
-                        ])])])])])]),
+            ("vm_lock", [
+                ("&mapping->invalidate_lock", [
+                    (("folio_lock#anon", "folio_lock#pagecache"), [
+                        ("&mapping->i_mmap_rwsem", [
+                            ("&anon_vma->rwsem", [
+                                ("&mm->page_table_lock", [
+                                    ("&si->lock", [("&xa->xa_lock", [])]),
+                                    ("&lruvec->lru_lock", []), ("&zone->lock", []),
+                                    ("&xa->xa_lock", [])]),
+                                ("ptlock_ptr(ptdesc)", [
+                                    ("&si->lock", [("&xa->xa_lock", [])]),
+                                    ("&lruvec->lru_lock", []), ("&zone->lock", []),
+                                    ("&xa->xa_lock", [])]),
+                            ])])])])])])]),
 ]
 HUGETLB_LOCK_ORDER = ["hugetlb_fault_mutex", "&vma_lock->rw_sema", "&resv_map->rw_sema",
                       "&hugetlbfs_i_mmap_rwsem_key", "folio_lock#hugetlbfs"]

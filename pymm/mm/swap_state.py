@@ -28,7 +28,7 @@ the page cache, which pymm does not model.
 from ..locking import SpinLock
 from ..sched import point
 from .atomic import atomic_add_return, clear_bits, set_bits
-from .filemap import FOLIO_LOCK_ANON, __folio_set_locked, folio_lock, folio_trylock, folio_unlock
+from .filemap import FOLIO_LOCK_ANON, __folio_set_locked, folio_lock_or_retry, folio_trylock, folio_unlock
 from .mm_types import MM_ANONPAGES, MM_SWAPENTS, PG_anon, PG_dirty, PG_uptodate, VM_WRITE
 from .page_alloc import FOLIO_BATCH_SIZE, folio_put, folios_put_refs
 from .pgtable import _PAGE_DIRTY, _PAGE_RW
@@ -395,7 +395,9 @@ def do_swap_page(vmf, entry):
     The faulting PTE is mapped writable only for a write fault on a page no
     other PTE holds (then the swap slot is freed and the folio leaves the
     swap cache); otherwise read-only, and a write COWs later as usual.
-    Context: mmap_lock held (read); takes the folio lock, then the ptl."""
+    Context: mmap_lock held (read), or the VMA's read lock; takes the folio
+    lock (or releases the fault's lock and returns VM_FAULT_RETRY: see
+    folio_lock_or_retry), then the ptl."""
     from .memory import VM_FAULT_OOM, FAULT_FLAG_WRITE
     from .rmap import folio_add_anon_rmap_pte, folio_add_new_anon_rmap
     vma, pt, i, k = vmf.vma, vmf.pt, vmf.idx, vmf.kernel
@@ -408,10 +410,13 @@ def do_swap_page(vmf, entry):
         folio, fresh = read_swap_cache_async(k, si, entry, new)
         if folio is None:
             return 0                     # the entry is gone: the PTE changed, refault
-        if not fresh:
-            folio_lock(folio)
     else:
-        folio_lock(folio)
+        fresh = False
+    if not fresh:
+        ret = folio_lock_or_retry(folio, vmf)
+        if ret:                          # the fault's lock was released: retry
+            folio_put(folio, k)
+            return ret
     point("do_swap_page")
     if folio.swap is not entry:          # left the swap cache while we waited
         folio_unlock(folio)

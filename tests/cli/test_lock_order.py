@@ -37,6 +37,9 @@ def test_pairs_follow_the_tree_transitively():
     assert ("hugetlb_fault_mutex", "folio_lock#hugetlbfs") in pairs   # the hugetlbfs order
     assert ("&mm->mmap_lock", "folio_lock#anon") in pairs             # a rank of two classes
     assert ("folio_lock#pagecache", "&anon_vma->rwsem") in pairs
+    assert ("&mm->mmap_lock", "vm_lock") in pairs                     # the per-VMA lock
+    assert ("vm_lock", "folio_lock#anon") in pairs                    # (a fault waits on folios)
+    assert ("vm_lock", "&mapping->i_mmap_rwsem") in pairs             # vma_prepare
     assert ("&zone->lock", "&mm->mmap_lock") not in pairs
     assert ("&lruvec->lru_lock", "&zone->lock") not in pairs          # siblings: no order
     assert all(a != b for a, b in pairs)

@@ -207,3 +207,46 @@ def test_shmem_fault_that_waits_for_the_folio_releases_the_vma_lock():
 
     res = explore(setup, [locker, reader], check, strategy="random", seed=0, max_schedules=60)
     assert res.failure is None, res.failure.message
+
+
+def test_swap_in_that_waits_for_the_folio_releases_the_vma_lock():
+    """do_swap_page finding the swap-cache folio locked releases the fault's
+    lock before it waits (folio_lock_or_retry): a fault that slept on the
+    folio lock holding the VMA's read lock would deadlock against a writer
+    that holds the folio lock and write-locks the VMA (vma_start_write
+    waits for its readers)."""
+    from pymm.mm.filemap import folio_lock, folio_unlock
+    from pymm.mm.pgtable import pte_index, pte_offset
+    from pymm.sched import explore, point
+
+    def setup():
+        k = pymm.Kernel(variants={"per-vma-lock": "on"})
+        p = k.spawn("a")
+        a = p.mmap(0, P, RW, MAP_PRIVATE | MAP_ANONYMOUS)
+        p.store(a, b"swapped")
+        c = p.fork()
+        k.reclaim(64)                            # out to swap, from both
+        assert c.load(a, 7) == b"swapped"        # back in the swap cache; p's PTE still a swap entry
+        folio = pte_offset(c.mm, a).ptes[pte_index(a)]
+        return k, p, c, a, folio
+
+    def locker(st):
+        k, p, c, a, folio = st
+        folio_lock(folio)
+        point("folio locked")
+        mmap_write_lock(p.mm)
+        vma_start_write(p.mm.mm_mt.vma_lookup(a))
+        mmap_write_unlock(p.mm)
+        folio_unlock(folio)
+
+    def reader(st):
+        k, p, c, a, _ = st
+        assert p.load(a, 7) == b"swapped"
+
+    def check(st):
+        st[2].exit()
+        st[1].exit()
+        assert st[0].findings() == []
+
+    res = explore(setup, [locker, reader], check, strategy="random", seed=0, max_schedules=60)
+    assert res.failure is None, res.failure.message
