@@ -257,7 +257,7 @@ def mmap_region(mm, addr, length, vm_flags, file, pgoff, call_mmap=None):
     Context: mmap_lock held for write."""
     end = addr + length
     if mm.mm_mt.find_vma_intersection(addr, end) is not None:
-        do_vmi_munmap(mm, addr, length)
+        do_vmi_munmap(mm, addr, length)     # MAP_FIXED: under the write lock, never downgraded
     if file is None:
         pgoff = addr >> 12
     vma = vm_area_alloc(mm, addr, end, vm_flags, pgoff, file)
@@ -493,7 +493,8 @@ def do_brk_flags(mm, addr, length, flags):
 
 
 def sys_brk(mm, brk):
-    """brk(2): returns the new break, or the old one on failure (as Linux does)."""
+    """brk(2): returns the new break, or the old one on failure (as Linux does).
+    Context: takes mmap_lock for write; shrinking may downgrade it (as munmap)."""
     mmap_write_lock_killable(mm)
     origbrk = mm.brk
     if brk < mm.start_brk or brk > TASK_SIZE:
@@ -506,11 +507,15 @@ def sys_brk(mm, brk):
         mmap_write_unlock(mm)
         return brk
     if brk <= mm.brk:
-        if do_vmi_munmap(mm, newbrk, oldbrk - newbrk):     # e.g. a hugetlb mapping over the heap
+        # Shrinking unmaps as munmap does (do_vmi_align_munmap(..., unlock =
+        # true); 85a06835f6f1, 4.20): detach under the write lock, then the
+        # zap under a downgraded one, as ``munmap-downgrade`` says.  mm->brk
+        # needs the write lock: set it first.
+        mm.brk = brk
+        if do_vmi_munmap(mm, newbrk, oldbrk - newbrk, unlock=True):   # e.g. a hugetlb mapping
+            mm.brk = origbrk                                          # over the heap
             mmap_write_unlock(mm)
             return origbrk
-        mm.brk = brk
-        mmap_write_unlock(mm)
         return brk
     nxt = mm.mm_mt.find_vma(oldbrk)
     if nxt is not None and newbrk + PAGE_SIZE > nxt.vm_start:

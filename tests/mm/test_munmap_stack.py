@@ -93,3 +93,33 @@ def test_growsdown_shared_anonymous_is_einval():
         p.mmap(0, P, RW, MAP_SHARED | MAP_ANONYMOUS | MAP_GROWSDOWN)
     assert e.value.errno == errno.EINVAL
     assert len(p.mm.mm_mt) == 0
+
+
+@pytest.mark.parametrize("variant,mode", [("write-locked", "write"), ("stack-write-locked", "read")])
+def test_brk_shrink_zaps_as_munmap_does(monkeypatch, variant, mode):
+    """Shrinking brk unmaps with do_vmi_align_munmap(..., unlock=true):
+    downgraded as munmap is (85a06835f6f1, 4.20); mm->brk is set first."""
+    k = pymm.Kernel(variants={"munmap-downgrade": variant})
+    p = k.spawn("a")
+    base = p.brk(0)
+    top = p.brk(base + 8 * P)
+    p.store(base + 4 * P, b"heap")
+    assert _lock_mode_during_zap(monkeypatch, k, lambda: p.brk(base + 2 * P)) == [mode]
+    assert p.brk(0) == base + 2 * P and top == base + 8 * P
+    assert not p.mm.mmap_lock.is_locked()
+    p.exit()
+    assert k.check() == [] and k.findings() == []
+
+
+def test_map_fixed_over_a_mapping_zaps_under_the_write_lock(monkeypatch):
+    """mmap(MAP_FIXED) over an existing mapping unmaps it without
+    downgrading (mmap_region keeps the write lock: the new VMA goes in next)."""
+    k = pymm.Kernel()
+    p = k.spawn("a")
+    a = p.mmap(0, 4 * P, RW, MAP_PRIVATE | MAP_ANONYMOUS)
+    p.store(a, b"old")
+    fixed = lambda: p.mmap(a, 4 * P, RW, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED)  # noqa: E731
+    assert _lock_mode_during_zap(monkeypatch, k, fixed) == ["write"]
+    assert p.load(a, 3) == bytes(3)
+    p.exit()
+    assert k.check() == [] and k.findings() == []
