@@ -10,7 +10,7 @@ from .gup import mm_populate_after_write
 from .hugetlb import hugetlb_vm_op_close, hugetlb_vm_op_open, hugetlb_vm_op_split
 from .memory import unmap_vmas
 from .mlock import munlock_vma_pages_all
-from .gfp import GFP_KERNEL, __GFP_NOFAIL
+from .gfp import GFP_KERNEL
 from .mm_types import (RSS_NAMES, VM_ACCESS_FLAGS, VM_ACCOUNT, VM_DONTEXPAND, VM_GROWSDOWN, VM_HUGETLB,
                        VM_IO, VM_LOCKED, VM_MAYEXEC, VM_MAYREAD, VM_MAYWRITE, VM_PFNMAP, VM_READ,
                        VM_WRITE)
@@ -85,7 +85,7 @@ def split_vma(vma, addr):
     new.vm_pgoff = vma.vm_pgoff + ((addr - vma.vm_start) >> 12)
     if new.vm_flags & VM_HUGETLB:       # vm_ops->open
         hugetlb_vm_op_open(new, vma)
-    anon_vma_clone(new, vma, GFP_KERNEL | __GFP_NOFAIL)    # (cannot fail: see anon_vma_clone)
+    anon_vma_clone(new, vma)            # (cannot fail: no GFP_KERNEL, see anon_vma_clone)
     hugetlb = bool(vma.vm_flags & VM_HUGETLB)
     if hugetlb:
         from .hugetlb import hugetlb_check_pmd_share_coverage, hugetlb_split
@@ -160,7 +160,7 @@ def dup_anon_vma(dst, src):
             vma_start_write(dst)
         dst.anon_vma = src.anon_vma
         point("dup_anon_vma")
-        return anon_vma_clone(dst, src)
+        return anon_vma_clone(dst, src, GFP_KERNEL)    # may fail: the merge is given up
     return 0
 
 

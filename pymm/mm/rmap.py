@@ -223,15 +223,16 @@ def anon_vma_prepare(vma):
     return 0
 
 
-def anon_vma_clone(dst, src, gfp=GFP_KERNEL):
+def anon_vma_clone(dst, src, gfp=GFP_KERNEL | __GFP_NOFAIL):
     """Attach dst to every anon_vma src is attached to (split, merge).
     Returns 0, or -ENOMEM when a chain node cannot be allocated (fault
     injection: site ``slab``); then, as the kernel's enomem_failure, dst is
     detached from everything linked so far and dst->anon_vma is NULL -- the
-    callers (a merge's dup_anon_vma) rely on that.  ``gfp``: split_vma
-    passes __GFP_NOFAIL, which failslab never fails: pymm's split callers
-    have no undo path (the kernel's __split_vma returns -ENOMEM here; as
-    split's VMA copy, pymm's is not a fault site).
+    callers (a merge's dup_anon_vma) rely on that.  ``gfp``: only a caller
+    that undoes its work on failure passes plain GFP_KERNEL (dup_anon_vma:
+    the merge is given up); the default __GFP_NOFAIL, which failslab never
+    fails, is pymm's for the others (split_vma), which have no undo path yet
+    -- in the kernel every caller handles -ENOMEM (__split_vma returns it).
     Context: mmap_lock held for write."""
     kernel = dst.vm_mm.kernel
     for pavc in reversed(src.anon_vma_chain):
