@@ -1,5 +1,6 @@
 """mmap, munmap, brk, VMA split/merge and exit_mmap (mm/mmap.c, mm/vma.c)."""
 import errno
+import zlib
 
 from ..constants import MMAP_MIN_ADDR, TASK_SIZE
 from ..debug.fault_inject import should_fail
@@ -577,12 +578,20 @@ def exit_mmap(mm):
     check_mm(mm)
 
 
+def _hashed_ptr(mm):
+    """How the kernel's %p prints the mm: a hashed value, not the address.
+    pymm hashes the owner's pid (not id(mm), which differs from run to run),
+    so a replayed finding prints the same report."""
+    return f"{zlib.crc32(b'mm:%d' % mm.owner_pid):016x}"
+
+
 def check_mm(mm):
     for i, name in enumerate(RSS_NAMES):
         val = mm.get_mm_counter(i)
         if val:
             report("rss-counter", "BUG: Bad rss-counter state",
-                   f"BUG: Bad rss-counter state mm:{id(mm):#x} type:{name} val:{val} Comm:pid{mm.owner_pid}",
+                   f"BUG: Bad rss-counter state mm:{_hashed_ptr(mm)} type:{name} val:{val} "
+                   f"Comm:pid{mm.owner_pid}",
                    kernel=mm.kernel)
     pt = mm.pgtables_bytes.sum()
     if pt:
