@@ -152,6 +152,15 @@ VARIANTS = {
                "VM_GROWSDOWN VMA (5.8), or stacks growing only under the write lock "
                "(8d7071af8907, 6.5)",
     },
+    "mremap-tlb-flush": {
+        "values": ("deferred-flush", "flush-under-ptl"),
+        "default": "flush-under-ptl",
+        "buggy": ("deferred-flush",),
+        "doc": "mremap's move_ptes flushes the old range under the PTE locks whenever a present "
+               "PTE moved (eb66ae030829, 4.19, CVE-2018-18281), or only a dirty one, after "
+               "dropping the new PTE lock, and a clean one at the end of move_page_tables "
+               "(5d1904204c99, 4.9 .. 4.18)",
+    },
     "tlb-batched-pending": {
         "values": ("no-pending-flush", "flush-pending"),
         "default": "flush-pending",

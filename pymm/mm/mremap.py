@@ -31,6 +31,11 @@ Locking, as mainline:
   walk that missed the PTE at the source finds it at the destination
   (38a76013ad80, "mm: avoid taking rmap locks in move_ptes()", 3.7).
 
+Variant key ``mremap-tlb-flush`` (scenario ``mremap-tlb``): ``deferred-flush``
+is 5d1904204c99 .. 4.18 (a dirty PTE flushed under the old PTE lock after
+the new one is dropped, a clean one at the end of move_page_tables);
+``flush-under-ptl`` is eb66ae030829 and mainline.
+
 pymm's simplifications (also in the README):
 
 - PTEs move one by one: no move_normal_pmd/move_normal_pud (the PMD- and
@@ -63,7 +68,7 @@ from .mm_types import (VM_DONTEXPAND, VM_HUGETLB, VM_LOCKED, VM_LOCKED_MASK, VM_
 from .mmap import (do_vmi_munmap, get_unmapped_area, munmap_splits_ok, page_align, vma_set_range,
                    vma_try_merge, vmas_may_split)
 from .mmap_lock import mmap_assert_write_locked, mmap_write_lock_killable, mmap_write_unlock, vma_start_write
-from .pgtable import PMD_SIZE, pte_alloc, pte_index, pte_offset
+from .pgtable import _PAGE_DIRTY, PMD_SIZE, pte_alloc, pte_index, pte_offset
 from .rmap import (anon_vma_clone, anon_vma_lock_write, anon_vma_unlock_write, flush_tlb_batched_pending,
                    i_mmap_lock_write, i_mmap_unlock_write, unlink_anon_vmas, vma_link_file)
 from .tlb import flush_tlb_range
@@ -141,7 +146,8 @@ def move_ptes(vma, old_pt, old_addr, old_end, new_vma, new_pt, new_addr, need_rm
     if new_pt is not old_pt:
         new_pt.ptl.lock_nested(SINGLE_DEPTH_NESTING)
     flush_tlb_batched_pending(mm)
-    force_flush = False
+    deferred = mm.kernel.variant("mremap-tlb-flush") == "deferred-flush"
+    force_flush = need_flush = False
     i, j = pte_index(old_addr), pte_index(new_addr)
     for _ in range(length >> 12):
         entry = old_pt.ptes[i]
@@ -151,7 +157,10 @@ def move_ptes(vma, old_pt, old_addr, old_end, new_vma, new_pt, new_addr, need_rm
             old_pt.bits[i] = 0
             old_pt.nr -= 1
             if isinstance(entry, Folio):            # pte_present (the zero page and PROT_NONE too)
-                force_flush = True
+                if not deferred or bits & _PAGE_DIRTY:
+                    force_flush = True
+                else:
+                    need_flush = True               # deferred-flush: a clean PTE, flushed later
             if new_pt.ptes[j] is not None:          # free_pgtables/munmap left the destination empty
                 report("assertion", "BUG: mremap: destination PTE not none",
                        f"move_ptes: the PTE at {new_pt.addr + (j << 12):#x} maps {new_pt.ptes[j]!r}",
@@ -163,16 +172,29 @@ def move_ptes(vma, old_pt, old_addr, old_end, new_vma, new_pt, new_addr, need_rm
         i += 1
         j += 1
     point("move_ptes")
-    # Flush the old translations before the PTE locks go: until then nobody
-    # can unmap (and free) the page through its new PTE -- the new ptl
-    # serialises that -- while a CPU still reaches it through the old address.
-    if force_flush:
-        flush_tlb_range(vma, old_end - length, old_end)
-    if new_pt is not old_pt:
-        new_pt.ptl.unlock()
-    old_pt.ptl.unlock()
+    if deferred:
+        # 5d1904204c99 .. 4.18: the new PTE lock goes first, a dirty PTE's
+        # flush is done under the old one, a clean one's is left to the end
+        # of move_page_tables: truncation can zap the new PTE and free the
+        # page while another CPU still reads it through the old address.
+        if new_pt is not old_pt:
+            new_pt.ptl.unlock()
+        if force_flush:
+            flush_tlb_range(vma, old_end - length, old_end)
+        old_pt.ptl.unlock()
+    else:
+        # eb66ae030829: flush the old translations before the PTE locks go.
+        # Until then nobody can unmap (and free) the page through its new
+        # PTE -- the new ptl serialises that -- while a CPU still reaches it
+        # through the old address.
+        if force_flush:
+            flush_tlb_range(vma, old_end - length, old_end)
+        if new_pt is not old_pt:
+            new_pt.ptl.unlock()
+        old_pt.ptl.unlock()
     if need_rmap_locks:
         drop_rmap_locks(vma)
+    return need_flush
 
 
 def move_page_tables(vma, old_addr, new_vma, new_addr, length, need_rmap_locks):
@@ -186,6 +208,7 @@ def move_page_tables(vma, old_addr, new_vma, new_addr, length, need_rmap_locks):
         return 0
     old_end = old_addr + length
     start = old_addr
+    need_flush = False
     while old_addr < old_end:
         extent = min((old_addr & ~(PMD_SIZE - 1)) + PMD_SIZE, old_end) - old_addr
         extent = min(extent, (new_addr & ~(PMD_SIZE - 1)) + PMD_SIZE - new_addr)
@@ -194,10 +217,13 @@ def move_page_tables(vma, old_addr, new_vma, new_addr, length, need_rmap_locks):
             new_pt = pte_alloc(mm, new_addr)
             if new_pt is None:
                 break                       # ENOMEM: the caller moves back what was done
-            move_ptes(vma, old_pt, old_addr, old_addr + extent, new_vma, new_pt, new_addr,
-                      need_rmap_locks)
+            if move_ptes(vma, old_pt, old_addr, old_addr + extent, new_vma, new_pt, new_addr,
+                         need_rmap_locks):
+                need_flush = True
         old_addr += extent
         new_addr += extent
+    if need_flush:                          # deferred-flush (before eb66ae030829)
+        flush_tlb_range(vma, start, old_addr)
     return old_addr - start
 
 

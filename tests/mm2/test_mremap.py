@@ -523,3 +523,106 @@ def test_need_rmap_locks_follows_copy_vma(kernel, monkeypatch):
     assert [v[:2] for v in vmas(p)] == [(B - 2 * P, B + 2 * P)]
     assert_contents(p, B - 2 * P, 4)
     assert kernel.check() == []
+
+
+# -- eb66ae030829: the old range's flush before the PTE locks go (LTP mremap06) ---------------
+
+def _mremap06(variant):
+    """LTP mremap06 (CVE-2018-18281): a tmpfs page mapped read-only (a clean
+    PTE) at BASE, written through another process's mapping."""
+    def setup():
+        k = pymm.Kernel(nodes=1, pages_per_node=256, variants={"mremap-tlb-flush": variant})
+        f = k.create_file("ltp_mremap06", P)
+        w = k.spawn("writer")
+        w.mmap(B, P, RW, MAP_SHARED | MAP_FIXED, fd=f)
+        w.store(B, b"\x42" * 64)
+        p = k.spawn("mremap06")
+        p.mmap(A, P, PROT_READ, MAP_SHARED | MAP_FIXED, fd=f)
+        p.load(A, 8)
+        return k, f, p
+    return setup
+
+
+def _reader(st):
+    for _ in range(2):
+        try:
+            st[2].load(A, 8)
+        except OSError:
+            pass
+
+
+def _mover06(st):
+    st[2].mremap(A, P, P, MAYMOVE | FIXED, A + 2 * P)
+
+
+def _truncator(st):
+    st[1].ftruncate(0)
+
+
+def _clean(st):
+    assert st[0].findings() == [], st[0].findings()[0].title
+
+
+def test_deferred_flush_is_caught_as_a_stale_tlb_use_after_free():
+    """The 4.9-4.18 move_ptes (``deferred-flush``): a clean PTE's flush waits
+    for the end of move_page_tables, after the PTE locks are dropped; a
+    truncation zaps the page at its new address, flushes that address only
+    and frees it, and the reader's CPU reads it through its old
+    translation.  Found by the controlled scheduler's preemption-bounded
+    search (2 preemptions: the reader's first load, then the mover right
+    after move_ptes)."""
+    res = explore(_mremap06("deferred-flush"), [_reader, _mover06, _truncator], _clean,
+                  strategy="dfs", preemption_bound=2, max_schedules=3000)
+    assert res.failure is not None and res.failure.kind == "use-after-free"
+    assert "stale TLB entry" in res.failure.message
+
+
+@pytest.mark.parametrize("variant", ["deferred-flush", "flush-under-ptl"])
+def test_no_cpu_keeps_the_old_translation_once_the_pte_locks_go(variant, monkeypatch):
+    """What eb66ae030829 guarantees: when move_ptes drops the PTE locks --
+    from then on a truncation can unmap and free the page through its new
+    PTE -- no CPU holds the old translation any more.  A clean PTE under
+    ``deferred-flush`` breaks it; a dirty one does not (it was flushed
+    under the old PTE lock even then)."""
+    import queue
+    import threading
+    k, f, p = _mremap06(variant)()
+    q, r = queue.Queue(), queue.Queue()
+
+    def cpu1():
+        while (fn := q.get()) is not None:
+            r.put(fn())
+
+    t = threading.Thread(target=cpu1, daemon=True)
+    t.start()
+    try:
+        q.put(lambda: p.load(A, 8))
+        assert r.get(timeout=30) == b"\x42" * 8          # cpu1 caches A's translation
+        cpus = list(p.mm.cpumask)
+        stale = []
+        orig = mremap_mod.move_ptes
+
+        def spy(*a):
+            ret = orig(*a)                                # the PTE locks are dropped now
+            stale.append(any((p.mm, A >> 12) in c.tlb for c in cpus))
+            return ret
+
+        monkeypatch.setattr(mremap_mod, "move_ptes", spy)
+        assert p.mremap(A, P, P, MAYMOVE | FIXED, A + 2 * P) == A + 2 * P
+        assert stale == [variant == "deferred-flush"]
+        # dirty: flushed under the old PTE lock by both
+        g = k.create_file("dirty", P)
+        p.mmap(B + 8 * P, P, RW, MAP_SHARED | MAP_FIXED, fd=g)
+        q.put(lambda: p.store(B + 8 * P, b"dirty"))
+        r.get(timeout=30)
+        cpus = list(p.mm.cpumask)
+        stale.clear()
+        A_ = B + 8 * P
+        monkeypatch.setattr(mremap_mod, "move_ptes", lambda *a: (orig(*a), stale.append(
+            any((p.mm, A_ >> 12) in c.tlb for c in cpus)))[0])
+        p.mremap(A_, P, P, MAYMOVE | FIXED, A_ + 2 * P)
+        assert stale == [False]
+    finally:
+        q.put(None)
+        t.join(10)
+    assert k.check() == [] and k.findings() == []
