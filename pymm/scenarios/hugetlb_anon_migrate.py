@@ -14,13 +14,9 @@ validator off the walk reads chain nodes the child's exit frees
 (use-after-free).  ``anon-vma-lock`` (5.10) lets the walk take
 anon_vma->rwsem itself.
 """
-from types import SimpleNamespace
-
-from .. import constants as C
-from ..kernel import Kernel
 from . import register
 from .base import Scenario
-from .hugetlb_common import HS, RW, migrate_mapped_page
+from .hugetlb_common import hugetlb_kernel, migrate_mapped_page, private_huge_page
 
 
 NR_CHILDREN = 3
@@ -34,12 +30,8 @@ class HugetlbAnonMigrateScenario(Scenario):
     controlled_steps = 1
 
     def setup(self, variant, seed):
-        k = Kernel(nodes=2, pages_per_node=64, hugepages_per_node=3,
-                   variants={"hugetlb-anon-migrate": variant}, seed=seed)
-        p = k.spawn("anon")
-        a = p.mmap(0, HS, RW, C.MAP_PRIVATE | C.MAP_ANONYMOUS | C.MAP_HUGETLB)
-        p.store(a, b"anon")
-        return SimpleNamespace(kernel=k, p=p, a=a)
+        return private_huge_page(hugetlb_kernel(self.variant_key, variant, seed, nodes=2,
+                                                hugepages=3), "anon", b"anon")
 
     def migrate(self, st, rng):
         migrate_mapped_page(st.p, st.a)

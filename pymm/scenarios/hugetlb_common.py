@@ -16,11 +16,12 @@ HS = C.HPAGE_SIZE
 RW = C.PROT_READ | C.PROT_WRITE
 
 
-def hugetlb_kernel(key, value, seed, nodes=1, hugepages=2, **kw):
+def hugetlb_kernel(key, value, seed, nodes=1, hugepages=2, variants=None, **kw):
     """The Kernel of a hugetlb scenario: ``nodes`` nodes of 64 base pages
-    and ``hugepages`` huge pages each, variant ``key`` set to ``value``."""
+    and ``hugepages`` huge pages each, variant ``key`` set to ``value``
+    (and any other ``variants``)."""
     return Kernel(nodes=nodes, pages_per_node=64, hugepages_per_node=hugepages,
-                  variants={key: value}, seed=seed, **kw)
+                  variants={key: value, **(variants or {})}, seed=seed, **kw)
 
 
 def hugetlbfs_file(k, name, pages, populate=True):
@@ -30,6 +31,52 @@ def hugetlbfs_file(k, name, pages, populate=True):
     if populate:
         f.fallocate(0, 0, pages * HS)
     return f
+
+
+def shared_file_page(k, name, data):
+    """A one-huge-page hugetlbfs file ``name`` that a process "mapper" maps
+    MAP_SHARED and has written ``data`` to: the scenario state (kernel, f,
+    p, a)."""
+    f = k.create_file(name, HS, hugetlb=True)
+    p = k.spawn("mapper")
+    a = p.mmap(0, HS, RW, C.MAP_SHARED, fd=f)
+    p.store(a, data)
+    return SimpleNamespace(kernel=k, f=f, p=p, a=a)
+
+
+def private_cow_owner(k, name):
+    """A one-huge-page hugetlbfs file ``name`` (in the page cache) that an
+    "owner" maps MAP_PRIVATE (reserving a page), reads, and writes (a COW
+    into that page: the pool is empty now): the state (kernel, f, o, a)."""
+    f = hugetlbfs_file(k, name, 1)
+    o = k.spawn("owner")
+    a = o.mmap(0, HS, RW, C.MAP_PRIVATE, fd=f)
+    o.load(a, 1)
+    o.store(a, b"O")
+    return SimpleNamespace(kernel=k, f=f, o=o, a=a)
+
+
+class OwnerCowRole:
+    """The owner role of the scenarios built on private_cow_owner: fork,
+    then write -- a COW with no free page, as the reservation owner, which
+    takes the page away from the child (unmap_ref_private).  ``others``
+    names the state's other processes, exited at teardown."""
+    others = ()
+
+    def owner(self, st, rng):
+        child = st.o.fork()
+        try:
+            st.o.store(st.a, b"O")
+        finally:
+            child.exit()
+
+    def teardown(self, st):
+        data = st.o.load(st.a, 1)
+        st.o.exit()
+        for name in self.others:
+            getattr(st, name).exit()
+        if data != b"O":
+            raise AssertionError(f"the owner's private huge page lost its contents: {data!r}")
 
 
 def private_huge_page(k, name, data):

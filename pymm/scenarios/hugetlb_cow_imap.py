@@ -18,17 +18,13 @@ the era's (``fault_i_mmap_era``).  The era's fault orders i_mmap_rwsem
 before the fault mutex, against today's documented order, so the scenario
 stays out of ``mix``.
 """
-from types import SimpleNamespace
-
-from .. import constants as C
-from ..kernel import Kernel
 from . import register
 from .base import Scenario
-from .hugetlb_common import HS, RW
+from .hugetlb_common import OwnerCowRole, hugetlb_kernel, private_cow_owner
 
 
 @register
-class HugetlbCowImapScenario(Scenario):
+class HugetlbCowImapScenario(OwnerCowRole, Scenario):
     name = "hugetlb-cow-imap"
     variant_key = "hugetlb-fault-imap"
     caught_kinds = frozenset({"lockdep", "deadlock", "hung-task"})
@@ -36,33 +32,12 @@ class HugetlbCowImapScenario(Scenario):
     in_mix = False
 
     def setup(self, variant, seed):
-        k = Kernel(nodes=1, pages_per_node=64, hugepages_per_node=2,
-                   variants={"hugetlb-fault-imap": variant}, seed=seed)
+        k = hugetlb_kernel(self.variant_key, variant, seed)
         k.hugetlb_fault_i_mmap = True            # the 5.7-5.18 fault path
-        f = k.create_file("cow", HS, hugetlb=True)
-        f.fallocate(0, 0, HS)                        # the page-cache page
-        o = k.spawn("owner")
-        a = o.mmap(0, HS, RW, C.MAP_PRIVATE, fd=f)   # reserves the other page
-        o.load(a, 1)
-        o.store(a, b"O")                             # COW: the pool is empty now
-        return SimpleNamespace(kernel=k, f=f, o=o, a=a)
-
-    def owner(self, st, rng):
-        """Fork, then write: a COW with no free page, as the owner."""
-        child = st.o.fork()
-        try:
-            st.o.store(st.a, b"O")
-        finally:
-            child.exit()
+        return private_cow_owner(k, "cow")
 
     def reader(self, st, rng):
         """Another fault on the file (the era's i_mmap_rwsem, then FM)."""
         st.o.load(st.a, 1)
 
-    roles = (("owner", owner), ("reader", reader))
-
-    def teardown(self, st):
-        data = st.o.load(st.a, 1)
-        st.o.exit()
-        if data != b"O":
-            raise AssertionError(f"the owner's private huge page lost its contents: {data!r}")
+    roles = (("owner", OwnerCowRole.owner), ("reader", reader))

@@ -14,14 +14,11 @@ MADV_DONTNEEDs it while another faults it.  ``final-zap``: the faulter
 that waited on the vma_lock wakes up in a freed one (KASAN
 use-after-free); ``non-final-zap`` (04ada095dcfc) keeps the lock.
 """
-from types import SimpleNamespace
-
 from .. import constants as C
 from ..errors import SegmentationFault
-from ..kernel import Kernel
 from . import register
 from .base import Scenario
-from .hugetlb_common import HS, RW
+from .hugetlb_common import HS, RW, hugetlb_kernel, shared_file_page
 
 
 @register
@@ -32,13 +29,7 @@ class HugetlbDontneedScenario(Scenario):
     controlled_steps = 1
 
     def setup(self, variant, seed):
-        k = Kernel(nodes=1, pages_per_node=64, hugepages_per_node=2,
-                   variants={"hugetlb-dontneed": variant}, seed=seed)
-        f = k.create_file("dontneed", HS, hugetlb=True)
-        p = k.spawn("mapper")
-        a = p.mmap(0, HS, RW, C.MAP_SHARED, fd=f)
-        p.store(a, b"d")
-        return SimpleNamespace(kernel=k, f=f, p=p, a=a)
+        return shared_file_page(hugetlb_kernel(self.variant_key, variant, seed), "dontneed", b"d")
 
     def dontneed(self, st, rng):
         """DONTNEED, then map the file there afresh (MAP_FIXED): a new VMA,

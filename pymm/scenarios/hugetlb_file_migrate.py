@@ -15,13 +15,10 @@ hang "task hung in hugetlbfs_zero_partial_page" under the right schedule.
 ``keep-imap`` (b7880cb166ab) keeps i_mmap_rwsem across
 remove_migration_ptes(RMP_LOCKED).
 """
-from types import SimpleNamespace
-
 from .. import constants as C
-from ..kernel import Kernel
 from . import register
 from .base import Scenario
-from .hugetlb_common import HS, RW, migrate_file_page
+from .hugetlb_common import hugetlb_kernel, migrate_file_page, shared_file_page
 
 P = C.PAGE_SIZE
 
@@ -34,13 +31,8 @@ class HugetlbFileMigrateScenario(Scenario):
     controlled_steps = 1
 
     def setup(self, variant, seed):
-        k = Kernel(nodes=2, pages_per_node=64, hugepages_per_node=2,
-                   variants={"hugetlb-file-migrate": variant}, seed=seed)
-        f = k.create_file("file-migrate", HS, hugetlb=True)
-        p = k.spawn("mapper")
-        a = p.mmap(0, HS, RW, C.MAP_SHARED, fd=f)
-        p.store(a, b"file")
-        return SimpleNamespace(kernel=k, f=f, p=p, a=a)
+        return shared_file_page(hugetlb_kernel(self.variant_key, variant, seed, nodes=2),
+                                "file-migrate", b"file")
 
     def migrate(self, st, rng):
         migrate_file_page(st.kernel, st.f, 0)

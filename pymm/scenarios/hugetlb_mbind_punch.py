@@ -17,13 +17,10 @@ process waits for (madvise takes it for read) -- the folio lock and
 i_mmap_rwsem then never meet there.  ``MBIND`` below picks it (the
 README's detection figure runs both).
 """
-from types import SimpleNamespace
-
 from .. import constants as C
-from ..kernel import Kernel
 from . import register
 from .base import Scenario
-from .hugetlb_common import HS, RW
+from .hugetlb_common import HS, hugetlb_kernel, shared_file_page
 
 P = C.PAGE_SIZE
 
@@ -37,14 +34,12 @@ class HugetlbMbindPunchScenario(Scenario):
     MBIND = "mpol-alloc"
 
     def setup(self, variant, seed):
-        k = Kernel(nodes=2, pages_per_node=64, hugepages_per_node=2,
-                   variants={"hugetlb-file-migrate": variant, "mbind": self.MBIND}, seed=seed)
-        f = k.create_file("mbind-punch", HS, hugetlb=True)
-        p = k.spawn("mapper")
-        a = p.mmap(0, HS, RW, C.MAP_SHARED, fd=f)
-        p.store(a, b"file")
+        st = shared_file_page(hugetlb_kernel(self.variant_key, variant, seed, nodes=2,
+                                             variants={"mbind": self.MBIND}),
+                              "mbind-punch", b"file")
         # the page sits on the mapper's local node (huge_node): mbind moves it away
-        return SimpleNamespace(kernel=k, f=f, p=p, a=a, node=[p.pid % 2])
+        st.node = [st.p.pid % 2]
+        return st
 
     def mbind(self, st, rng):
         """Bind the page to the other node and move it there."""

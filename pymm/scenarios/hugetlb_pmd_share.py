@@ -19,10 +19,9 @@ per-folio pass waits for B in order.
 from types import SimpleNamespace
 
 from .. import constants as C
-from ..kernel import Kernel
 from . import register
 from .base import Scenario
-from .hugetlb_common import HS, RW
+from .hugetlb_common import HS, RW, hugetlb_kernel
 
 G = C.PUD_SIZE
 BASE = 64 * G                  # B's mapping; A's are at BASE + n GiB, n = 1..SLOTS
@@ -37,8 +36,7 @@ class HugetlbPmdShareScenario(Scenario):
     controlled_steps = 1
 
     def setup(self, variant, seed):
-        k = Kernel(nodes=1, pages_per_node=64, hugepages_per_node=8,
-                   variants={"hugetlb-pmd-share": variant}, seed=seed)
+        k = hugetlb_kernel(self.variant_key, variant, seed, hugepages=8)
         f = k.create_file("pmd-share", G, hugetlb=True)
         st = SimpleNamespace(kernel=k, f=f, a=k.spawn("a"), b=k.spawn("b"))
         st.a_slot, st.a_at = 0, BASE + G

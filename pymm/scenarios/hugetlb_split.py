@@ -23,10 +23,9 @@ which huge_pmd_share needs for read: clean.
 from types import SimpleNamespace
 
 from .. import constants as C
-from ..kernel import Kernel
 from . import register
 from .base import Scenario
-from .hugetlb_common import HS, RW
+from .hugetlb_common import HS, RW, hugetlb_kernel
 
 G = C.PUD_SIZE
 BASE = 64 * G
@@ -41,8 +40,7 @@ class HugetlbSplitScenario(Scenario):
     controlled_steps = 1
 
     def setup(self, variant, seed):
-        k = Kernel(nodes=1, pages_per_node=64, hugepages_per_node=4,
-                   variants={"hugetlb-split": variant}, seed=seed)
+        k = hugetlb_kernel(self.variant_key, variant, seed, hugepages=4)
         f = k.create_file("split", G, hugetlb=True)
         a = k.spawn("A")
         a.mmap(BASE, G, RW, FLAGS, fd=f)

@@ -16,13 +16,10 @@ still mapped when deleted" (7b7387650dcf).  ``lock-folio-first`` checks
 under the folio lock, which the migration holds for as long as its entries
 are in place.
 """
-from types import SimpleNamespace
-
 from .. import constants as C
-from ..kernel import Kernel
 from . import register
 from .base import Scenario
-from .hugetlb_common import HS, RW, migrate_file_page
+from .hugetlb_common import HS, hugetlb_kernel, migrate_file_page, shared_file_page
 
 
 @register
@@ -33,13 +30,8 @@ class HugetlbTruncateScenario(Scenario):
     controlled_steps = 1
 
     def setup(self, variant, seed):
-        k = Kernel(nodes=2, pages_per_node=64, hugepages_per_node=2,
-                   variants={"hugetlb-truncate": variant}, seed=seed)
-        f = k.create_file("truncate", HS, hugetlb=True)
-        p = k.spawn("mapper")
-        a = p.mmap(0, HS, RW, C.MAP_SHARED, fd=f)
-        p.store(a, b"t")
-        return SimpleNamespace(kernel=k, f=f, p=p, a=a)
+        return shared_file_page(hugetlb_kernel(self.variant_key, variant, seed, nodes=2),
+                                "truncate", b"t")
 
     def fault(self, st, rng):
         """Fault the page in (again), after the punch unmapped it."""

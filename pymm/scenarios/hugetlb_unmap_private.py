@@ -22,6 +22,8 @@ and lockdep's "INFO: trying to register non-static key.";
 ``wait-on-resv-map`` (pymm's proposed fix): pin the resv_map, wait on its
 rw_sema, look again.
 """
+from types import SimpleNamespace
+
 from .. import constants as C
 from . import register
 from .base import Scenario
@@ -40,7 +42,6 @@ class HugetlbUnmapPrivateScenario(Scenario):
     def setup(self, variant, seed):
         # two page-cache pages, two reserved for the private owner's COWs
         k = hugetlb_kernel(self.variant_key, variant, seed, hugepages=4)
-        from types import SimpleNamespace
         f = hugetlbfs_file(k, "private", 2)
         p = k.spawn("owner")
         a = p.mmap(0, 2 * HS, RW, C.MAP_PRIVATE, fd=f)

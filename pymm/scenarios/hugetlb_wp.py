@@ -17,42 +17,25 @@ folio_lock -> FM -- lockdep's circular report, and a real AB-BA hang when
 the other fault takes the mutex in between.  ``unlock-folio-first`` drops
 the folio locks first.
 """
-from types import SimpleNamespace
-
 from .. import constants as C
-from ..kernel import Kernel
 from . import register
 from .base import Scenario
-from .hugetlb_common import HS, RW
+from .hugetlb_common import HS, RW, OwnerCowRole, hugetlb_kernel, private_cow_owner
 
 
 @register
-class HugetlbWpScenario(Scenario):
+class HugetlbWpScenario(OwnerCowRole, Scenario):
     name = "hugetlb-wp"
     variant_key = "hugetlb-wp"
     caught_kinds = frozenset({"lockdep", "deadlock", "hung-task"})
     controlled_steps = 1
+    others = ("r",)
 
     def setup(self, variant, seed):
-        k = Kernel(nodes=1, pages_per_node=64, hugepages_per_node=2,
-                   variants={"hugetlb-wp": variant}, seed=seed)
-        f = k.create_file("wp", HS, hugetlb=True)
-        f.fallocate(0, 0, HS)                        # the page-cache page
-        o = k.spawn("owner")
-        a = o.mmap(0, HS, RW, C.MAP_PRIVATE, fd=f)   # reserves the other page
-        o.load(a, 1)
-        o.store(a, b"O")                             # COW: the pool is empty now
-        r = k.spawn("other")
-        ra = r.mmap(0, HS, RW, C.MAP_SHARED, fd=f)
-        return SimpleNamespace(kernel=k, f=f, o=o, a=a, r=r, ra=ra)
-
-    def owner(self, st, rng):
-        """Fork, then write: a COW with no free page, as the owner."""
-        child = st.o.fork()
-        try:
-            st.o.store(st.a, b"O")
-        finally:
-            child.exit()
+        st = private_cow_owner(hugetlb_kernel(self.variant_key, variant, seed), "wp")
+        st.r = st.kernel.spawn("other")
+        st.ra = st.r.mmap(0, HS, RW, C.MAP_SHARED, fd=st.f)
+        return st
 
     def other(self, st, rng):
         """Fault the page-cache page through a shared mapping (FM, then its
@@ -60,11 +43,4 @@ class HugetlbWpScenario(Scenario):
         st.r.load(st.ra, 1)
         st.r.madvise(st.ra, HS, C.MADV_DONTNEED)
 
-    roles = (("owner", owner), ("other", other))
-
-    def teardown(self, st):
-        data = st.o.load(st.a, 1)
-        st.o.exit()
-        st.r.exit()
-        if data != b"O":
-            raise AssertionError(f"the owner's private huge page lost its contents: {data!r}")
+    roles = (("owner", OwnerCowRole.owner), ("other", other))

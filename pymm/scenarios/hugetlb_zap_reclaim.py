@@ -35,11 +35,10 @@ from types import SimpleNamespace
 
 from .. import constants as C
 from ..drivers.nbd import nbd_swapon
-from ..kernel import Kernel
 from ..net.sock import Socket
 from . import register
 from .base import Scenario
-from .hugetlb_common import HS, RW
+from .hugetlb_common import HS, RW, hugetlb_kernel
 
 PAGE = C.PAGE_SIZE
 NR_ANON = 4
@@ -65,8 +64,7 @@ class HugetlbZapReclaimScenario(Scenario):
     controlled_steps = 1
 
     def setup(self, variant, seed):
-        k = Kernel(nodes=1, pages_per_node=64, hugepages_per_node=4,
-                   variants={"hugetlb-zap-alloc": variant}, seed=seed)
+        k = hugetlb_kernel(self.variant_key, variant, seed, hugepages=4)
         sock = Socket(k)
         nbd_swapon(k, sock)
         f = k.create_file("sendbuf", HS, hugetlb=True)

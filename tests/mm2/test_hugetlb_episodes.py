@@ -6,21 +6,18 @@ import pytest
 from pymm.locking import lockdep
 from pymm.sched import explore, replay
 
-from .test_hugetlb_variants import kind_of, program
+from .test_hugetlb_variants import fresh_lockdep, kind_of, lockdep_off, program  # noqa: F401 (fixtures)
+
+# the fixed values, each clean over a random exploration of this many schedules
+CLEAN = [("hugetlb-cow-imap", "drop-imap-in-cow", 100), ("hugetlb-dontneed", "non-final-zap", 150),
+         ("hugetlb-split", "unshare-in-split", 60), ("hugetlb-mbind-punch", "keep-imap", 100)]
 
 
-@pytest.fixture(autouse=True)
-def fresh_lockdep():
-    lockdep.reset()
-    yield
-    lockdep.reset()
-
-
-@pytest.fixture
-def lockdep_off():
-    lockdep.disable()
-    yield
-    lockdep.enable()
+@pytest.mark.parametrize("name, fixed, schedules", CLEAN, ids=[c[0] for c in CLEAN])
+def test_fixed_value_is_clean(name, fixed, schedules):
+    setup, threads, check = program(name, fixed)
+    res = explore(setup, threads, check, strategy="random", seed=0, max_schedules=schedules)
+    assert res.failure is None, res.failure.message
 
 
 def test_imap_held_in_cow_is_recursive_locking():
@@ -38,12 +35,6 @@ def test_imap_held_in_cow_hangs_without_the_validator(lockdep_off):
     f = explore(setup, threads, check, strategy="pct", seed=0, max_schedules=50).failure
     assert f is not None and f.kind == "deadlock", f and f.message
     assert "&hugetlbfs_i_mmap_rwsem_key" in f.message
-
-
-def test_drop_imap_in_cow_is_clean():
-    setup, threads, check = program("hugetlb-cow-imap", "drop-imap-in-cow")
-    res = explore(setup, threads, check, strategy="random", seed=0, max_schedules=100)
-    assert res.failure is None, res.failure.message
 
 
 def test_final_zap_loses_the_vma_lock_under_a_waiting_fault():
@@ -66,12 +57,6 @@ def test_final_zap_leaves_a_shared_vma_without_its_lock():
         vma = st.p.mm.mm_mt.vma_lookup(st.a)
         assert isinstance(vma.vm_private_data, HugetlbVmaLock) is kept, value
         scn.teardown(st)
-
-
-def test_non_final_zap_is_clean():
-    setup, threads, check = program("hugetlb-dontneed", "non-final-zap")
-    res = explore(setup, threads, check, strategy="random", seed=0, max_schedules=150)
-    assert res.failure is None, res.failure.message
 
 
 def test_unshare_before_split_leaves_a_shared_table_in_a_partial_vma():
@@ -113,12 +98,6 @@ def scn_base():
     return BASE
 
 
-def test_unshare_in_split_is_clean():
-    setup, threads, check = program("hugetlb-split", "unshare-in-split")
-    res = explore(setup, threads, check, strategy="random", seed=0, max_schedules=60)
-    assert res.failure is None, res.failure.message
-
-
 def test_mbind_punch_relock_under_folio_is_a_circular_dependency():
     setup, threads, check = program("hugetlb-mbind-punch", "relock-under-folio")
     f = explore(setup, threads, check, seed=0, max_schedules=20).failure
@@ -132,9 +111,3 @@ def test_mbind_punch_hangs_without_the_validator(lockdep_off):
     setup, threads, check = program("hugetlb-mbind-punch", "relock-under-folio")
     f = explore(setup, threads, check, strategy="random", seed=0, max_schedules=200).failure
     assert f is not None and f.kind == "deadlock", f and f.message
-
-
-def test_mbind_punch_keep_imap_is_clean():
-    setup, threads, check = program("hugetlb-mbind-punch", "keep-imap")
-    res = explore(setup, threads, check, strategy="random", seed=0, max_schedules=100)
-    assert res.failure is None, res.failure.message

@@ -11,38 +11,24 @@ import pytest
 
 from pymm import constants as C
 from pymm import stress
-from pymm.debug import report as R
-from pymm.locking import lockdep
 from pymm.mm import hugetlb as H
 from pymm.mm.mmap_lock import mmap_read_lock, mmap_read_unlock
 from pymm.scenarios import get
 
-
-@pytest.fixture(autouse=True)
-def restore_default():
-    yield
-    R.set_pymm_checks_default(True)
-    lockdep.reset()
+from .test_pymm_only_checks import first_finding, restore_default  # noqa: F401 (autouse fixture)
 
 
 def test_mainline_frees_the_folio_the_fault_still_has_locked():
-    r = stress.run_controlled("hugetlb-fork-dontneed", "unlock-unreferenced", seed=0)
-    assert r.findings, "unlock-unreferenced ran clean"
-    f = r.findings[0]
+    f = first_finding("hugetlb-fork-dontneed", "unlock-unreferenced", replays=True)
     assert f["kind"] == "bad-page-state" and f["pymm_only"] is True
     assert "hugetlb folio freed with locked set" in f["text"]
     assert "__unmap_hugepage_range" in f["text"] and "madvise" in f["text"]
-    again = stress.run_replay(f["replay"].split()[-1])
-    assert again.findings and again.findings[0]["title"] == f["title"]
 
 
 def test_with_pymm_checks_off_the_fault_unlocks_a_freed_folio():
     """The kernel's free_huge_folio does not check the flags: what is left
     is the fault's folio_unlock of a folio back in the pool."""
-    R.set_pymm_checks_default(False)
-    r = stress.run_controlled("hugetlb-fork-dontneed", "unlock-unreferenced", seed=0)
-    assert r.findings, "unlock-unreferenced ran clean with pymm's checks off"
-    f = r.findings[0]
+    f = first_finding("hugetlb-fork-dontneed", "unlock-unreferenced", pymm_checks=False)
     assert f["kind"] == "use-after-free" and f["pymm_only"] is False
     assert "hugetlb_no_page" in f["text"] and "folio_unlock" in f["text"]
 

@@ -7,33 +7,20 @@ non-static key; pymm's proposed fix (wait-on-resv-map) is clean."""
 import pytest
 
 from pymm import stress
-from pymm.debug import report as R
 from pymm.locking import lockdep
 
-
-@pytest.fixture(autouse=True)
-def restore_default():
-    yield
-    R.set_pymm_checks_default(True)
-    lockdep.reset()
+from .test_pymm_only_checks import first_finding, restore_default  # noqa: F401 (autouse fixture)
 
 
 def test_mainline_uses_the_tagged_resv_map_as_a_vma_lock():
-    r = stress.run_controlled("hugetlb-unmap-private", "resv-map-as-vma-lock", seed=0)
-    assert r.findings, "resv-map-as-vma-lock ran clean"
-    f = r.findings[0]
+    f = first_finding("hugetlb-unmap-private", "resv-map-as-vma-lock", replays=True)
     assert f["kind"] == "data-corruption" and f["pymm_only"] is True
     assert "tagged resv_map" in f["title"]
     assert "hugetlb_unmap_file_folio" in f["text"] and "hugetlbfs_punch_hole" in f["text"]
-    again = stress.run_replay(f["replay"].split()[-1])
-    assert again.findings and again.findings[0]["title"] == f["title"]
 
 
 def test_with_pymm_checks_off_the_kernel_warns_on_the_refcount():
-    R.set_pymm_checks_default(False)
-    r = stress.run_controlled("hugetlb-unmap-private", "resv-map-as-vma-lock", seed=0)
-    assert r.findings, "resv-map-as-vma-lock ran clean with pymm's checks off"
-    f = r.findings[0]
+    f = first_finding("hugetlb-unmap-private", "resv-map-as-vma-lock", pymm_checks=False)
     assert f["title"] == "refcount_t: addition on 0; use-after-free."
     assert f["kind"] == "use-after-free" and f["pymm_only"] is False
 

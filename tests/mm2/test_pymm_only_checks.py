@@ -45,3 +45,16 @@ def test_fixed_anon_migration_is_clean_with_pymm_checks_off():
     R.set_pymm_checks_default(False)
     r = stress.run_controlled("hugetlb-anon-migrate", "anon-vma-lock", seed=0, schedules=150)
     assert not r.findings, r.findings
+
+
+def first_finding(name, variant, pymm_checks=True, replays=False):
+    """The first finding of a seed-0 controlled run of a buggy ``variant``
+    (which must catch it); with ``replays``, its token must reproduce it."""
+    R.set_pymm_checks_default(pymm_checks)
+    r = stress.run_controlled(name, variant, seed=0)
+    assert r.findings, f"{name}={variant} ran clean (pymm checks {'on' if pymm_checks else 'off'})"
+    f = r.findings[0]
+    if replays:
+        again = stress.run_replay(f["replay"].split()[-1])
+        assert again.findings and again.findings[0]["title"] == f["title"]
+    return f
