@@ -10,9 +10,12 @@ Until that flush another CPU of the parent may still write through its old
 writable TLB entry -- harmless while no fault of the parent could run
 before the flush: the write lands in the page the child shares, as if it
 had happened before fork.  Under the per-VMA lock a write fault of the
-parent could run in that window (bugzilla 217624: Go programs crashing
-under 6.4; Jiri Slaby's and Holger Hoffstaetter's reports), as Suren
-Baghdasaryan's fix tells it:
+parent could run in that window (the fix names three reports: Jiri
+Slaby's, Holger Hoffstaetter's and Jacob Young's bugzilla 217624, crashes
+of multithreaded programs that fork, the Go runtime among them).  Suren
+Baghdasaryan's commit message: a write fault before the parent's TLB flush
+that replaces the COW-shared page in do_wp_page "might lead to some stale
+writable TLB entries targeting the wrong (old) page".  In pymm's drawing:
 
     CPU0 (fork)               CPU1 (parent)            CPU2 (parent)
                               store: writable TLB
