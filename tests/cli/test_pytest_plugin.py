@@ -262,7 +262,7 @@ import os
 import pytest
 
 
-@pytest.mark.stress(schedules=20, seconds=0.2)
+@pytest.mark.stress(schedules=40, seconds=0.2)
 @pytest.mark.parametrize("variant", ["drop-retake", "downgrade"])
 def test_populate(variant, pymm_seed_param, stress_config, pymm_stress):
     r = pymm_stress("populate", variant, "controlled")
@@ -407,7 +407,8 @@ def test_r(pymm_stress):
 
 @pytest.mark.parametrize("how", ["option", "env"])
 def test_pymm_replay_replays_the_schedule(how, pytester, monkeypatch):
-    token = "pymm:v1:populate:drop-retake:seed=2:threads=1:sched:v1:random:seed=2:rAgIAAAICAQABAQEAAQECAg"
+    token = ("pymm:v1:populate:drop-retake:seed=10465572937248623526:threads=1:"
+             "sched:v1:random:seed=2:schedule=18:rAAICAAAAAgEBAgIBAQA")
     pytester.makepyfile(test_r=REPLAYED.format(token=token))
     if how == "env":
         monkeypatch.setenv("PYMM_REPLAY", token)
