@@ -19,8 +19,8 @@ Locking, as mainline:
   no rmap or rss change), and -- if a present PTE moved -- flushes the old
   range's TLB entries *before* dropping the PTE locks (eb66ae030829, 4.19,
   CVE-2018-18281: with the flush after the unlock, a truncation could free
-  the page through the new PTE while another CPU still wrote it through its
-  old TLB entry).
+  the page through the new PTE while another CPU still read or wrote it
+  through its old TLB entry).
 - ``take_rmap_locks`` (i_mmap_rwsem and the anon_vma lock, both for write)
   around move_ptes only when ``need_rmap_locks``: copy_vma sets it when the
   destination VMA is an existing one (a merge) whose vm_pgoff is not above
@@ -31,7 +31,8 @@ Locking, as mainline:
   walk that missed the PTE at the source finds it at the destination
   (38a76013ad80, "mm: avoid taking rmap locks in move_ptes()", 3.7).
 
-Variant key ``mremap-tlb-flush`` (scenario ``mremap-tlb``): ``deferred-flush``
+Variant key ``mremap-tlb-flush`` (no stress scenario: LTP mremap06's program
+in tests/mm2/test_mremap.py, found by a preemption-bounded search): ``deferred-flush``
 is 5d1904204c99 .. 4.18 (a dirty PTE flushed under the old PTE lock after
 the new one is dropped, a clean one at the end of move_page_tables);
 ``flush-under-ptl`` is eb66ae030829 and mainline.
