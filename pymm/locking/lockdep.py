@@ -950,6 +950,14 @@ def unsubscribe(fn):
         _subscribers = tuple(f for f in _subscribers if f is not fn and f != fn)
 
 
+def holds_locks():
+    """Does the calling thread hold any lock (a cheap ``bool(held_locks())``)?"""
+    try:
+        return bool(_tls.st.held)
+    except AttributeError:
+        return False
+
+
 def held_locks(tid=None):
     """The held-lock stack of thread ``tid`` (default: the caller),
     outermost first, as ``HeldLock`` snapshots."""

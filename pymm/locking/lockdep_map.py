@@ -55,3 +55,15 @@ def lock_map_release(m):
     if lockdep.is_enabled():
         lockdep._release(m, 0)
     m._depth.n -= 1
+
+
+def might_lock_read(lock):
+    """``might_lock_read`` (CONFIG_PROVE_LOCKING): "this code may take
+    ``lock`` for read here" -- validated as an acquire (dependencies, chains,
+    reports) and released at once, without taking the lock.  ``might_fault``
+    says it for mmap_lock, so that a copy_to_user under a lock is checked
+    whether or not it faults this time."""
+    if lockdep.is_enabled():
+        lockdep._acquire(lock, 1, False, 0, None)
+        lockdep._acquired(lock, 1, False, 0, None)
+        lockdep._release(lock, 1)

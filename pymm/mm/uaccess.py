@@ -41,6 +41,7 @@ from ..debug.kasan import is_poisoned
 from ..debug.report import report
 from ..errors import BusError, SegmentationFault
 from ..locking import lockdep
+from ..locking.lockdep_map import might_lock_read
 from ..rcu import reader_exit
 from ..sched import charge, point
 from .hugetlb import hugetlb_user_copy
@@ -71,6 +72,8 @@ def user_access(task, addr, length, write, data, carefully=False):
     Context: no lock held; takes none while the pages are present (the fault
     path takes the VMA lock or mmap_lock for read)."""
     mm = task.mm
+    if carefully or lockdep.holds_locks():
+        might_fault(mm)                    # kernel code's copy_to_user/copy_from_user
     tlb = mm.kernel.tlb
     cpu = this_cpu() if tlb else None
     out = None if write else bytearray(length)
@@ -97,6 +100,18 @@ def user_access(task, addr, length, write, data, carefully=False):
             _report_corruption(task, pos, *bad)
         pos += n
     return None if write else bytes(out)
+
+
+def might_fault(mm):
+    """``__might_fault`` (mm/memory.c): a user copy made by
+    kernel code may fault, and the fault takes mmap_lock for read -- say so
+    to lockdep on every copy, not only on the ones that fault this time
+    (``might_lock_read``).  With per-VMA locks a fault usually needs no
+    mmap_lock at all, and a present page none either: without this, a
+    copy_to_user under a lock that mmap_lock-holding code also takes was
+    seen only when the fault fell back to mmap_lock.  (The kernel skips it
+    with page faults disabled; pymm has no pagefault_disable.)"""
+    might_lock_read(mm.mmap_lock)
 
 
 def hw_page_walk(cpu, mm, pos, write):

@@ -18,3 +18,33 @@ def test_copy_to_user_under_a_lock_is_not_a_return_to_user_space():
     assert p.load(buf, 6) == b"result"
     assert [r.title for r in lockdep.reports()] == []
     assert k.findings() == []
+
+
+def test_copy_to_user_under_a_lock_is_checked_against_mmap_lock_without_faulting():
+    """might_fault: a copy_to_user under a driver lock tells lockdep it may
+    take mmap_lock, also when the page is present (no fault) or a per-VMA
+    lock would serve the fault.  The mmap side (mmap_lock, then the driver
+    lock) then closes the cycle -- the tutorial's frob bug, which free mode
+    stopped seeing once faults went under per-VMA locks."""
+    from pymm.mm.mmap_lock import mmap_write_lock, mmap_write_unlock
+    lockdep.reset()
+    k = pymm.Kernel(nodes=1, pages_per_node=64)
+    p = k.spawn("drv")
+    buf = p.mmap(0, pymm.PAGE_SIZE, pymm.PROT_READ | pymm.PROT_WRITE,
+                 pymm.MAP_PRIVATE | pymm.MAP_ANONYMOUS)
+    p.store(buf, b"x")                   # present and dirty: the next store takes no lock
+    lock = Mutex("&drv2->lock")
+    lock.lock()
+    p.store(buf, b"result")              # copy_to_user under the driver lock, no fault
+    lock.unlock()
+    assert lockdep.reports() == []
+    mmap_write_lock(p.mm)                # the driver's mmap handler
+    lock.lock()
+    lock.unlock()
+    mmap_write_unlock(p.mm)
+    assert [r.title for r in lockdep.reports()] == \
+        ["WARNING: possible circular locking dependency detected"]
+    # a user-mode store (no kernel lock held) says nothing to lockdep
+    lockdep.reset()
+    p.store(buf, b"user")
+    assert lockdep.dependencies() == [] or all("mmap_lock" not in d[1] for d in lockdep.dependencies())
