@@ -124,6 +124,7 @@ def run_item(item, schedules, seconds, threads=1):
     crosses a process or machine boundary).  Top-level: executors pickle it."""
     from . import stress
     from .sched.shrink import measure
+    started, cpu0 = time.time(), time.process_time()
     ref, variant, mode, seed = item
     if mode == "controlled":
         r = stress.run_controlled(ref, variant, seed, schedules, threads)
@@ -139,8 +140,13 @@ def run_item(item, schedules, seconds, threads=1):
             pre = measure(setup, ths, sched, check, prepare=_reset_lockdep)
         findings.append({"kind": f["kind"], "title": f["title"], "text": f["text"],
                          "replay": token, "signature": sig, "frames": fr, "preemptions": pre})
+    # where and when it ran (not stored: for the benchmark's account of the
+    # workers' time, which needs the wall clock of one machine)
+    worker = {"pid": os.getpid(), "started": started, "finished": time.time(),
+              "cpu": time.process_time() - cpu0}
     return {"item": list(item), "verdict": r.verdict, "expected": r.expected, "ok": r.ok,
-            "seconds": r.seconds, "schedules": r.schedules, "ops": r.ops, "findings": findings}
+            "seconds": r.seconds, "schedules": r.schedules, "ops": r.ops, "findings": findings,
+            "worker": worker}
 
 
 def minimize(token, sig, max_runs=300):
@@ -198,18 +204,38 @@ def _worker_init(path):
 
 # -- executors ---------------------------------------------------------------------------------
 
+def _worker_context():
+    """How workers start: forked from a fork server that imported pymm once
+    (its one thread forks, so no lock is copied held), else spawned.  A
+    spawned worker imports pymm itself, 0.4 CPU seconds a worker (several
+    wall seconds on a loaded machine): with --jobs 2 both workers did that
+    at the same time, a fixed cost that did not shrink with more workers
+    (a third of the workers' time in a 40-item campaign at load 10).  The
+    fork server imports once per process and forks each worker in
+    milliseconds, also the replacements after TASKS_PER_WORKER items and
+    the workers of a later campaign in the same process."""
+    import multiprocessing
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("spawn")
+    from .scenarios import SCENARIO_MODULES
+    ctx = multiprocessing.get_context("forkserver")
+    # before the server starts (later calls change nothing for a running one)
+    ctx.set_forkserver_preload(["pymm.campaign", "pymm.stress"] +
+                               [f"pymm.scenarios.{m}" for m in SCENARIO_MODULES.values()])
+    return ctx
+
+
 class LocalExecutor:
-    """Worker processes on this machine (spawned: no threads are forked)."""
+    """Worker processes on this machine (``_worker_context``: never forked
+    from this process, whose threads could hold locks)."""
 
     name = "local"
 
     def __init__(self, jobs):
-        import multiprocessing
         self.jobs = jobs
         # a fresh worker now and then: a free-mode deadlock leaves its stuck
         # (daemon) threads behind in the worker that ran it
-        self.pool = cf.ProcessPoolExecutor(max_workers=jobs,
-                                           mp_context=multiprocessing.get_context("spawn"),
+        self.pool = cf.ProcessPoolExecutor(max_workers=jobs, mp_context=_worker_context(),
                                            initializer=_worker_init, initargs=(list(sys.path),),
                                            max_tasks_per_child=TASKS_PER_WORKER)
 
@@ -666,6 +692,12 @@ class Outcome:
         self.interrupted = False
         self.seconds = 0.0
         self.minimized = 0
+        # for the benchmark: the wall clock (time.time) when the executor was
+        # asked for and when everything was done, the workers' account of
+        # each item they ran, and this process's CPU seconds meanwhile
+        self.started = self.finished = None
+        self.worker_items = []
+        self.parent_cpu = 0.0
 
 
 def run(items, db_path=DEFAULT_DB, schedules=None, seconds=None, jobs=None, ray_address=None,
@@ -690,6 +722,7 @@ def run(items, db_path=DEFAULT_DB, schedules=None, seconds=None, jobs=None, ray_
             ro.close()
     todo = [it for it in items if it not in done]
     out = Outcome(len(items), len(items) - len(todo))
+    out.started, cpu0 = time.time(), time.process_time()
     try:
         ex = executor or (make_executor(jobs, ray_address) if todo or pending or ray_address
                           else None)
@@ -728,6 +761,8 @@ def run(items, db_path=DEFAULT_DB, schedules=None, seconds=None, jobs=None, ray_
                     if what == "item":
                         todo_min = db.record_run(res, budget)
                         out.ran += 1
+                        if res.get("worker"):
+                            out.worker_items.append(res["worker"])
                         if not res["ok"] and res["expected"] == "clean":
                             out.unexpected.append(res)
                         if minimize_crashes:
@@ -748,6 +783,7 @@ def run(items, db_path=DEFAULT_DB, schedules=None, seconds=None, jobs=None, ray_
             ex.shutdown(abandon=True)
         if db is not None:
             db.close()
+        out.finished, out.parent_cpu = time.time(), time.process_time() - cpu0
 
 
 def format_crashes(crashes):

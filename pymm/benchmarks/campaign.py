@@ -8,7 +8,6 @@ as the machine."""
 import os
 import statistics
 import tempfile
-import time
 
 from .. import campaign, stress
 from . import met
@@ -29,35 +28,77 @@ def _fixed_items(seeds):
 def _campaign(items, jobs, schedules=SCHEDULES, seconds=None):
     with tempfile.TemporaryDirectory() as d:
         db = os.path.join(d, "bench.sqlite")
-        t0 = time.perf_counter()
         out = campaign.run(items, db_path=db, schedules=schedules, seconds=seconds, jobs=jobs,
                            minimize_crashes=False, progress=campaign.Progress(None, 0, False))
-        wall = time.perf_counter() - t0
         ro = campaign.CrashDB.open(db, readonly=True)
         try:
             runs = ro.runs()
         finally:
             ro.close()
     assert out.ran == len(items)
-    return wall, runs
+    return out.finished - out.started, runs, out
+
+
+def account(out, jobs):
+    """Where the workers' wall time went in one campaign (``jobs`` workers
+    from ``out.started`` to ``out.finished``): running items, starting up
+    (spawn and import, before a worker's first item), between items (the
+    parent's dispatch and result handling, and replacing a worker after
+    TASKS_PER_WORKER items), and the tail (a worker with nothing left while
+    the last items finish).  Fractions of jobs x wall; they add up to 1.
+    Also each item's CPU seconds per wall second inside the worker (below 1:
+    the worker was runnable or waiting and not on a CPU) and the parent's CPU
+    milliseconds per item."""
+    wall = out.finished - out.started
+    by_pid = {}
+    for w in out.worker_items:
+        by_pid.setdefault(w["pid"], []).append(w)
+    spans = sorted((sorted(ws, key=lambda w: w["started"]) for ws in by_pid.values()),
+                   key=lambda ws: ws[0]["started"])
+    run = sum(w["finished"] - w["started"] for w in out.worker_items)
+    startup = sum(ws[0]["started"] - out.started for ws in spans[:jobs])
+    ends = sorted(ws[-1]["finished"] for ws in spans)[-jobs:]
+    tail = sum(out.finished - e for e in ends)
+    total = jobs * wall
+    between = max(0.0, total - run - startup - tail)
+    cpu = sum(w["cpu"] for w in out.worker_items)
+    n = max(1, len(out.worker_items))
+    return {"run": run / total, "startup": startup / total, "between": between / total,
+            "tail": tail / total, "cpu_per_wall": cpu / run if run else 0.0,
+            "parent_ms": 1e3 * out.parent_cpu / n, "workers": len(spans)}
 
 
 def run(quick=False):
     rows, notes = [], []
     load = os.getloadavg()[0]
-    items = _fixed_items(range(2 if quick else 6))
-    w1, runs1 = _campaign(items, 1)
-    w2, runs2 = _campaign(items, 2)
-    r1, r2 = len(items) / w1, len(items) / w2
+    # jobs 1 and jobs 2 alternate, A B B A, on the same items (fresh
+    # databases): a load that drifts during the benchmark weighs on both alike
+    items = _fixed_items(range(1 if quick else 3))
+    res = {1: [], 2: []}
+    for jobs in (1, 2, 2, 1):
+        wall, runs, out = _campaign(items, jobs)
+        res[jobs].append((wall, runs, out))
+    rate = {j: len(items) * len(rs) / sum(r[0] for r in rs) for j, rs in res.items()}
+    r1, r2 = rate[1], rate[2]
     rows.append({"measure": "items/s, --jobs 1", "value": round(r1, 2), "target": ""})
     rows.append({"measure": "items/s, --jobs 2", "value": round(r2, 2),
                  "target": f">= 1.8x: {met(r2 / r1 >= 1.8)} ({r2 / r1:.2f}x)", "met": met(r2 / r1 >= 1.8)})
-    # how much of the wall time the workers spent running items (the rest is
-    # start-up and dispatch: what the campaign itself costs, whatever the load)
-    for jobs, wall, runs in ((1, w1, runs1), (2, w2, runs2)):
-        busy = sum(r["duration"] for r in runs) / (wall * jobs)
-        rows.append({"measure": f"worker busy fraction, --jobs {jobs}", "value": round(busy, 3),
-                     "target": ""})
+    rows.append({"measure": "  each run's items/s (A B B A)", "value": " ".join(
+        f"{len(items) / w:.2f}" for w, _, _ in (res[1][0], res[2][0], res[2][1], res[1][1])),
+        "target": ""})
+    # where the workers' time went (the rest of jobs x wall is what the
+    # campaign itself costs, or the machine took)
+    for jobs in (1, 2):
+        acc = [account(out, jobs) for _, _, out in res[jobs]]
+        avg = {k: statistics.mean(a[k] for a in acc) for k in acc[0]}
+        rows.append({"measure": f"worker time, --jobs {jobs}: running items / start-up / between "
+                     "items / tail", "value": f"{avg['run']:.3f} / {avg['startup']:.3f} / "
+                     f"{avg['between']:.3f} / {avg['tail']:.3f}", "target": ""})
+        rows.append({"measure": f"  CPU s per wall s inside an item, --jobs {jobs}",
+                     "value": round(avg["cpu_per_wall"], 3), "target": ""})
+        rows.append({"measure": f"  parent CPU ms per item, --jobs {jobs}",
+                     "value": round(avg["parent_ms"], 2), "target": ""})
+    runs1 = res[1][0][1] + res[1][1][1]
     per = {}
     for r in runs1:
         per.setdefault(r["scenario"], []).append(r["duration"] / max(1, r["schedules"]))
@@ -70,18 +111,19 @@ def run(quick=False):
     # free mode: wall seconds per budget second (setup, rounds, teardown and checks included)
     free_items = [(n, v, "free", s) for n, v, _, s in _fixed_items(range(1))][:4 if quick else 8]
     budget = 0.5 if quick else 1.0
-    wf, runsf = _campaign(free_items, 1, seconds=budget)
+    wf, runsf, _ = _campaign(free_items, 1, seconds=budget)
     rows.append({"measure": f"wall s per free-mode second ({len(free_items)} items of {budget} s, "
                  "--jobs 1)", "value": round(wf / (budget * len(free_items)), 2), "target": ""})
     # the default campaign: every scenario and variant, controlled, default budget
     seeds = 1 if quick else 2
     full = campaign.plan(None, None, ("controlled",), range(1000, 1000 + seeds))
-    wd, _ = _campaign(full, 2, schedules=stress.DEFAULT_SCHEDULES)
+    wd, _, _ = _campaign(full, 2, schedules=stress.DEFAULT_SCHEDULES)
     rows.append({"measure": f"seeds/hour, default campaign, --jobs 2 ({len(full) // seeds} items "
                  f"a seed, {stress.DEFAULT_SCHEDULES} schedules)", "value": round(3600 * seeds / wd, 1),
                  "target": ""})
     notes.append(f"{len(items)} items (every fixed variant, controlled, {SCHEDULES} schedules each, "
-                 f"no findings), the same for both runs; worker start-up included")
+                 f"no findings), the same for the four runs (--jobs 1, 2, 2, 1); worker start-up "
+                 "included")
     notes.append(f"load average at start: {load:.2f} on {os.cpu_count()} cores "
                  f"(now {os.getloadavg()[0]:.2f}); other processes share these cores")
     return {"title": "Campaign scaling (pymm campaign)", "rows": rows, "notes": notes}
