@@ -687,7 +687,8 @@ class Outcome:
     def __init__(self, total, skipped):
         self.total, self.skipped = total, skipped
         self.ran = 0
-        self.unexpected = []        # runs whose verdict did not hold
+        self.unexpected = []        # runs of expected-clean variants that crashed
+        self.missed = []            # runs of buggy variants that caught nothing in the budget
         self.new_crashes = set()
         self.interrupted = False
         self.seconds = 0.0
@@ -765,6 +766,8 @@ def run(items, db_path=DEFAULT_DB, schedules=None, seconds=None, jobs=None, ray_
                             out.worker_items.append(res["worker"])
                         if not res["ok"] and res["expected"] == "clean":
                             out.unexpected.append(res)
+                        elif not res["ok"]:
+                            out.missed.append(res)
                         if minimize_crashes:
                             minq.extend(todo_min)
                     else:

