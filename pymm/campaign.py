@@ -759,19 +759,21 @@ def run(items, db_path=DEFAULT_DB, schedules=None, seconds=None, jobs=None, ray_
                             f"minimising crash #{arg}"
                         raise CampaignError(f"{task} failed in the worker: {type(e).__name__}: "
                                             f"{e}") from None
-                    if what == "item":
-                        todo_min = db.record_run(res, budget)
-                        out.ran += 1
-                        if res.get("worker"):
-                            out.worker_items.append(res["worker"])
-                        if not res["ok"] and res["expected"] == "clean":
-                            out.unexpected.append(res)
-                        elif not res["ok"]:
-                            out.missed.append(res)
-                        if minimize_crashes:
-                            minq.extend(todo_min)
-                    else:
-                        if db.record_minimized(arg, res) and res["replay"]:
+                    # a Ctrl-C now waits until the run is both committed and
+                    # counted (the summary says exactly what the database has)
+                    with interrupt.sigint_deferred():
+                        if what == "item":
+                            todo_min = db.record_run(res, budget)
+                            out.ran += 1
+                            if res.get("worker"):
+                                out.worker_items.append(res["worker"])
+                            if not res["ok"] and res["expected"] == "clean":
+                                out.unexpected.append(res)
+                            elif not res["ok"]:
+                                out.missed.append(res)
+                            if minimize_crashes:
+                                minq.extend(todo_min)
+                        elif db.record_minimized(arg, res) and res["replay"]:
                             out.minimized += 1
                 ncrash = db.conn.execute("SELECT COUNT(*) FROM crashes").fetchone()[0]
                 prog.update(out.ran, ncrash)

@@ -80,13 +80,28 @@ def run_plan(plan, run_one, on_start=None, on_done=None):
     return Completed(results, len(plan), False)
 
 
+_deferring = [0]           # nesting depth of sigint_deferred (main thread)
+
+
 @contextlib.contextmanager
 def sigint_deferred():
     """Hold back SIGINT for the duration of the block (main thread only;
-    elsewhere a no-op); a Ctrl-C that arrived meanwhile is raised at the end."""
-    if threading.current_thread() is not threading.main_thread():
+    elsewhere a no-op); a Ctrl-C that arrived meanwhile is raised at the end
+    of the outermost such block (an inner one, e.g. a database commit inside
+    the bookkeeping of a finished item, does not cut the outer one short)."""
+    if threading.current_thread() is not threading.main_thread() or _deferring[0]:
         yield
         return
+    _deferring[0] += 1
+    try:
+        with _deferred():
+            yield
+    finally:
+        _deferring[0] -= 1
+
+
+@contextlib.contextmanager
+def _deferred():
     got = []
     prev = signal.signal(signal.SIGINT, lambda s, f: got.append(s))
     try:

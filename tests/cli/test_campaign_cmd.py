@@ -316,3 +316,19 @@ def test_missed_buggy_runs_are_counted_not_failed(tmp_path):
     ex = _CannedExecutor({a: res(a, False, "caught"), b: res(b, True, "clean")})
     out = campaign.run([a, b], db_path=str(tmp_path / "m.sqlite"), executor=ex, progress=False)
     assert [r["item"] for r in out.missed] == [list(a)] and out.unexpected == [] and out.ran == 2
+
+
+def test_ctrl_c_during_a_commit_waits_for_the_bookkeeping():
+    """A Ctrl-C while a finished run is committed is raised only once the
+    run is also counted: the interrupted summary says exactly what the
+    database holds (it said one run fewer when the commit raised)."""
+    from pymm import interrupt
+    steps = []
+    with pytest.raises(KeyboardInterrupt):
+        with interrupt.sigint_deferred():          # the campaign's bookkeeping
+            with interrupt.sigint_deferred():      # the database commit
+                os.kill(os.getpid(), signal.SIGINT)
+                steps.append("committed")
+            steps.append("counted")
+    assert steps == ["committed", "counted"]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
