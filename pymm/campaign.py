@@ -103,18 +103,42 @@ def _traceback_frames(text):
 _CHAIN = re.compile(r"^-> #\d+ \((.+)\):\s*$", re.M)
 
 
-def signature(kind, title, text):
+# Frames where a user access enters the kernel: where a check on the bytes
+# the user sees (data corruption) reports from, not where anything went wrong.
+_ACCESS_FRAMES = frozenset({"user_access"})
+
+
+def signature(kind, title, text, workload=None):
     """(signature string, frames) of a finding: kind, title and the first
     kernel-side frames.  Numbers in the title (addresses, pids, counts) are
     masked so that the same bug seen with other values dedups.  A circular
     locking dependency is signed by the lock classes of its cycle, sorted:
     the same inversion is reported from whichever side closes it first, with
     that side's stack, and it is one bug (pymm's own rule; syzkaller titles
-    it by the closing function and so may list it twice)."""
+    it by the closing function and so may list it twice).
+
+    A report whose stack names no kernel function but the user access that
+    saw it (a data corruption found by a load) or none at all (an invariant
+    check at teardown) says nothing about which code is guilty: two
+    scenarios' different bugs would be one crash ("data corruption at N |
+    user_access" was both a stale TLB write in tlb-batch-flush and a lost
+    COW in vma-lock-fork).  Its signature names the ``workload`` (the
+    scenario) instead, as syzkaller's title falls back to the first frame it
+    does not skip (pymm's own rule)."""
     chain = sorted(set(_CHAIN.findall(text))) if "circular locking dependency" in title else []
     fr = chain or frames(text) or _traceback_frames(text)[:SIGNATURE_FRAMES]
     t = re.sub(r"0x[0-9a-fA-F]+|\b\d+\b", "N", title)
-    return f"{kind} | {t} | {' < '.join(fr)}", fr
+    sig = f"{kind} | {t} | {' < '.join(fr)}"
+    if workload and not [f for f in fr if f not in _ACCESS_FRAMES]:
+        sig += f" | in {_workload_name(workload)}"
+    return sig, fr
+
+
+def _workload_name(ref):
+    """A scenario reference's name, the same on every machine: the class of
+    a file or module reference (its path differs between machines)."""
+    where, sep, cls = ref.rpartition(":")
+    return cls if sep else ref
 
 
 # -- the work, in a worker process ---------------------------------------------------------
@@ -132,7 +156,7 @@ def run_item(item, schedules, seconds, threads=1):
         r = stress.run_free(ref, variant, seed, seconds, threads)
     findings = []
     for f in r.findings:
-        sig, fr = signature(f["kind"], f["title"], f["text"])
+        sig, fr = signature(f["kind"], f["title"], f["text"], ref)
         token = _token(f.get("replay"))
         pre = None
         if token:
@@ -160,7 +184,7 @@ def minimize(token, sig, max_runs=300):
 
     def same(failure):
         f = stress._failure_finding(failure, "")
-        return signature(f["kind"], f["title"], f["text"])[0] == sig
+        return signature(f["kind"], f["title"], f["text"], name)[0] == sig
 
     s = shrink(setup, ths, sched, check, same=same, prepare=_reset_lockdep, max_runs=max_runs)
     out = {"token": token, "replay": None, "preemptions": None, "minimized_preemptions": None,

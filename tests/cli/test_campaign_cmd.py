@@ -332,3 +332,29 @@ def test_ctrl_c_during_a_commit_waits_for_the_bookkeeping():
             steps.append("counted")
     assert steps == ["committed", "counted"]
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_a_report_with_no_guilty_frame_is_signed_by_its_workload():
+    """A data corruption is seen by a load (its only kernel frame is the
+    user access): two scenarios' corruptions are two crashes (a stale TLB
+    write and a lost COW were one), the same scenario's at other addresses
+    one; a report with kernel frames is signed by them, whatever the
+    workload."""
+    def corruption(addr, role):
+        return (f"BUG: data corruption at {addr}\nexpected 00, found 73\nCall Trace:\n"
+                f" user_access+0x0/0x0 pymm/mm/uaccess.py:100\n load+0x0/0x0 pymm/task.py:431\n"
+                f" {role}+0x0/0x0 pymm/scenarios/x.py:104\n body+0x0/0x0 pymm/stress.py:233\n")
+    t = "data corruption at 0x40000000"
+    a = campaign.signature("data-corruption", t, corruption("0x40000000", "user"), "tlb-batch-flush")
+    b = campaign.signature("data-corruption", "data corruption at 0x40000008",
+                           corruption("0x40000008", "writer"), "vma-lock-fork")
+    c = campaign.signature("data-corruption", "data corruption at 0x40001000",
+                           corruption("0x40001000", "reader"), "tlb-batch-flush")
+    assert a[0] != b[0] and a[0] == c[0]
+    assert campaign.signature("rss-counter", "BUG: Bad rss-counter state", "BUG: Bad rss-counter "
+                              "state mm:0x1 type:MM_ANONPAGES val:1", "/x/frob.py:Frob")[0].endswith(
+        "| in Frob")
+    uaf = ("BUG: KASAN: use-after-free in f\nCall Trace:\n f+0x0/0x0 pymm/mm/gup.py:140\n"
+           " g+0x0/0x0 pymm/mm/gup.py:210\n")
+    assert campaign.signature("use-after-free", "T", uaf, "populate")[0] == \
+        campaign.signature("use-after-free", "T", uaf, "mbind")[0]
