@@ -221,3 +221,18 @@ def test_bytes_changed_behind_the_process_are_data_corruption(kernel):
     assert f.title == f"data corruption at {a + P + 2:#x}"
     assert "expected 65" in f.text and "found 58" in f.text
     assert k.check() == []
+
+
+def test_rss_counter_report_names_the_mm_by_a_stable_address():
+    """The same run prints the same report: the mm is not named by id()
+    (two replays of munmap-stack's downgrade-always finding differed in
+    'mm:0x7fa5a1618220')."""
+    import pymm
+    from pymm.mm.mmap import check_mm
+    from pymm.mm.mm_types import MM_ANONPAGES
+    k = pymm.Kernel(nodes=1, pages_per_node=64)
+    p = k.spawn("leak")
+    p.mm.rss_stat[MM_ANONPAGES].add(1)
+    check_mm(p.mm)
+    [f] = [f for f in k.findings() if f.kind == "rss-counter"]
+    assert f"{id(p.mm):#x}" not in f.text and f"{id(p.mm):x}" not in f.text
