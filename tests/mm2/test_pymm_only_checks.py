@@ -34,7 +34,7 @@ def test_rmap_locked_assertion_is_labelled_pymm_only():
 
 def test_rmap_locked_is_caught_by_the_freed_chain_nodes_with_pymm_checks_off():
     R.set_pymm_checks_default(False)
-    r = stress.run_controlled("hugetlb-anon-migrate", "rmap-locked", seed=0, schedules=800)
+    r = stress.run_controlled("hugetlb-anon-migrate", "rmap-locked", seed=0)   # the default budget
     assert r.findings, "rmap-locked ran clean with pymm's checks off"
     f = r.findings[0]
     assert f["kind"] == "use-after-free" and f["pymm_only"] is False
