@@ -50,10 +50,11 @@ DONE = object()        # a role method returns it to end its thread before the d
 
 def fault_in(w, addr):
     """A reader's page fault: drop the page (MADV_DONTNEED, mmap_lock for
-    read) and load it back, timing the load.  A load of a present page takes
-    no lock and costs a few virtual ns (the lock-free TLB path), so loading
+    read) and load it back, timing both: a writer's exclusive hold stalls
+    whichever of the two comes next.  A load of a present page takes no
+    lock and costs a few virtual ns (the lock-free TLB path), so loading
     present pages would measure nothing of the mm's locks."""
-    w.p.madvise(addr, P, C.MADV_DONTNEED)
+    w.timed("madvise (reader)", w.p.madvise, addr, P, C.MADV_DONTNEED)
     w.timed("fault (reader)", w.p.load, addr, 8)
 
 

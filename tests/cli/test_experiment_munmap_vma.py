@@ -29,7 +29,10 @@ def test_munmap_experiment_compares_the_downgrade_designs():
     assert zap_us > 4096 * 0.118                     # zap_page per page at least
     assert wl["mmap_lock"]["write_hold_max_us"] > 0.9 * zap_us
     assert dg["mmap_lock"]["write_hold_max_us"] < 10
-    assert dg["latency_us"]["fault (reader)"]["max"] < wl["latency_us"]["fault (reader)"]["max"] / 10
+    def readers_worst(r):        # the stall lands in the reader's next madvise or fault
+        return max(r["latency_us"][op]["max"] for op in ("madvise (reader)", "fault (reader)"))
+    assert readers_worst(wl) > 0.9 * zap_us
+    assert readers_worst(dg) < readers_worst(wl) / 10
 
 
 def test_per_vma_lock_experiment_runs_both_values():
