@@ -147,10 +147,15 @@ class MbindWorkload(_MmapLockWorkload):
     def __init__(self, kernel, seed):
         super().__init__(kernel, seed)
         self.node = 0
+        # mbind moves a populated region of its own: the readers' MADV_DONTNEED
+        # passes would otherwise empty it, and mbind would have less to migrate
+        # the less it stalls them (the designs would not do the same work)
+        self.target = self.p.mmap(0, REGION * P, C.PROT_READ | C.PROT_WRITE,
+                                  C.MAP_PRIVATE | C.MAP_ANONYMOUS | C.MAP_POPULATE)
 
     def subject(self, rng):
         self.node ^= 1
-        self.timed(self.call, self.p.mbind, self.region, REGION * P, C.MPOL_BIND, [self.node],
+        self.timed(self.call, self.p.mbind, self.target, REGION * P, C.MPOL_BIND, [self.node],
                    C.MPOL_MF_MOVE)
 
 
