@@ -21,7 +21,7 @@ from .mm_types import (MM_ANONPAGES, VM_ACCESS_FLAGS, VM_HUGETLB, VM_IO, VM_LOCK
 from .mmap_lock import (mmap_assert_locked, mmap_read_lock, mmap_read_unlock, mmap_write_downgrade,
                         mmap_write_unlock)
 from .page_alloc import alloc_pages_bulk, folios_put_refs
-from .pgtable import _PAGE_DIRTY, _PAGE_RW, PTRS_PER_TABLE, pte_index, pte_offset
+from .pgtable import _PAGE_DIRTY, _PAGE_RW, PTRS_PER_TABLE, pte_alloc, pte_index, pte_offset
 from .rmap import folio_add_new_anon_rmap
 from .swap import folios_add_lru
 
@@ -113,24 +113,26 @@ POPULATE_LOCK_OPS = 8
 
 def populate_anon_ptes(vma, start, nr_pages, gup_flags):
     """pymm's own bulk path for a write populate (MAP_POPULATE, mlock-free
-    MADV_POPULATE_WRITE, brk) of a private anonymous VMA: map the run of
-    empty PTEs from ``start`` to the end of its page table (at most
-    ``nr_pages``) in one step, an order-0 folio each, instead of one
-    follow_page_pte + handle_mm_fault per page.  Returns the pages mapped;
-    0 leaves the page to the per-page path, which handles everything
-    else (the VMA's first fault and its anon_vma, NUMA policies, mlocked
-    VMAs, hugetlb and file mappings, present or swapped entries, failed
-    allocations).
+    MADV_POPULATE_WRITE, brk) of a private anonymous VMA: when the populate
+    covers a whole PTE table whose entries are all empty (the range a
+    PMD-sized THP would fill), map it in one step, an order-0 folio per
+    page, instead of one follow_page_pte + handle_mm_fault per page.
+    Returns the pages mapped; 0 leaves the page to the per-page path, which
+    handles everything else (partial tables, the VMA's first fault and its
+    anon_vma, NUMA policies, mlocked VMAs, hugetlb and file mappings,
+    present or swapped entries, failed allocations).
 
     Why: populating 1 GiB page by page takes pymm minutes of wall time.
-    The kernel maps a range of PTEs in one fault too -- do_anonymous_page
-    with an mTHP folio (set_ptes under one ptl hold) -- but pymm keeps
-    order-0 folios.  Virtual time is charged per page as the per-page path
-    would be: a fault, an allocation, a clear, a PTE, and the lock
-    operations the kernel's per-page populate takes (POPULATE_LOCK_OPS);
-    the real locks are taken once per table (ptl, zone lock, lru_lock), so
-    the scheduler has fewer points inside a populate (none between two
-    pages of one table).  Context: mmap_lock held (read or write)."""
+    The kernel fills such a table in one fault too -- a THP, or an mTHP
+    folio mapped with set_ptes under one ptl hold -- but pymm keeps order-0
+    folios.  Virtual time is charged per page as the per-page path would
+    be: a fault, an allocation, a clear, a PTE, and the lock operations
+    the kernel's per-page populate takes (POPULATE_LOCK_OPS); the real
+    locks are taken once per table (ptl, zone lock, lru_lock), so the
+    scheduler has no point between two pages of one table.  Only whole
+    tables take this path, so the small populates of the scenarios keep
+    every scheduling point of the per-page path (bug finding explores them
+    as before).  Context: mmap_lock held (read or write)."""
     vm_flags = vma.vm_flags
     if not gup_flags & FOLL_WRITE or vma.vm_file is not None or vma.anon_vma is None or \
             vm_flags & (VM_SHARED | VM_HUGETLB | VM_LOCKED | VM_IO | VM_PFNMAP) or \
@@ -141,18 +143,14 @@ def populate_anon_ptes(vma, start, nr_pages, gup_flags):
         return 0
     mm = vma.vm_mm
     k = mm.kernel
-    pt = pte_offset(mm, start)
-    if pt is None:
-        return 0                             # the per-page path allocates the table
-    i0 = pte_index(start)
-    last = min(PTRS_PER_TABLE, i0 + nr_pages, i0 + ((vma.vm_end - start) >> 12))
-    ptes = pt.ptes
-    n = i0
-    while n < last and ptes[n] is None:     # unlocked peek, rechecked under the ptl
-        n += 1
-    n -= i0
-    if n < 2:
+    if pte_index(start) or nr_pages < PTRS_PER_TABLE or vma.vm_end - start < PTRS_PER_TABLE << 12:
+        return 0                             # not a whole table
+    pt = pte_alloc(mm, start)                # as the fault would (handle_mm_fault)
+    if pt is None or pt.nr:                  # unlocked peek, rechecked under the ptl
         return 0
+    i0 = 0
+    ptes = pt.ptes
+    n = PTRS_PER_TABLE
     folios = alloc_pages_bulk(k, k.local_node(), n)
     if len(folios) < n:
         if folios:

@@ -72,7 +72,7 @@ def test_map_populate_maps_every_page_and_munmap_frees_them(kernel, bulk_calls):
     n = 1100                                        # more than two PTE tables
     free0, lru0 = free_pages(k), anon_lru(k)
     a = p.mmap(0, n * P, RW, ANON | C.MAP_POPULATE)
-    assert sum(bulk_calls) >= n - 4                 # a table's first page goes page by page
+    assert sum(bulk_calls) >= 512 and set(bulk_calls) <= {0, 512}   # whole tables only
     assert p.mm.get_mm_counter(MM_ANONPAGES) == n
     folios = [pte_folio(p, a + i * P) for i in range(n)]
     assert len({id(f) for f in folios}) == n
@@ -93,18 +93,33 @@ def test_map_populate_maps_every_page_and_munmap_frees_them(kernel, bulk_calls):
 
 
 def test_populate_keeps_pages_already_there(kernel, bulk_calls):
-    """The bulk path maps the run of empty PTEs and leaves a present page to
-    follow_page_pte; MADV_POPULATE_WRITE over a half-faulted range."""
+    """A table with a page already present is left to the per-page path
+    (follow_page_pte keeps the page); MADV_POPULATE_WRITE over three
+    tables' worth of a half-faulted range."""
     k = kernel
     p = k.spawn("p")
-    a = p.mmap(0, 64 * P, RW, ANON)
-    p.store(a + 10 * P, b"ten")
-    ten = pte_folio(p, a + 10 * P)
-    assert p.madvise(a, 64 * P, C.MADV_POPULATE_WRITE) == 0
-    assert pte_folio(p, a + 10 * P) is ten and p.load(a + 10 * P, 3) == b"ten"
-    assert all(pte_folio(p, a + i * P) is not None for i in range(64))
-    assert p.mm.get_mm_counter(MM_ANONPAGES) == 64
-    assert 10 in bulk_calls and 53 in bulk_calls     # [0, 10) and [11, 64)
+    n = 3 * 512
+    a = p.mmap(0, n * P, RW, ANON)
+    first = (-(a // P)) % 512                        # the first whole table's first page
+    mid = first + 512 + 10                           # a page of the second whole table... if any
+    p.store(a + first * P + 10 * P, b"ten")
+    ten = pte_folio(p, a + first * P + 10 * P)
+    assert p.madvise(a, n * P, C.MADV_POPULATE_WRITE) == 0
+    assert pte_folio(p, a + first * P + 10 * P) is ten
+    assert p.load(a + first * P + 10 * P, 3) == b"ten"
+    assert all(pte_folio(p, a + i * P) is not None for i in range(n))
+    assert p.mm.get_mm_counter(MM_ANONPAGES) == n
+    whole = (n - first) // 512                       # whole tables in the range
+    assert sum(bulk_calls) == 512 * (whole - 1) and mid < n   # all but the one with "ten"
+
+
+def test_small_populates_keep_the_per_page_path(kernel, bulk_calls):
+    """Populates smaller than a page table (the scenarios') fault page by
+    page: every scheduling point of the per-page path stays."""
+    p = kernel.spawn("p")
+    a = p.mmap(0, 64 * P, RW, ANON | C.MAP_POPULATE)
+    assert p.mm.get_mm_counter(MM_ANONPAGES) == 64 and pte_folio(p, a + 63 * P) is not None
+    assert not any(bulk_calls)
 
 
 def test_bulk_path_leaves_mempolicy_and_mlock_to_the_per_page_path(kernel, bulk_calls):
@@ -126,9 +141,10 @@ def test_bulk_allocated_folio_records_populate_and_the_batched_free(kernel):
     freed: one saved stack per batch, the batch's own call sites."""
     k = kernel
     p = k.spawn("p")
-    a = p.mmap(0, 512 * P, RW, ANON | C.MAP_POPULATE)
-    folio = pte_folio(p, a + 300 * P)
-    p.munmap(a, 512 * P)
+    a = p.mmap(0, 1536 * P, RW, ANON | C.MAP_POPULATE)
+    first = (-(a // P)) % 512                        # the first whole table's first page
+    folio = pte_folio(p, a + (first + 512 + 300) * P)   # in the second (the VMA's first
+    p.munmap(a, 1536 * P)                               # fault made its anon_vma before)
     k.run_syscall(lambda: folio.flags)
     f = only(k, "use-after-free")
     alloc, freed = section(f.text, "Allocated by task"), section(f.text, "Freed by task")
