@@ -15,16 +15,25 @@ import threading
 
 from .locking import SpinLock, lockdep
 
-_tls = threading.local()
+
+class _TaskLocal(threading.local):
+    """The calling thread's task.  A class attribute is the default, so
+    reading it in a thread that never set it is a plain attribute lookup
+    (``getattr(local, name, None)`` raises and catches an AttributeError
+    inside: ~0.7 us, on every ``current()`` in user space)."""
+    task = None
+
+
+_tls = _TaskLocal()
 
 
 def current():
     """The task the calling thread is running as, or None (user space)."""
-    return getattr(_tls, "task", None)
+    return _tls.task
 
 
 def current_kernel():
-    t = getattr(_tls, "task", None)
+    t = _tls.task
     return t.kernel if t is not None else None
 
 
@@ -41,7 +50,7 @@ class _KernelContext:
         self.user_return = user_return
 
     def __enter__(self):
-        self.prev = getattr(_tls, "task", None)
+        self.prev = _tls.task
         _tls.task = self.task
 
     def __exit__(self, exc_type, exc, tb):

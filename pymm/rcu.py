@@ -25,7 +25,12 @@ import weakref
 
 from .errors import LockUsageError
 
-_tls = threading.local()
+
+class _RcuLocal(threading.local):
+    rec = None              # the thread's reader record (a class default: no AttributeError)
+
+
+_tls = _RcuLocal()
 _gp_lock = threading.Lock()     # protects _pending and the reader registry
 _readers = weakref.WeakValueDictionary()   # id(record) -> record of a live thread
 _pending = []                   # [(snapshot [(record, gen)], fn)], in call order
@@ -43,7 +48,7 @@ class _Reader:
 
 
 def _record():
-    r = getattr(_tls, "rec", None)
+    r = _tls.rec
     if r is None:
         r = _tls.rec = new_reader()
     return r
@@ -68,7 +73,7 @@ def rcu_read_lock():
 
 
 def rcu_read_unlock():
-    r = getattr(_tls, "rec", None)
+    r = _tls.rec
     if r is None or r.depth <= 0:
         raise LockUsageError("rcu_read_unlock() without rcu_read_lock()")
     reader_exit(r)
@@ -86,7 +91,7 @@ def reader_exit(r):
 
 
 def rcu_read_lock_held():
-    r = getattr(_tls, "rec", None)
+    r = _tls.rec
     return r is not None and r.depth > 0
 
 

@@ -59,20 +59,36 @@ def _rebuild():
     on = bool(_listeners)
 
 
-def register(listener, first=False):
+_last = None       # the listener kept after every other (the controlled scheduler's)
+
+
+def register(listener, first=False, last=False):
     """Add a listener; ``first=True`` puts it before the others (lockdep
-    validates before the scheduler switches threads)."""
-    global _listeners
+    validates before the scheduler switches threads); ``last=True`` keeps it
+    after every listener, including those registered later (the scheduler
+    switches threads after the others have seen the event)."""
+    global _listeners, _last
     with _reg_lock:
         if listener in _listeners:
             return
-        _listeners = (listener,) + _listeners if first else _listeners + (listener,)
+        if last:
+            _last = listener
+            _listeners = _listeners + (listener,)
+        elif first:
+            _listeners = (listener,) + _listeners
+        elif _last is not None and _last in _listeners:
+            i = _listeners.index(_last)
+            _listeners = _listeners[:i] + (listener,) + _listeners[i:]
+        else:
+            _listeners = _listeners + (listener,)
         _rebuild()
 
 
 def unregister(listener):
-    global _listeners
+    global _listeners, _last
     with _reg_lock:
+        if listener is _last:
+            _last = None
         _listeners = tuple(l for l in _listeners if l is not listener)
         _rebuild()
 

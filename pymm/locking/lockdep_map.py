@@ -13,6 +13,10 @@ from ._base import class_key
 from . import lockdep
 
 
+class _Depth(threading.local):
+    n = 0                   # the calling thread's nesting (a class default: no AttributeError)
+
+
 class LockdepMap:
     KIND = "lockdep_map"
     SLEEPING = True
@@ -23,14 +27,14 @@ class LockdepMap:
     def __init__(self, name):
         self.name = name
         self.key = class_key(name, self.KIND, self.SLEEPING)
-        self._depth = threading.local()
+        self._depth = _Depth()
 
     @property
     def owner(self):
         return threading.get_ident() if self.held_by_current() else None
 
     def held_by_current(self, read=None):
-        return getattr(self._depth, "n", 0) > 0
+        return self._depth.n > 0
 
     def is_locked(self):
         return self.held_by_current()
@@ -48,7 +52,7 @@ def lock_map_acquire(m):
     if lockdep.is_enabled():
         lockdep._acquire(m, 0, False, 0, None)
         lockdep._acquired(m, 0, False, 0, None)
-    m._depth.n = getattr(m._depth, "n", 0) + 1
+    m._depth.n += 1
 
 
 def lock_map_release(m):

@@ -72,11 +72,16 @@ PF_MEMALLOC = 0x00000800
 PF_MEMALLOC_NOFS = 0x00040000
 PF_MEMALLOC_NOIO = 0x00080000
 
-_task = threading.local()
+
+class _FlagsLocal(threading.local):
+    flags = 0               # current->flags (a class default: no AttributeError)
+
+
+_task = _FlagsLocal()
 
 
 def current_flags():
-    return getattr(_task, "flags", 0)
+    return _task.flags
 
 
 def _save(flag):

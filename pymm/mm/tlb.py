@@ -50,7 +50,12 @@ TLB_ENTRIES = 256                    # per CPU; the oldest entry is evicted
 TLB_FLUSH_ALL = -1
 tlb_single_page_flush_ceiling = 33   # arch/x86/mm/tlb.c
 
-_tls = threading.local()
+
+class _CpuLocal(threading.local):
+    cpu = None              # the thread's CPU (a class default: no AttributeError)
+
+
+_tls = _CpuLocal()
 _ids = count()
 
 
@@ -75,7 +80,7 @@ class Cpu:
 
 def this_cpu():
     """The calling thread's CPU (created at its first user access)."""
-    c = getattr(_tls, "cpu", None)
+    c = _tls.cpu
     if c is None:
         c = _tls.cpu = Cpu()
     return c
@@ -155,7 +160,7 @@ def flush_tlb_mm_range(mm, start, end):
 def _charge_flush(cpus):
     """Virtual time: a local flush, plus one shootdown if other CPUs are in
     the mask (the IPIs go out together and are waited for together)."""
-    me = getattr(_tls, "cpu", None)
+    me = _tls.cpu
     charge("tlb_flush")
     if any(c is not me for c in cpus):
         charge("tlb_shootdown")

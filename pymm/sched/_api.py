@@ -3,7 +3,7 @@ loop over schedules.  The mechanics are in ``_core``, the choosers in
 ``strategies``, the failure text in ``trace``."""
 import time
 
-from ._core import SchedUsageError, _Run, lockdep_raising
+from ._core import SchedUsageError, _Run, lockdep_raising, session
 from .strategies import PCT, BoundedDFS, RandomWalk, replay_chooser
 from .trace import Outcome, Result, cook, decode_schedule, schedule_digest
 from .vtime import VirtualTime
@@ -76,7 +76,7 @@ def explore(setup, threads, check=None, *, strategy=DEFAULT_STRATEGY, seed=0, ma
     result = Result(strategy, seed)
     t0 = time.perf_counter()
     run = None
-    with lockdep_raising(), _closing(strat):
+    with lockdep_raising(), session(), _closing(strat):
         for i in range(first_schedule, first_schedule + max_schedules):
             run = _Run(setup, fns, check, strat.chooser(i), watchdog, max_steps).execute()
             result.schedules_run += 1

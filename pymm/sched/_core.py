@@ -60,6 +60,7 @@ lock one of them holds looks deadlocked.  Locks built outside the run (before
 and the watchdog reports the run as hung.
 """
 import contextlib
+import functools
 import os
 import re
 import sys
@@ -70,6 +71,7 @@ from _thread import allocate_lock, get_ident
 
 from ..errors import LockdepError, PymmError
 from ..locking import events as _ev
+from ..locking import lockdep as _LD
 from ..locking._rw import RwBase
 from .trace import Failure
 
@@ -216,11 +218,7 @@ _UNLOCK = ("unlock", "runlock", "runlock")
 
 
 def _lockdep():
-    try:
-        from ..locking import lockdep
-    except ImportError:         # the validator has not landed yet
-        return None
-    return lockdep if hasattr(lockdep, "subscribe") else None
+    return _LD
 
 
 class _Managed:
@@ -265,6 +263,7 @@ class _Worker:
 
     def _loop(self):
         th = threading.current_thread()
+        reset = _thread_state_resetter()
         while True:
             self.go.acquire()
             m = self.job
@@ -277,7 +276,7 @@ class _Worker:
                 m.run._start(m)
             finally:
                 self.job = None
-                _reset_thread_state()   # as if the thread had ended
+                reset()                 # as if the thread had ended
                 th.name = _IDLE_NAME
                 self.idle.release()
             if self.retired:
@@ -319,48 +318,44 @@ def _clear_module_locals():
         loc.__dict__.clear()
 
 
-def _tstate_dict_clearer():
-    """CPython keeps every ``threading.local``'s per-thread dict under a
-    "thread.local.<address>" key of the thread state's dict, and a thread's
-    end drops them all by clearing that dict.  Dropping those keys does the
-    same for a living thread: every thread-local (pymm's, a lock map's, the
-    program's) starts afresh.  None if this interpreter does not work so."""
+def _tstate_dict():
+    """The calling thread's thread-state dict (CPython keeps every
+    ``threading.local``'s per-thread dict in it under a "thread.local.<address>"
+    key, and a thread's end drops them all by clearing it), or None if this
+    interpreter does not work so.  The dict lives as long as the thread."""
     try:
         import ctypes
         get = ctypes.pythonapi.PyThreadState_GetDict
         get.restype = ctypes.c_void_p       # a borrowed reference: cast takes a new one
         get.argtypes = []
-        as_object = ctypes.py_object
-        cast = ctypes.cast
-    except (ImportError, AttributeError, OSError):
+        d = ctypes.cast(get(), ctypes.py_object).value
+    except (ImportError, AttributeError, OSError, ValueError):
         return None
-
-    def clear():
-        d = cast(get(), as_object).value
-        for k in [k for k in d if type(k) is str and k.startswith("thread.local.")]:
-            del d[k]
-    return clear
-
-
-_clearer = []       # [function] once chosen (by the first worker that resets)
+    if type(d) is not dict:
+        return None
+    probe = threading.local()               # check that dropping the keys works here
+    probe.x = 1
+    _drop_locals(d)
+    return d if not hasattr(probe, "x") else None
 
 
-def _reset_thread_state():
-    """Drop the calling thread's thread-local state (current task, lockdep's
-    held locks, RCU depth, lock_stat's holds, ...) exactly as a thread's end
-    does: a pooled worker starts every schedule as a fresh thread would.
-    Runs in a worker, between jobs."""
-    if not _clearer:
-        fn = _tstate_dict_clearer()
-        if fn is not None:              # check it on this (worker) thread
-            probe = threading.local()
-            probe.x = 1
-            fn()
-            if hasattr(probe, "x"):
-                fn = None
-        _clearer.append(fn or _clear_module_locals)
-        return                          # the check cleared this thread's state
-    _clearer[0]()
+def _drop_locals(d):
+    for k in [k for k in d if type(k) is str and k.startswith("thread.local.")]:
+        del d[k]
+
+
+def _thread_state_resetter():
+    """For the calling (worker) thread: a function that drops its thread-local
+    state (current task, lockdep's held locks, RCU depth, lock_stat's holds,
+    a lock map's depth, the program's own thread-locals) exactly as a thread's
+    end does, so that a pooled worker starts every schedule as a fresh thread
+    would.  Dropping the thread-state dict's keys needs the dict, looked up
+    once per worker; failing that, pymm's module-level thread-locals are
+    cleared one by one."""
+    d = _tstate_dict()
+    if d is None:
+        return _clear_module_locals
+    return functools.partial(_drop_locals, d)
 
 
 def _take_workers(n):
@@ -422,17 +417,19 @@ class _Run:
 
     # -- controller ------------------------------------------------------------
     def execute(self):
+        """Run this schedule (inside the calling controller's session, or in
+        one of its own)."""
         global _active
-        if not _run_lock.acquire(False):
+        if _session_owner != get_ident():
+            with session():
+                return self.execute()
+        if _active is not None:
             raise RuntimeError("a controlled run is already in progress; pymm.sched runs one "
-                               "at a time (do not call explore/replay from a managed thread)")
-        ld = self.lockdep = _lockdep()
-        self.controller_tid = get_ident()
+                               "at a time (do not call explore/replay from setup or check)")
+        self.lockdep = _LD
+        self.controller_tid = _session_owner
         prev_hook = set_point_hook(self.point_hook)
         _active = self
-        _ev.register(self)
-        if ld is not None:
-            ld.subscribe(self.on_report)
         try:
             with _ev.use_backend(CONTROLLED):
                 try:
@@ -444,12 +441,8 @@ class _Run:
                 if self.failure is None and self.check is not None:
                     self._run_check()
         finally:
-            if ld is not None:
-                ld.unsubscribe(self.on_report)
-            _ev.unregister(self)
             set_point_hook(prev_hook)
             _active = None
-            _run_lock.release()
         return self
 
     def _run_threads(self):
@@ -671,47 +664,6 @@ class _Run:
             me.unwinding = True
             raise SchedAbort
 
-    # -- events listener (pymm.locking.events) ------------------------------------------
-    def acquire(self, lock, read, trylock, subclass, nest_lock):
-        if self.aborting:       # no new locks while unwinding
-            me = self.by_tid.get(get_ident())
-            if me is not None:
-                me.unwinding = True
-                raise SchedAbort
-            return
-        if get_ident() == self.cur_tid:
-            if _exception() is not None:
-                self._unwinding_check()
-            self.locks[lock] = None
-            self._point(self.cur, (_TRY if trylock else _LOCK)[read], lock.name)
-
-    def contended(self, lock, read):
-        self.waiting[get_ident()] = lock
-
-    def acquired(self, lock, read, trylock, subclass, nest_lock):
-        if self.waiting:
-            self.waiting.pop(get_ident(), None)
-
-    def aborted(self, lock, read):
-        if self.waiting:
-            self.waiting.pop(get_ident(), None)
-
-    def released(self, lock, read):
-        if self.aborting:
-            self._abort_point()
-        elif get_ident() == self.cur_tid:
-            if _exception() is not None:
-                self._unwinding_check()
-            self._point(self.cur, _UNLOCK[read], lock.name)
-
-    def downgrade(self, lock):
-        if self.aborting:
-            self._abort_point()
-        elif get_ident() == self.cur_tid:
-            if _exception() is not None:
-                self._unwinding_check()
-            self._point(self.cur, "downgrade", lock.name)
-
     def point_hook(self, label):
         if self.aborting:
             self._abort_point()
@@ -735,10 +687,10 @@ class _Run:
             raise SchedAbort
 
     def on_report(self, report):
-        """lockdep.subscribe callback: a report during the run is a failure.
-        The reporting thread unwinds at its next scheduling point (for
-        acquire-time reports that is our own ``acquire`` listener, called
-        right after the validator's)."""
+        """A validator report during the run is a failure (called by the
+        session's lockdep subscriber).  The reporting thread unwinds at its
+        next scheduling point (for acquire-time reports that is the
+        listener's ``acquire``, called right after the validator's)."""
         if self.aborting:
             return
         tid = get_ident()
@@ -862,6 +814,127 @@ class _Run:
 
 
 _exception = sys.exception
+
+
+class _Listener:
+    """The events listener of controlled runs (``pymm.locking.events``),
+    registered once per session (a loop of schedules), last, and acting on
+    the run in progress (``_active``; None between schedules: nothing to do).
+    Registering per schedule rebuilt the dispatch tables twice a schedule."""
+
+    __slots__ = ()
+
+    def acquire(self, lock, read, trylock, subclass, nest_lock):
+        run = _active
+        if run is None:
+            return
+        if run.aborting:        # no new locks while unwinding
+            me = run.by_tid.get(get_ident())
+            if me is not None:
+                me.unwinding = True
+                raise SchedAbort
+            return
+        if get_ident() == run.cur_tid:
+            if _exception() is not None:
+                run._unwinding_check()
+            run.locks[lock] = None
+            run._point(run.cur, (_TRY if trylock else _LOCK)[read], lock.name)
+
+    def contended(self, lock, read):
+        run = _active
+        if run is not None:
+            run.waiting[get_ident()] = lock
+
+    def acquired(self, lock, read, trylock, subclass, nest_lock):
+        run = _active
+        if run is not None and run.waiting:
+            run.waiting.pop(get_ident(), None)
+
+    def aborted(self, lock, read):
+        run = _active
+        if run is not None and run.waiting:
+            run.waiting.pop(get_ident(), None)
+
+    def released(self, lock, read):
+        run = _active
+        if run is None:
+            return
+        if run.aborting:
+            run._abort_point()
+        elif get_ident() == run.cur_tid:
+            if _exception() is not None:
+                run._unwinding_check()
+            run._point(run.cur, _UNLOCK[read], lock.name)
+
+    def downgrade(self, lock):
+        run = _active
+        if run is None:
+            return
+        if run.aborting:
+            run._abort_point()
+        elif get_ident() == run.cur_tid:
+            if _exception() is not None:
+                run._unwinding_check()
+            run._point(run.cur, "downgrade", lock.name)
+
+
+_LISTENER = _Listener()
+
+
+def _on_report(report):
+    """lockdep.subscribe callback of a session."""
+    run = _active
+    if run is not None:
+        run.on_report(report)
+
+
+_session_owner = None       # the controller thread of the session in progress
+
+
+class session:
+    """A controller's loop of schedules (``explore``, ``replay``, shrinking):
+    takes the one-run-at-a-time lock, registers the events listener and the
+    validator subscriber once for all the schedules.  Re-entered by the
+    same controller it does nothing; ``_Run.execute`` outside one opens its
+    own."""
+
+    __slots__ = ("outer",)
+
+    def __enter__(self):
+        global _session_owner
+        me = get_ident()
+        self.outer = _session_owner != me
+        if not self.outer:
+            return self
+        if not _run_lock.acquire(False):
+            raise RuntimeError("a controlled run is already in progress; pymm.sched runs one "
+                               "at a time (do not call explore/replay from a managed thread)")
+        _session_owner = me
+        try:
+            _ev.register(_LISTENER, last=True)
+            if _LD is not None:
+                _LD.subscribe(_on_report)
+        except BaseException:
+            self._close()
+            raise
+        return self
+
+    def __exit__(self, *exc):
+        if self.outer:
+            self._close()
+
+    @staticmethod
+    def _close():
+        global _session_owner
+        try:
+            if _LD is not None:
+                _LD.unsubscribe(_on_report)
+            _ev.unregister(_LISTENER)
+        finally:
+            _session_owner = None
+            _run_lock.release()
+
+
 
 
 def _lockdep_failure(report, thread):

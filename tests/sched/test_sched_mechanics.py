@@ -20,7 +20,7 @@ def nothing_left_behind():
     """Every test: no managed thread survives, no hook or listener stays."""
     yield
     assert _core._active is None and _core._hook is None
-    assert not any(isinstance(l, _core._Run) for l in events.listeners())
+    assert _core._LISTENER not in events.listeners() and _core._session_owner is None
     alive = [t.name for t in threading.enumerate() if t.name.startswith("T") and "-" in t.name]
     assert alive == []
 
