@@ -15,6 +15,7 @@ import threading
 
 from ..context import current
 from . import stackdepot
+from .stackdepot import save as save_stack
 from ..stacktrace import format_site
 from .report import current_kernel, report
 
@@ -29,7 +30,8 @@ class KasanObject:
     KASAN_CACHE = "object"
 
     def kasan_alloc(self, skip=2):
-        self._kasan_alloc = _track(skip)
+        t = current()                       # (_track, inlined: on every allocation)
+        self._kasan_alloc = save_stack(skip) | ((t.pid if t is not None else 0) << _PID_SHIFT)
         self._kasan_free = 0
 
 

@@ -971,6 +971,15 @@ def held_locks(tid=None):
     return [_snapshot(e) for e in list(st.held)]
 
 
+def holds_locks():
+    """Does the calling thread hold any lock (what ``held_locks()`` would
+    list), without building the snapshots?"""
+    try:
+        return bool(_tls.st.held)
+    except AttributeError:
+        return False
+
+
 def all_held_locks():
     """{(thread name, tid): [HeldLock, ...]} for every thread holding a lock
     (``debug_show_all_locks``)."""

@@ -27,6 +27,7 @@ bits per thread (a Python thread is a task), which is what current->flags is.
 """
 import threading
 
+from ..locking import lockdep
 from ..locking.lockdep_map import LockdepMap, lock_map_acquire, lock_map_release
 
 # -- gfp_types.h ------------------------------------------------------------------------------
@@ -179,8 +180,15 @@ def fs_reclaim_release(gfp):
 
 def might_alloc(gfp):
     """Every allocation calls this first (slab_pre_alloc_hook,
-    prepare_alloc_pages): "this may enter direct reclaim" for lockdep.
+    prepare_alloc_pages): "this may enter direct reclaim" for lockdep
+    (fs_reclaim_acquire then fs_reclaim_release, the task's scope read once:
+    nothing can change it in between).  With the validator off the map's
+    acquire and release cancel out and are skipped (on every allocation).
     Context: blocking ``gfp`` may sleep (the map is sleeping-class: taken
     under a spinlock it is lockdep's invalid-context report)."""
-    fs_reclaim_acquire(gfp)
-    fs_reclaim_release(gfp)
+    if not lockdep._enabled:
+        return
+    gfp = current_gfp_context(gfp)
+    if __need_reclaim(gfp) and gfp & __GFP_FS:
+        __fs_reclaim_acquire()
+        __fs_reclaim_release()

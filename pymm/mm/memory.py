@@ -55,9 +55,9 @@ class VmFault:
         self.vma = vma
         self.address = address & ~0xFFF
         self.flags = flags
-        self.pgoff = vma.linear_page_index(address)
+        self.pgoff = ((address - vma.vm_start) >> 12) + vma.vm_pgoff    # linear_page_index
         self.pt = None
-        self.idx = pte_index(address)
+        self.idx = (address >> 12) & 511                                # pte_index
         self.folio = None
         self.cow_folio = None
         self.kernel = vma.vm_mm.kernel

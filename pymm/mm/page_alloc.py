@@ -54,8 +54,7 @@ def __alloc_pages(kernel, order, preferred_nid, nodemask=None, gfp=GFP_HIGHUSER_
         return None
     charge("page_alloc")
     nodes = kernel.nodes
-    order_nodes = [preferred_nid] + [n for n in range(len(nodes)) if n != preferred_nid]
-    for nid in order_nodes:
+    for nid in _zonelist(preferred_nid, len(nodes)):
         if nodemask is not None and nid not in nodemask:
             continue
         pgdat = nodes[nid]
@@ -71,6 +70,19 @@ def __alloc_pages(kernel, order, preferred_nid, nodemask=None, gfp=GFP_HIGHUSER_
     return None
 
 
+_zonelists = {}         # (preferred node, number of nodes) -> the fallback order
+
+
+def _zonelist(preferred_nid, n):
+    """The node order of an allocation that prefers ``preferred_nid``: it,
+    then the others in order (built once per pair: on every allocation)."""
+    z = _zonelists.get((preferred_nid, n))
+    if z is None:
+        z = _zonelists[(preferred_nid, n)] = (preferred_nid,) + tuple(
+            i for i in range(n) if i != preferred_nid)
+    return z
+
+
 def alloc_pages_bulk(kernel, nid, nr, gfp=GFP_HIGHUSER_MOVABLE):
     """Allocate up to ``nr`` order-0 folios, local node ``nid`` first, then
     the others (alloc_pages_bulk_noprof: one allocation-context setup and
@@ -83,7 +95,7 @@ def alloc_pages_bulk(kernel, nid, nr, gfp=GFP_HIGHUSER_MOVABLE):
         return []
     got = []
     nodes = kernel.nodes
-    for n in [nid] + [n for n in range(len(nodes)) if n != nid]:
+    for n in _zonelist(nid, len(nodes)):
         want = nr - len(got)
         if not want:
             break

@@ -369,13 +369,17 @@ def unlink_file_vma(vma):
 # -- mapcounts ---------------------------------------------------------------------
 
 def folio_add_new_anon_rmap(kernel, folio, vma, address):
-    """A brand-new anon folio gets its first mapping.  Context: ptl held."""
+    """A brand-new anon folio gets its first mapping.  Context: ptl held.
+    (The kernel sets the flags and the mapcount with plain stores; pymm keeps
+    its atomics: a swapped-in folio reaching here is already in the swap
+    cache, where other threads can set its flags.)"""
     set_bits(folio, 'flags', PG_anon | PG_swapbacked)
     folio.mapping = vma.anon_vma
-    folio.index = vma.linear_page_index(address)
+    folio.index = ((address - vma.vm_start) >> 12) + vma.vm_pgoff     # linear_page_index
     atomic_add_return(folio, "_mapcount", 1)
-    kernel.nodes[folio.node].vm_stat["NR_ANON_MAPPED"].add(folio.nr_pages())
-    mlock_on_map(kernel, folio, vma)
+    kernel.nodes[folio.node].vm_stat["NR_ANON_MAPPED"].add(1 << folio.order)
+    if vma.vm_flags & VM_LOCKED:                                        # mlock_on_map
+        mlock_vma_folio(kernel, folio, vma)
 
 
 def folio_add_anon_rmap_pte(kernel, folio, vma, address):

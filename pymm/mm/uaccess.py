@@ -90,7 +90,7 @@ def user_access(task, addr, length, write, data, carefully=False):
                 # The fault enters the kernel.  An access made with locks
                 # already held is kernel code's (copy_to_user under a lock):
                 # its fault returns to that code, not to user space.
-                with _KernelContext(task, user_return=not lockdep.held_locks()):
+                with _KernelContext(task, user_return=not lockdep.holds_locks()):
                     bad = do_user_addr_fault(task, pos, n, write, data, off, out, not tlb)
             if bad is _MISS:
                 continue                   # the fault was handled: retry the instruction
