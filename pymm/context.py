@@ -66,7 +66,7 @@ class _KernelContext:
             while works:                  # task_work_run(): e.g. the final fput
                 works.pop(0)()
         _tls.task = self.prev
-        if self.prev is None and self.user_return:
+        if self.prev is None and self.user_return and lockdep._enabled:
             lockdep.lockdep_sys_exit()
 
 

@@ -21,6 +21,7 @@ from .mm.gfp import GFP_KERNEL
 from .mm.vmscan import direct_reclaim, kswapd_run, kswapd_stop
 from .sched import is_controlled
 from .task import Process, Task, _KernelContext, current
+from .debug.fault_inject import FaultInjector
 
 HPAGE_PAGES = 512
 
@@ -58,7 +59,6 @@ class Kernel:
         self.pymm_checks = _report.pymm_checks_default if pymm_checks is None else pymm_checks
         self.seed = seed
         self.random = random.Random(seed)
-        from .debug.fault_inject import FaultInjector
         self.fault_inject = FaultInjector(seed)
         if fail is not None:
             if not isinstance(fail, dict):

@@ -20,7 +20,7 @@ from urllib.parse import quote, unquote
 
 from . import scenarios, variants as _variants
 from .scenarios.base import Scenario
-from .locking import lock_stat, lockdep
+from .locking import hung_task, lock_stat, lockdep
 from .sched import DEFAULT_STRATEGY, derive_seed, explore, free_mode, replay as sched_replay
 from .debug import fault_inject
 from .sched.trace import decode_schedule
@@ -408,7 +408,6 @@ def run_free(name, variant, seed=0, seconds=DEFAULT_SECONDS, threads_per_role=1,
     the end of the budget.  A buggy variant stops at the first round that
     catches it.  Hung workers end the run with the hung-task check's findings
     (they are left behind: daemons); slow ones do not (see _join_or_hang)."""
-    from .locking import hung_task
     cls = get_scenario(name)
     name = scenario_ref(name)
     scn = cls()

@@ -15,6 +15,11 @@ and per page.
 - RSS per touched page: a populated mapping, then one store per page, in a
   fresh interpreter; and the RSS of a 1 GiB region populated and touched.
 - free-mode ops/s: ``mix`` in free mode (real threads, delay injection).
+- the floor under the scheduler's figures: one OS-level hand-over (two
+  threads passing the baton through raw locks, what a controlled schedule
+  pays at every thread switch), measured in the same run.
+- Python calls per fault (cProfile's count: deterministic, load-free) and
+  ``context.current()`` with no task set.
 
 The machine is shared: the load average at the start and end is in the
 notes; compare ratios within one run."""
@@ -58,16 +63,19 @@ def _nop(state):
 
 
 def fixed_cost_ms(threads, schedules=300, repeat=3):
-    """Best-of-``repeat`` wall milliseconds per schedule of trivial threads."""
-    best = None
+    """Best-of-``repeat`` (wall, CPU) milliseconds per schedule of trivial
+    threads (CPU: the process's, every thread's)."""
+    best = cpu = None
     with _validator(False):
         explore(lambda: None, [_nop] * threads, max_schedules=5)      # warm the pool
         for r in range(repeat):
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             res = explore(lambda: None, [_nop] * threads, seed=r, max_schedules=schedules)
             dt = (time.perf_counter() - t0) / res.schedules_run
+            dc = (time.process_time() - c0) / res.schedules_run
             best = dt if best is None else min(best, dt)
-    return best * 1e3
+            cpu = dc if cpu is None else min(cpu, dc)
+    return best * 1e3, cpu * 1e3
 
 
 def mix_ms(schedules, seeds=3):
@@ -102,6 +110,59 @@ def fault_us(pages, validator, repeat=3):
             p.exit()
             best = dt if best is None else min(best, dt)
     return best * 1e6
+
+
+def fault_calls(pages=1000):
+    """Python function calls (pure-Python and built-in) per write fault, validator off."""
+    import cProfile
+    import pstats
+    from ..kernel import Kernel
+    with _validator(False):
+        k = Kernel(nodes=1, pages_per_node=pages + 64, hugepages_per_node=0)
+        p = k.spawn("faulter")
+        a = p.mmap(0, pages * P, RW, ANON)
+        store = p.store
+        pr = cProfile.Profile()
+        pr.enable()
+        for i in range(pages):
+            store(a + i * P, b"x")
+        pr.disable()
+        p.exit()
+    return pstats.Stats(pr).total_calls / pages
+
+
+def handover_us(n=20_000):
+    """Microseconds per hand-over between two OS threads through raw locks
+    (best of 3): the floor of a controlled thread switch on this machine."""
+    import threading
+    from _thread import allocate_lock
+    best = None
+    for _ in range(3):
+        a, b = allocate_lock(), allocate_lock()
+        a.acquire()
+        b.acquire()
+
+        def other():
+            for _ in range(n):
+                a.acquire()
+                b.release()
+        t = threading.Thread(target=other)
+        t.start()
+        t0 = time.perf_counter()
+        for _ in range(n):
+            a.release()
+            b.acquire()
+        dt = (time.perf_counter() - t0) / (2 * n)
+        t.join()
+        best = dt if best is None else min(best, dt)
+    return best * 1e6
+
+
+def current_ns(n=200_000):
+    """Nanoseconds per ``context.current()`` with no task set (user space)."""
+    import timeit
+    from ..context import current
+    return min(timeit.repeat(current, number=n, repeat=5)) / n * 1e9
 
 
 def touched_child(pages):
@@ -150,13 +211,16 @@ def free_ops(seconds):
 def run(quick=False):
     load0 = os.getloadavg()
     rows = []
+    rows.append(_row("OS hand-over floor", "two threads passing a baton through raw locks",
+                     handover_us(), "us"))
     d, n = distinct_interleavings(seeds=8, schedules=30 if quick else 150)
     rows.append(_row("distinct interleavings", f"populate/revalidate, 8 seeds x {n // 8} schedules",
                      d, f"of {n}", f"{n}", d == n))
     for threads, target in ((3, 0.05), (23, 0.3)):
-        ms = fixed_cost_ms(threads, 100 if quick else 300)
+        ms, cpu = fixed_cost_ms(threads, 100 if quick else 300)
         rows.append(_row("per-schedule fixed cost", f"{threads} trivial threads, validator off",
                          ms, "ms", f"< {target}", ms < target))
+        rows.append(_row("per-schedule fixed cost", f"{threads} trivial threads, CPU", cpu, "ms"))
     wall, cpu = mix_ms(5 if quick else 20)
     rows.append(_row("mix, controlled", "wall per schedule (median of 3 seeds)", wall, "ms", "< 25",
                      wall < 25))
@@ -166,6 +230,8 @@ def run(quick=False):
         us = fault_us(pages, v)
         rows.append(_row("page fault", f"{pages} pages, validator {'on' if v else 'off'}",
                          us, "us CPU", "" if v else "<= 15", None if v else us <= 15))
+    rows.append(_row("page fault", "Python calls per fault, validator off", fault_calls(), "calls"))
+    rows.append(_row("context.current()", "no task set", current_ns(), "ns"))
     t = touched(20_000 if quick else 50_000)
     per = t["touched"] / t["pages"]
     rows.append(_row("RSS per touched page", f"{t['pages']:,} pages populated, then one store each",

@@ -5,7 +5,7 @@ violation becomes a finding."""
 from ..mm.hugetlb import HPAGE_RESV_OWNER, HugetlbPrivate, vma_hugecache_offset
 from ..mm.mm_types import (MM_SWAPENTS, PG_anon, PG_hugetlb, PG_mlocked, VM_HUGETLB, VM_LOCKED, Folio,
                            RSS_NAMES)
-from ..mm.memory import mm_counter
+from ..mm.mm_types import mm_counter
 from ..mm.page_alloc import NODE_STAT_ITEMS
 from ..mm.pgtable import PteTable
 from ..mm.swap_state import SwapEntry, check_swap

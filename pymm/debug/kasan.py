@@ -18,6 +18,7 @@ from . import stackdepot
 from .stackdepot import save as save_stack
 from ..stacktrace import format_site
 from .report import current_kernel, report
+from ..rcu import rcu_read_lock_held
 
 _freed_classes = {}
 
@@ -90,7 +91,6 @@ def _freed_class(cls):
         # are gone, so accesses inside an RCU read section are legal; the
         # reader must revalidate what it found (lock_vma_under_rcu).
         typesafe = getattr(cls, "KASAN_TYPESAFE_BY_RCU", False)
-        from ..rcu import rcu_read_lock_held
 
         def __getattribute__(self, name):
             if not name.startswith(("_kasan", "__class__")) and \

@@ -20,10 +20,13 @@ from .mm_types import (MM_ANONPAGES, VM_ACCESS_FLAGS, VM_HUGETLB, VM_IO, VM_LOCK
                        VM_MAYREAD, VM_MAYWRITE, VM_PFNMAP, VM_READ, VM_SHARED, VM_WRITE, Folio)
 from .mmap_lock import (mmap_assert_locked, mmap_read_lock, mmap_read_unlock, mmap_write_downgrade,
                         mmap_write_unlock)
-from .page_alloc import alloc_pages_bulk, folios_put_refs
-from .pgtable import _PAGE_DIRTY, _PAGE_RW, PTRS_PER_TABLE, pte_alloc, pte_index, pte_offset
+from .atomic import atomic_inc_not_zero
+from .page_alloc import alloc_pages_bulk, folio_get, folio_put, folios_put_refs
+from .pgtable import (PMD_SHIFT, PMD_SIZE, PTRS_PER_TABLE, PUD_SHIFT, PteTable, _PAGE_DIRTY,
+                      _PAGE_PROTNONE, _PAGE_RW, _PAGE_SPECIAL, pte_alloc, pte_index, pte_offset)
 from .rmap import folio_add_new_anon_rmap
 from .swap import folios_add_lru
+from .tlb import local_irq_disable, local_irq_enable, this_cpu
 
 FOLL_WRITE = 0x01
 FOLL_GET = 0x02
@@ -358,9 +361,6 @@ def gup_fast_pte_range(mm, pt, addr, end, write, pages):
     back and stop.  Returns False at the first refusal.
     Context: interrupts off (the table cannot be freed: RCU; no TLB flush
     can complete: the IPI waits for us)."""
-    from .atomic import atomic_inc_not_zero
-    from .page_alloc import folio_put
-    from .pgtable import _PAGE_PROTNONE, _PAGE_SPECIAL
     while addr < end:
         i = pte_index(addr)
         folio = pt.ptes[i]
@@ -387,8 +387,6 @@ def gup_fast(mm, start, end, write, pages):
     IPIs, so a zap cannot finish freeing a page between our PTE read and our
     reference.  Hugetlb and anything not present stop the walk.  Returns the
     number of pages grabbed (appended to ``pages``).  Context: no lock."""
-    from .pgtable import PMD_SHIFT, PMD_SIZE, PUD_SHIFT, PteTable
-    from .tlb import local_irq_disable, local_irq_enable, this_cpu
     cpu = this_cpu()
     n0 = len(pages)
     local_irq_disable(cpu)
@@ -413,8 +411,6 @@ def gup_fast(mm, start, end, write, pages):
 def follow_page_get(vma, address, write):
     """follow_page_pte with FOLL_GET: the folio mapped at ``address`` with a
     reference, or None.  Context: mmap_lock held; takes the ptl."""
-    from .page_alloc import folio_get
-    from .pgtable import _PAGE_PROTNONE, _PAGE_SPECIAL
     pt = pte_offset(vma.vm_mm, address)
     if pt is None:
         return None

@@ -58,9 +58,11 @@ from ..debug.kasan import KasanObject, kasan_poison
 from ..debug.report import pymm_checks, report
 from ..locking import Mutex, RwSemaphore, SpinLock, lockdep
 from ..sched import charge, point
+from . import hugetlb_ops
 from .atomic import atomic_add_return, clear_bits, set_bits
 from .filemap import (FOLIO_LOCK_ANON, FOLIO_LOCK_HUGETLBFS, __folio_set_locked, filemap_get_folio,
-                      folio_lock, folio_lock_class, folio_trylock, folio_unlock, folio_wait_locked)
+                      folio_lock, folio_lock_class, folio_trylock, folio_unlock, folio_wait_locked,
+                      folio_waitqueue)
 from .migrate import MIGRATE_SYNC
 from .mm_types import (PAGE_FLAGS_CHECK_AT_FREE, PAGE_FLAG_NAMES, PG_anon, PG_dirty, PG_hugetlb,
                        PG_isolated, PG_swapbacked, PG_uptodate, VM_HUGETLB, VM_LOCKED_MASK,
@@ -78,6 +80,7 @@ from .page_alloc import bad_page, folio_get, folio_put
 from .pgtable import (_PAGE_DIRTY, _PAGE_RW, PMD_SHIFT, PTRS_PER_TABLE, PUD_SHIFT, PteTable,
                       pmd_alloc)
 from .swapops import MigrationEntry
+from ..constants import MPOL_PREFERRED_MANY
 
 HPAGE_SHIFT = PMD_SHIFT
 HPAGE_SIZE = 1 << HPAGE_SHIFT
@@ -219,7 +222,6 @@ def huge_node(vma, address):
 def dequeue_hugetlb_folio_vma(h, nid, nodemask, pol):
     """A free huge page by policy: MPOL_PREFERRED_MANY tries its nodes
     first, then anywhere.  Context: hugetlb_lock held."""
-    from ..constants import MPOL_PREFERRED_MANY
     folio = None
     if pol.mode == MPOL_PREFERRED_MANY:
         folio = _dequeue_hugetlb_folio(h, nid, nodemask)
@@ -1207,7 +1209,6 @@ def migration_entry_wait_huge(vmf):
         table.ptl.unlock()
         _fault_vma_unlock_read(vmf)
         return
-    from .filemap import folio_waitqueue
     wq = folio_waitqueue(e.folio)        # migration_entry_wait_on_locked: no reference
     table.ptl.unlock()
     _fault_vma_unlock_read(vmf)
@@ -1968,3 +1969,6 @@ def unmap_and_move_huge_page(kernel, src, get_new_folio, private, mode):
     folio_unlock(src)
     folio_put(dst, kernel)        # the allocation reference: dst lives on in its mappings
     return rc, (dst if rc == MIGRATEPAGE_SUCCESS else None)
+
+
+hugetlb_ops.define(globals())      # the core mm calls these through hugetlb_ops (no import cycle)

@@ -3,11 +3,10 @@ POPULATE_(READ|WRITE), COLD/PAGEOUT, DONTFORK/DOFORK, WIPEONFORK/KEEPONFORK,
 and the advice that needs no work."""
 import errno
 
-from ..constants import (MADV_COLD, MADV_KEEPONFORK, MADV_PAGEOUT, MADV_WIPEONFORK)
-from ..constants import (HPAGE_MASK, FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, MADV_DOFORK, MADV_DONTFORK,
-                         MADV_DONTNEED, MADV_FREE, MADV_NORMAL, MADV_POPULATE_READ,
-                         MADV_POPULATE_WRITE, MADV_RANDOM, MADV_REMOVE, MADV_SEQUENTIAL,
-                         MADV_WILLNEED)
+from ..constants import (FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, HPAGE_MASK, MADV_COLD,
+                         MADV_DOFORK, MADV_DONTFORK, MADV_DONTNEED, MADV_FREE, MADV_KEEPONFORK,
+                         MADV_NORMAL, MADV_PAGEOUT, MADV_POPULATE_READ, MADV_POPULATE_WRITE,
+                         MADV_RANDOM, MADV_REMOVE, MADV_SEQUENTIAL, MADV_WILLNEED, MADV_WIPEONFORK)
 from .filemap import folio_trylock, folio_unlock
 from .atomic import clear_bits
 from .gup import faultin_page_range
@@ -15,11 +14,14 @@ from .tlb import flush_tlb_range
 from .pgtable import _PAGE_DIRTY, pte_index, pte_ranges
 from .swap_state import SwapEntry, folio_free_swap, free_swap_and_cache
 from .memory import zap_page_range_single
-from .mm_types import (MM_SWAPENTS, PG_anon, PG_dirty, PG_mlocked, PG_swapbacked, Folio,
-                       VM_DONTCOPY, VM_HUGETLB, VM_IO, VM_LOCKED, VM_MAYWRITE, VM_PFNMAP, VM_READ,
-                       VM_SHARED, VM_WIPEONFORK, VM_WRITE)
-from .mmap import vma_modify_flags, vmas_may_split
+from .mm_types import (Folio, MM_SWAPENTS, PG_anon, PG_dirty, PG_mlocked, PG_reserved,
+                       PG_swapbacked, VM_DONTCOPY, VM_HUGETLB, VM_IO, VM_LOCKED, VM_MAYWRITE,
+                       VM_PFNMAP, VM_READ, VM_SHARED, VM_WIPEONFORK, VM_WRITE)
+from .mmap import vma_modify_flags, vma_splits_ok, vmas_may_split
 from .mmap_lock import mmap_read_lock, mmap_read_unlock, mmap_write_lock, mmap_write_unlock
+from .mempolicy import folio_isolate
+from .swap import folio_deactivate
+from .vmscan import ScanControl, shrink_folio_list
 
 NOOP_ADVICE = (MADV_NORMAL, MADV_RANDOM, MADV_SEQUENTIAL, MADV_WILLNEED)
 VALID_ADVICE = NOOP_ADVICE + (MADV_DONTNEED, MADV_FREE, MADV_REMOVE, MADV_DONTFORK, MADV_DOFORK,
@@ -60,7 +62,8 @@ def do_madvise(mm, start, end, advice):
             if advice == MADV_WIPEONFORK and any(v.vm_file is not None or v.vm_flags & VM_SHARED
                                                  for v in vmas):
                 return -errno.EINVAL       # only private anonymous memory can be wiped
-            from .mmap import vma_splits_ok
+            if not vma_splits_ok(mm, start, end):
+                return -errno.ENOMEM       # vm.max_map_count
             bit, setting = {MADV_DONTFORK: (VM_DONTCOPY, True), MADV_DOFORK: (VM_DONTCOPY, False),
                             MADV_WIPEONFORK: (VM_WIPEONFORK, True),
                             MADV_KEEPONFORK: (VM_WIPEONFORK, False)}[advice]
@@ -219,11 +222,6 @@ def madvise_cold_or_pageout(mm, start, end, pageout):
     PFN-mapped and hugetlb VMAs (can_madv_lru_vma), ENOMEM for holes.
     Context: takes mmap_lock for read, each PTE lock, then reclaims with
     mmap_lock still held (as madvise_cold_or_pageout_pte_range does)."""
-    from .mempolicy import folio_isolate
-    from .mm_types import PG_reserved, Folio
-    from .pgtable import pte_index, pte_ranges
-    from .swap import folio_deactivate
-    from .vmscan import ScanControl, shrink_folio_list
     k = mm.kernel
     mmap_read_lock(mm)
     try:

@@ -6,44 +6,28 @@ from ..locking import SINGLE_DEPTH_NESTING
 from ..rcu import rcu_read_lock, rcu_read_unlock
 from ..sched import charge, point
 from ..sched.vtime import span_begin, span_end
-from . import filemap
-from .mm_types import (MM_ANONPAGES, MM_FILEPAGES, MM_SHMEMPAGES, PG_anon, PG_dirty, PG_swapbacked,
-                       VM_HUGETLB, VM_MAYWRITE, VM_PFNMAP, VM_SHARED, Folio)
+from . import filemap, hugetlb_ops
+from .mm_types import (MM_ANONPAGES, PG_anon, PG_dirty, VM_HUGETLB, VM_MAYWRITE, VM_PFNMAP, VM_SHARED,
+                       Folio, mm_counter)
+# vm_fault_t and enum fault_flag live in mm_types (include/linux/mm_types.h): callers
+# below memory.c (swap_state, swapops) need them too; imported here for everyone else.
+from .mm_types import (  # noqa: F401
+    VM_FAULT_OOM, VM_FAULT_SIGBUS, VM_FAULT_MAJOR, VM_FAULT_HWPOISON, VM_FAULT_SIGSEGV,
+    VM_FAULT_NOPAGE, VM_FAULT_LOCKED, VM_FAULT_RETRY, VM_FAULT_FALLBACK, VM_FAULT_DONE_COW,
+    VM_FAULT_COMPLETED, VM_FAULT_ERROR, FAULT_FLAG_WRITE, FAULT_FLAG_MKWRITE,
+    FAULT_FLAG_ALLOW_RETRY, FAULT_FLAG_RETRY_NOWAIT, FAULT_FLAG_KILLABLE, FAULT_FLAG_TRIED,
+    FAULT_FLAG_USER, FAULT_FLAG_REMOTE, FAULT_FLAG_UNSHARE, FAULT_FLAG_VMA_LOCK)
 from .mmap_lock import (mmap_assert_locked, mmap_read_trylock, mmap_read_unlock, vma_assert_locked,
                         vma_end_read, vma_start_read)
 from .page_alloc import folio_get, folio_put
 from .pgtable import _PAGE_DIRTY, _PAGE_RW, _PAGE_SPECIAL, pte_alloc, pte_index, pte_ranges
-from .rmap import (anon_vma_prepare, folio_add_anon_rmap_pte, folio_add_file_rmap_pte,
-                   folio_add_new_anon_rmap, folio_remove_rmap_pte)
+from .rmap import (anon_vma_prepare, flush_tlb_batched_pending, folio_add_anon_rmap_pte,
+                   folio_add_file_rmap_pte, folio_add_new_anon_rmap, folio_remove_rmap_pte)
 from .swap import folio_add_lru
 from .util import folio_copy
 from .tlb import flush_tlb_page
-
-# vm_fault_t (include/linux/mm_types.h)
-VM_FAULT_OOM = 0x000001
-VM_FAULT_SIGBUS = 0x000002
-VM_FAULT_MAJOR = 0x000004
-VM_FAULT_HWPOISON = 0x000010
-VM_FAULT_SIGSEGV = 0x000040
-VM_FAULT_NOPAGE = 0x000100
-VM_FAULT_LOCKED = 0x000200
-VM_FAULT_RETRY = 0x000400
-VM_FAULT_FALLBACK = 0x000800
-VM_FAULT_DONE_COW = 0x001000
-VM_FAULT_COMPLETED = 0x004000
-VM_FAULT_ERROR = VM_FAULT_OOM | VM_FAULT_SIGBUS | VM_FAULT_SIGSEGV | VM_FAULT_HWPOISON
-
-# enum fault_flag
-FAULT_FLAG_WRITE = 1 << 0
-FAULT_FLAG_MKWRITE = 1 << 1
-FAULT_FLAG_ALLOW_RETRY = 1 << 2
-FAULT_FLAG_RETRY_NOWAIT = 1 << 3
-FAULT_FLAG_KILLABLE = 1 << 4
-FAULT_FLAG_TRIED = 1 << 5
-FAULT_FLAG_USER = 1 << 6
-FAULT_FLAG_REMOTE = 1 << 7
-FAULT_FLAG_UNSHARE = 1 << 10
-FAULT_FLAG_VMA_LOCK = 1 << 12       # the fault holds the VMA's read lock, not mmap_lock
+from .mmu_gather import __tlb_remove_folio, tlb_finish_mmu, tlb_flush_pte_range, tlb_gather_mmu
+from .swap_state import folio_free_swap, free_swap_cache
 
 
 class VmFault:
@@ -65,12 +49,6 @@ class VmFault:
 
 def is_cow_mapping(flags):
     return (flags & (VM_SHARED | VM_MAYWRITE)) == VM_MAYWRITE
-
-
-def mm_counter(folio):
-    if folio.flags & PG_anon:
-        return MM_ANONPAGES
-    return MM_SHMEMPAGES if folio.flags & PG_swapbacked else MM_FILEPAGES
 
 
 def lock_vma_under_rcu(mm, address):
@@ -160,8 +138,7 @@ def handle_mm_fault(vma, address, flags):
     point("handle_mm_fault")
     try:
         if vma.vm_flags & VM_HUGETLB:
-            from . import hugetlb
-            return hugetlb.hugetlb_fault(mm, vma, address, flags)
+            return hugetlb_ops.hugetlb_fault(mm, vma, address, flags)
         vmf = VmFault(vma, address, flags)
         vmf.pt = pte_alloc(mm, vmf.address)
         if vmf.pt is None:
@@ -340,7 +317,6 @@ def wp_can_reuse_anon_folio(folio):
         if not filemap.folio_trylock(folio):
             return False
         if folio.swap is not None:
-            from .swap_state import folio_free_swap
             folio_free_swap(folio)
         filemap.folio_unlock(folio)
     return folio._refcount == 1
@@ -383,7 +359,6 @@ def wp_page_copy(vmf, old, special):
         pt.ptl.unlock()
         if not special:
             if old.swap is not None:   # copied away from a swap-cache folio: free it if unused
-                from .swap_state import free_swap_cache
                 free_swap_cache(old)
             folio_put(old, k)          # the reference the PTE held
     else:
@@ -414,8 +389,6 @@ def zap_pte_range(tlb, vma, pt, start, end, details=None):
     summed in a local vector and added once per table (add_mm_rss_vec), and
     the range to flush grows once per table.  Context: mmap_lock or the rmap
     lock keeps the table alive; takes the ptl."""
-    from .mmu_gather import __tlb_remove_folio, tlb_flush_pte_range
-    from .rmap import flush_tlb_batched_pending
     mm = vma.vm_mm
     k = mm.kernel
     zero = k.zero_page
@@ -464,8 +437,7 @@ def zap_pte_range(tlb, vma, pt, start, end, details=None):
 
 def unmap_page_range(tlb, vma, start, end, details=None, final=False):
     if vma.vm_flags & VM_HUGETLB:       # unmap_single_vma's is_vm_hugetlb_page branch
-        from .hugetlb import hugetlb_zap_range
-        return hugetlb_zap_range(vma, start, end, final)
+        return hugetlb_ops.hugetlb_zap_range(vma, start, end, final)
     for pt, addr, nxt in pte_ranges(vma.vm_mm, start, end):
         zap_pte_range(tlb, vma, pt, addr, nxt, details)
 
@@ -474,7 +446,6 @@ def unmap_vmas(vmas, start, end, tlb=None):
     """Zap every VMA's part of [start, end).  With ``tlb`` the caller's
     gather collects what was unmapped (it frees the page tables next and
     finishes the gather); without, a gather of its own is finished here."""
-    from .mmu_gather import tlb_finish_mmu, tlb_gather_mmu
     own = tlb is None and vmas
     if own:
         tlb = tlb_gather_mmu(vmas[0].vm_mm)
@@ -493,7 +464,6 @@ def zap_page_range_single(vma, start, size, details=None):
     ``hugetlb-dontneed``: ``final-zap`` is 6.1's zap_page_range, which ran
     the hugetlb zap as final -- freeing the vma_lock of a VMA that stays
     (syzbot ca56f14c500045350f93); ``non-final-zap`` is 04ada095dcfc."""
-    from .mmu_gather import tlb_finish_mmu, tlb_gather_mmu
     final = bool(vma.vm_flags & VM_HUGETLB) and \
         vma.vm_mm.kernel.variant("hugetlb-dontneed") == "final-zap"
     tlb = tlb_gather_mmu(vma.vm_mm)
@@ -511,8 +481,7 @@ def copy_page_range(dst_vma, src_vma):
     if not src_vma.anon_vma and not src_vma.vm_flags & VM_PFNMAP:   # vma_needs_copy: file pages refault
         return 0
     if src_vma.vm_flags & VM_HUGETLB:
-        from .hugetlb import copy_hugetlb_page_range
-        return copy_hugetlb_page_range(dst_vma, src_vma)
+        return hugetlb_ops.copy_hugetlb_page_range(dst_vma, src_vma)
     k = src_mm.kernel
     cow = is_cow_mapping(src_vma.vm_flags)
     for spt, addr, nxt in pte_ranges(src_mm, src_vma.vm_start, src_vma.vm_end):

@@ -94,6 +94,8 @@ from .page_alloc import folio_get, folio_put
 from .pgtable import PMD_SIZE, PUD_SHIFT, PUD_SIZE, pte_index, pte_offset
 from .rmap import folio_anon_vma
 from .swapops import is_migration_entry
+from .gup import faultin_page_range
+from .mmap import vmas_may_split
 
 PAGE_SIZE = C.PAGE_SIZE
 MAX_NUMNODES = 1 << 10                 # CONFIG_NODES_SHIFT=10: node ids a nodemask can hold
@@ -758,7 +760,6 @@ def do_mbind(task, start, length, mode, mode_flags, nmask, flags):
     mmap_write_lock(mm)
     err = mpol_set_nodemask(kernel, new, nmask)
     if not err:
-        from .mmap import vmas_may_split
         err = vmas_may_split(mm, start, end)     # mbind_range would split a hugetlb VMA badly
     if not err:
         from .mmap import vma_splits_ok
@@ -1140,7 +1141,6 @@ def lookup_node(mm, addr):
     """The node of the page at ``addr``, faulting it in (read) as
     get_user_pages_fast does; -EFAULT if it cannot be.  Context: mmap_lock
     not held; takes it for read."""
-    from .gup import faultin_page_range
     mmap_read_lock(mm)
     locked = [1]
     addr &= ~(C.PAGE_SIZE - 1)

@@ -21,6 +21,7 @@ from .page_alloc import __alloc_pages, folio_put
 from .rmap import folio_get_anon_vma, put_anon_vma, remove_migration_ptes, try_to_migrate
 from .swap import folio_add_lru, lruvec_del_folio_locked
 from .util import folio_copy
+from . import hugetlb_ops
 
 MIGRATE_ASYNC, MIGRATE_SYNC_LIGHT, MIGRATE_SYNC = range(3)
 MIGRATEPAGE_SUCCESS = 0
@@ -57,8 +58,7 @@ def folio_putback_lru(kernel, folio):
 def putback_movable_pages(kernel, folios):
     for f in folios:
         if f.flags & PG_hugetlb:
-            from . import hugetlb
-            hugetlb.folio_putback_hugetlb(kernel, f)
+            hugetlb_ops.folio_putback_hugetlb(kernel, f)
         else:
             folio_putback_lru(kernel, f)
 
@@ -78,8 +78,7 @@ def alloc_migration_target(kernel, src, mtc):
     """Allocate the destination on mtc.nid (falling back within mtc.nmask).
     Touches no VMA and no mm: safe without mmap_lock."""
     if src.flags & PG_hugetlb:
-        from . import hugetlb
-        return hugetlb.alloc_hugetlb_folio_nodemask(kernel, mtc.nid, mtc.nmask)
+        return hugetlb_ops.alloc_hugetlb_folio_nodemask(kernel, mtc.nid, mtc.nmask)
     return __alloc_pages(kernel, src.order, mtc.nid, mtc.nmask,
                          GFP_USER | __GFP_MOVABLE | __GFP_RETRY_MAYFAIL)
 
@@ -206,9 +205,7 @@ def migrate_pages(kernel, folios, get_new_folio, put_new_folio, private, mode, r
     while todo:
         src = todo.pop(0)
         huge = bool(src.flags & PG_hugetlb)
-        if huge:
-            from .hugetlb import folio_putback_hugetlb, unmap_and_move_huge_page
-        move = unmap_and_move_huge_page if huge else migrate_folio_unmap_and_move
+        move = hugetlb_ops.unmap_and_move_huge_page if huge else migrate_folio_unmap_and_move
         rc = -errno.EAGAIN
         for _ in range(NR_MAX_MIGRATE_PAGES_RETRY):
             rc, dst = move(kernel, src, get_new_folio, private, mode)
@@ -217,7 +214,7 @@ def migrate_pages(kernel, folios, get_new_folio, put_new_folio, private, mode, r
         if rc == MIGRATEPAGE_SUCCESS:
             clear_bits(src, "flags", PG_isolated)
             if huge:
-                folio_putback_hugetlb(kernel, src)
+                hugetlb_ops.folio_putback_hugetlb(kernel, src)
             else:
                 folio_put(src, kernel)       # the isolation reference: usually the last
         elif rc == -errno.ENOMEM:

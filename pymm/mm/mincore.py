@@ -15,6 +15,8 @@ from .mmap_lock import mmap_read_lock, mmap_read_unlock
 from .page_alloc import folio_put
 from .pgtable import pte_index, pte_offset
 from .swapops import MigrationEntry
+from . import hugetlb_ops
+from .swap_state import SwpEntry, swap_cache_get_folio
 
 
 def mincore_page(vma, addr):
@@ -36,7 +38,6 @@ def mincore_pte(vma, entry, addr):
         return mincore_page(vma, addr)
     if isinstance(entry, (Folio, MigrationEntry)):
         return 1
-    from .swap_state import SwpEntry, swap_cache_get_folio
     if isinstance(entry, SwpEntry):
         folio = swap_cache_get_folio(entry.si, entry)
         if folio is None:
@@ -47,7 +48,9 @@ def mincore_pte(vma, entry, addr):
 
 
 def mincore_hugetlb(vma, start, end, vec):
-    from .hugetlb import hugetlb_vma_lock_read, hugetlb_vma_unlock_read, hugetlb_walk
+    hugetlb_vma_lock_read = hugetlb_ops.hugetlb_vma_lock_read
+    hugetlb_vma_unlock_read = hugetlb_ops.hugetlb_vma_unlock_read
+    hugetlb_walk = hugetlb_ops.hugetlb_walk
     hugetlb_vma_lock_read(vma)
     addr = start
     while addr < end:

@@ -45,6 +45,34 @@ VM_FLAG_NAMES = {VM_READ: "read", VM_WRITE: "write", VM_EXEC: "exec", VM_SHARED:
 
 # rss counter types
 MM_FILEPAGES, MM_ANONPAGES, MM_SWAPENTS, MM_SHMEMPAGES = range(4)
+
+
+# vm_fault_t (include/linux/mm_types.h)
+VM_FAULT_OOM = 0x000001
+VM_FAULT_SIGBUS = 0x000002
+VM_FAULT_MAJOR = 0x000004
+VM_FAULT_HWPOISON = 0x000010
+VM_FAULT_SIGSEGV = 0x000040
+VM_FAULT_NOPAGE = 0x000100
+VM_FAULT_LOCKED = 0x000200
+VM_FAULT_RETRY = 0x000400
+VM_FAULT_FALLBACK = 0x000800
+VM_FAULT_DONE_COW = 0x001000
+VM_FAULT_COMPLETED = 0x004000
+VM_FAULT_ERROR = VM_FAULT_OOM | VM_FAULT_SIGBUS | VM_FAULT_SIGSEGV | VM_FAULT_HWPOISON
+
+# enum fault_flag
+FAULT_FLAG_WRITE = 1 << 0
+FAULT_FLAG_MKWRITE = 1 << 1
+FAULT_FLAG_ALLOW_RETRY = 1 << 2
+FAULT_FLAG_RETRY_NOWAIT = 1 << 3
+FAULT_FLAG_KILLABLE = 1 << 4
+FAULT_FLAG_TRIED = 1 << 5
+FAULT_FLAG_USER = 1 << 6
+FAULT_FLAG_REMOTE = 1 << 7
+FAULT_FLAG_UNSHARE = 1 << 10
+FAULT_FLAG_VMA_LOCK = 1 << 12       # the fault holds the VMA's read lock, not mmap_lock
+
 RSS_NAMES = ("MM_FILEPAGES", "MM_ANONPAGES", "MM_SWAPENTS", "MM_SHMEMPAGES")
 
 # -- folio flags (include/linux/page-flags.h) -------------------------------------
@@ -391,3 +419,10 @@ class Folio(KasanObject):
         return (f"<folio node {self.node} order {self.order} idx {self.index:#x} "
                 f"ref {self._refcount} map {self._mapcount} "
                 f"{flag_names(self.flags, PAGE_FLAG_NAMES)}>")
+
+
+def mm_counter(folio):
+    """The rss counter a folio's mapping counts in (include/linux/mm.h)."""
+    if folio.flags & PG_anon:
+        return MM_ANONPAGES
+    return MM_SHMEMPAGES if folio.flags & PG_swapbacked else MM_FILEPAGES

@@ -10,7 +10,7 @@ from ..sched import point
 from .gup import mm_populate_after_write
 from .hugetlb import hugetlb_vm_op_close, hugetlb_vm_op_open, hugetlb_vm_op_split
 from .memory import unmap_vmas
-from .mlock import munlock_vma_pages_all
+from .mlock import mlock_future_ok, munlock_vma_pages_all
 from .gfp import GFP_KERNEL
 from .mm_types import (RSS_NAMES, VM_ACCESS_FLAGS, VM_ACCOUNT, VM_DONTEXPAND, VM_GROWSDOWN, VM_HUGETLB,
                        VM_IO, VM_LOCKED, VM_MAYEXEC, VM_MAYREAD, VM_MAYWRITE, VM_PFNMAP, VM_READ,
@@ -26,6 +26,8 @@ from .rmap import (anon_vma_clone, anon_vma_lock_write, anon_vma_prepare, anon_v
                    i_mmap_unlock_write, unlink_anon_vmas, unlink_file_vma,
                    vma_interval_tree_insert, vma_interval_tree_remove, vma_link_file)
 from .vma import vm_area_alloc, vm_area_dup, vm_area_free, vm_flags_reset
+from . import hugetlb_ops
+from ..fs.hugetlbfs import hugetlb_split_check
 
 PAGE_SIZE = 4096
 VM_DATA_DEFAULT_FLAGS = VM_READ | VM_WRITE | VM_MAYREAD | VM_MAYWRITE | VM_MAYEXEC
@@ -89,15 +91,15 @@ def split_vma(vma, addr):
     anon_vma_clone(new, vma)            # (cannot fail: no GFP_KERNEL, see anon_vma_clone)
     hugetlb = bool(vma.vm_flags & VM_HUGETLB)
     if hugetlb:
-        from .hugetlb import hugetlb_check_pmd_share_coverage, hugetlb_split
-        vma_set_range(vma, vma.vm_start, addr, vma.vm_pgoff, lambda: hugetlb_split(vma, addr))
+        vma_set_range(vma, vma.vm_start, addr, vma.vm_pgoff,
+                      lambda: hugetlb_ops.hugetlb_split(vma, addr))
     else:
         vma_set_range(vma, vma.vm_start, addr, vma.vm_pgoff)
     mm.mm_mt.insert(new)
     vma_link_file(new)
     if hugetlb:
-        hugetlb_check_pmd_share_coverage(vma, "split")
-        hugetlb_check_pmd_share_coverage(new, "split")
+        hugetlb_ops.hugetlb_check_pmd_share_coverage(vma, "split")
+        hugetlb_ops.hugetlb_check_pmd_share_coverage(new, "split")
     return new
 
 
@@ -287,7 +289,6 @@ def free_pgtables(mm, vmas, floor, ceiling, tlb=None):
     """Unlink the VMAs from rmap, then free the page tables no VMA needs
     (through ``tlb``: after the TLB flush and an RCU grace period; without a
     gather, one of its own is finished here)."""
-    from .mmu_gather import tlb_finish_mmu, tlb_gather_mmu
     for v in vmas:
         unlink_anon_vmas(v)
         unlink_file_vma(v)
@@ -308,7 +309,6 @@ def vmas_may_split(mm, start, end):
     VMA split off a huge page boundary: hugetlb_vm_op_split).
     Context: mmap_lock held for write."""
     mmap_assert_write_locked(mm)
-    from ..fs.hugetlbfs import hugetlb_split_check
     return hugetlb_split_check(mm, start, end)
 
 
@@ -522,7 +522,6 @@ def sys_brk(mm, brk):
     if nxt is not None and newbrk + PAGE_SIZE > nxt.vm_start:
         mmap_write_unlock(mm)
         return origbrk
-    from .mlock import mlock_future_ok
     vma = do_brk_flags(mm, oldbrk, newbrk - oldbrk, 0) if \
         mlock_future_ok(mm, mm.def_flags, newbrk - oldbrk) else None     # RLIMIT_MEMLOCK
     if vma is None:

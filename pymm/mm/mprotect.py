@@ -8,6 +8,9 @@ from .gup import populate_vma_page_range
 from .mmap import vma_modify_flags, vmas_may_split
 from .mmap_lock import mmap_write_lock, mmap_write_unlock
 from .pgtable import _PAGE_PROTNONE, _PAGE_RW, pte_index, pte_ranges
+from . import hugetlb_ops
+from .rmap import flush_tlb_batched_pending
+from .tlb import flush_tlb_range
 
 
 def calc_vm_prot_bits(prot):
@@ -27,11 +30,8 @@ def change_protection(vma, start, end, newflags):
     reclaim may have cleared a PTE -- which this walk then does not see --
     without flushing yet.  Context: mmap_lock held for write."""
     if vma.vm_flags & VM_HUGETLB:
-        from .hugetlb import hugetlb_change_protection
-        hugetlb_change_protection(vma, start, end, newflags)
+        hugetlb_ops.hugetlb_change_protection(vma, start, end, newflags)
         return
-    from .rmap import flush_tlb_batched_pending
-    from .tlb import flush_tlb_range
     mm = vma.vm_mm
     none = not newflags & VM_ACCESS_FLAGS
     reduced = False

@@ -17,6 +17,7 @@ from .gfp import GFP_HIGHUSER_MOVABLE, might_alloc
 from .mm_types import (PAGE_FLAG_NAMES, PAGE_FLAGS_CHECK_AT_FREE, PG_hugetlb, PG_lru, PG_reserved,
                        Folio, flag_names)
 from .swap import LruVec, lruvec_del_folio_locked
+from . import hugetlb_ops
 
 
 class PgData:
@@ -133,8 +134,7 @@ def folio_put(folio, kernel=None):
 def __folio_put(folio, kernel=None):
     kernel = kernel or current_kernel()
     if folio.flags & PG_hugetlb:            # back to the huge page pool, not the buddy
-        from .hugetlb import free_huge_folio
-        free_huge_folio(kernel, folio)
+        hugetlb_ops.free_huge_folio(kernel, folio)
         return
     if folio.flags & PG_lru:
         lruvec = kernel.nodes[folio.node].lruvec

@@ -18,6 +18,7 @@ from ..locking import SpinLock
 from ..debug.fault_inject import should_fail
 from ..sched import point
 from .gfp import GFP_PGTABLE_USER, might_alloc
+from .mmu_gather import tlb_remove_table
 
 PTRS_PER_TABLE = 512
 PMD_SHIFT = 21
@@ -126,10 +127,12 @@ def pte_alloc(mm, addr):
     taking page_table_lock and dropped if another thread installed one first.
     Returns None when a table page cannot be allocated (the caller says
     VM_FAULT_OOM or -ENOMEM).  Context: mmap_lock held; may sleep."""
-    pmd = pmd_alloc(mm, addr)
+    pmd = mm.pgd.get(addr >> PUD_SHIFT)             # pmd_alloc's common case, inline
     if pmd is None:
-        return None
-    i = pmd_index(addr)
+        pmd = pmd_alloc(mm, addr)
+        if pmd is None:
+            return None
+    i = (addr >> PMD_SHIFT) & (PTRS_PER_TABLE - 1)  # pmd_index
     pt = pmd.entries[i]
     if pt is None:
         might_alloc(GFP_PGTABLE_USER)           # pte_alloc_one
@@ -164,7 +167,6 @@ def free_pgd_range(tlb, start, end, floor, ceiling):
     since the hardware walk and gup_fast read them with no lock.
     Context: mmap_lock held, the range's VMAs detached and unlinked from
     rmap and every PTE in the range already zapped."""
-    from .mmu_gather import tlb_remove_table
     mm = tlb.mm
     for key in sorted(k for k in list(mm.pgd) if (k << PUD_SHIFT) < end and ((k + 1) << PUD_SHIFT) > start):
         pmd = mm.pgd[key]

@@ -60,7 +60,7 @@ from .atomic import atomic_add_return, atomic_inc_not_zero, set_bits
 from .gfp import GFP_KERNEL, __GFP_NOFAIL, might_alloc
 from .mlock import clear_page_mlock, mlock_folio, mlock_vma_folio, mlock_vma_page, munlock_vma_folio
 from .mm_types import (MM_ANONPAGES, MM_SWAPENTS, PG_anon, PG_dirty, PG_hugetlb, PG_mlocked,
-                       PG_swapbacked, VM_ACCESS_FLAGS, VM_LOCKED, AnonVma, AnonVmaChain)
+                       PG_swapbacked, VM_ACCESS_FLAGS, VM_LOCKED, AnonVma, AnonVmaChain, mm_counter)
 from .mmap_lock import mmap_read_trylock, mmap_read_unlock
 from .page_alloc import folio_get, folio_put
 from .pgtable import _PAGE_DIRTY, _PAGE_PROTNONE, _PAGE_RW, pte_index, pte_offset
@@ -68,6 +68,7 @@ from .swap_state import swap_duplicate
 from .swapops import MigrationEntry
 from .tlb import (ArchTlbflushUnmapBatch, arch_tlbbatch_add_pending, arch_tlbbatch_flush,
                   flush_tlb_mm, flush_tlb_page)
+from . import hugetlb_ops
 LOCK_ORDER_TREE = [
     ("&sb->s_type->i_mutex_key", [
         ("&mm->mmap_lock", [
@@ -688,8 +689,7 @@ def try_to_migrate_one(folio, vma, address, flags):
     """Replace the PTE mapping ``folio`` with a migration entry (the rss
     counters keep counting it: the page is only in transit)."""
     if folio.flags & PG_hugetlb:         # the folio_test_hugetlb branch
-        from .hugetlb import hugetlb_try_to_unmap_one
-        return hugetlb_try_to_unmap_one(folio, vma, address, flags, True)
+        return hugetlb_ops.hugetlb_try_to_unmap_one(folio, vma, address, flags, True)
     k = vma.vm_mm.kernel
     pt, i = page_vma_mapped_walk(folio, vma, address,
                                  flags=PVMW_SYNC if flags & TTU_SYNC else 0)
@@ -736,8 +736,7 @@ def try_to_unmap_one(folio, vma, address, flags):
     Returns False to stop the walk.  Context: folio locked (and isolated);
     the rmap lock held by the walk."""
     if folio.flags & PG_hugetlb:         # the folio_test_hugetlb branch (memory failure)
-        from .hugetlb import hugetlb_try_to_unmap_one
-        return hugetlb_try_to_unmap_one(folio, vma, address, flags, False)
+        return hugetlb_ops.hugetlb_try_to_unmap_one(folio, vma, address, flags, False)
     k = vma.vm_mm.kernel
     pte_lock = k.variant("rmap-mlock") == "pte-lock"
     if pte_lock and flags & TTU_MUNLOCK and not vma.vm_flags & VM_LOCKED:
@@ -768,7 +767,6 @@ def try_to_unmap_one(folio, vma, address, flags):
         if flags & TTU_MUNLOCK:
             pt.ptl.unlock()
             return True
-    from .memory import mm_counter
     mm = vma.vm_mm
     if folio.flags & PG_anon and not folio.flags & PG_swapbacked:
         # MADV_FREE'd (lazyfree): discard it if nobody redirtied it and
@@ -858,8 +856,7 @@ def try_to_munlock(folio):
 def remove_migration_pte(folio, vma, address, src):
     """Map the new ``folio`` where a migration entry for ``src`` sits."""
     if folio.flags & PG_hugetlb:
-        from .hugetlb import hugetlb_remove_migration_pte
-        return hugetlb_remove_migration_pte(folio, vma, address, src)
+        return hugetlb_ops.hugetlb_remove_migration_pte(folio, vma, address, src)
     k = vma.vm_mm.kernel
     # PVMW_SYNC | PVMW_MIGRATION, as mainline: a migration entry must not be
     # missed (it would outlive src), so no lockless peek here

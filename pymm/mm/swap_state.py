@@ -29,7 +29,8 @@ from ..locking import SpinLock
 from ..sched import point
 from .atomic import atomic_add_return, clear_bits, set_bits
 from .filemap import FOLIO_LOCK_ANON, __folio_set_locked, folio_lock_or_retry, folio_trylock, folio_unlock
-from .mm_types import MM_ANONPAGES, MM_SWAPENTS, PG_anon, PG_dirty, PG_uptodate, VM_WRITE
+from .mm_types import (FAULT_FLAG_WRITE, MM_ANONPAGES, MM_SWAPENTS, PG_anon, PG_dirty, PG_uptodate,
+                       VM_FAULT_OOM, VM_WRITE)
 from .page_alloc import FOLIO_BATCH_SIZE, folio_put, folios_put_refs
 from .pgtable import _PAGE_DIRTY, _PAGE_RW
 from .swap import folio_add_lru
@@ -398,7 +399,6 @@ def do_swap_page(vmf, entry):
     Context: mmap_lock held (read), or the VMA's read lock; takes the folio
     lock (or releases the fault's lock and returns VM_FAULT_RETRY: see
     folio_lock_or_retry), then the ptl."""
-    from .memory import VM_FAULT_OOM, FAULT_FLAG_WRITE
     from .rmap import folio_add_anon_rmap_pte, folio_add_new_anon_rmap
     vma, pt, i, k = vmf.vma, vmf.pt, vmf.idx, vmf.kernel
     si = entry.si

@@ -9,6 +9,7 @@ implements, so memory.c's fault, zap and fork paths stay one code path:
 - ``copy(dst_vma, src_pt, dst_pt, i, cow)`` -- fork copies it
 """
 from .filemap import migration_entry_wait_on_locked
+from .mm_types import mm_counter
 
 
 class SwpEntry:
@@ -40,7 +41,6 @@ class MigrationEntry(SwpEntry):
         return 0
 
     def zap(self, vma, pt, i, details):
-        from .memory import mm_counter
         if details is not None and details.single_folio is not None and \
                 self.folio is not details.single_folio:
             return False
@@ -51,7 +51,6 @@ class MigrationEntry(SwpEntry):
         return True
 
     def copy(self, dst_vma, src_pt, dst_pt, i, cow):
-        from .memory import mm_counter
         entry = self
         if self.writable and cow:
             entry = MigrationEntry(self.folio, False)

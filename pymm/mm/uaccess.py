@@ -37,7 +37,7 @@ import threading
 
 from ..context import _KernelContext
 from ..debug import stackdepot
-from ..debug.kasan import is_poisoned
+from ..debug.kasan import _track_text, is_poisoned
 from ..debug.report import report
 from ..errors import BusError, SegmentationFault
 from ..locking import lockdep
@@ -54,8 +54,7 @@ from .mm_types import (SHADOW_DISCARDING, SHADOW_LAZYFREE, SHADOW_WINDOW_STORE, 
 from .mmap import expand_stack_for_fault
 from .mmap_lock import (mmap_read_lock, mmap_read_trylock, mmap_read_unlock, per_vma_lock_enabled,
                         vma_end_read)
-from .pgtable import (PMD_SHIFT, PUD_SHIFT, _PAGE_DIRTY, _PAGE_PROTNONE, _PAGE_RW, PteTable,
-                      pte_index, pte_offset)
+from .pgtable import PMD_SHIFT, PUD_SHIFT, _PAGE_DIRTY, _PAGE_PROTNONE, _PAGE_RW, PteTable
 from .tlb import cpumask_set, this_cpu, tlb_fill
 
 PAGE_SIZE = 4096
@@ -268,10 +267,13 @@ def _copy_pte(mm, pos, n, write, data, off, out, shadowed):
     (a store needs it writable and dirty), recording in the shadow, at a
     page's first store, whether the checker follows the page.  Returns
     (done, mismatch)."""
-    pt = pte_offset(mm, pos)
-    if pt is None:
+    pmd = mm.pgd.get(pos >> PUD_SHIFT)               # pte_offset, inline (every first store)
+    if pmd is None:
         return False, None
-    i = pte_index(pos)
+    pt = pmd.entries[(pos >> PMD_SHIFT) & 511]
+    if not isinstance(pt, PteTable):
+        return False, None
+    i = (pos >> 12) & 511                            # pte_index
     pt.ptl.lock()
     try:
         folio = pt.ptes[i]
@@ -332,7 +334,6 @@ def _report_stale_tlb(cpu, mm, pos, write, folio):
     """pymm's own detector, in KASAN's layout: the access went through a TLB
     entry whose page has been freed (the kernel would have read or written
     freed -- maybe reused -- memory)."""
-    from ..debug.kasan import _track_text
     t = threading.current_thread()
     op = "Write" if write else "Read"
     title = "BUG: KASAN: use-after-free through a stale TLB entry"

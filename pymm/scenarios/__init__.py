@@ -22,6 +22,9 @@ import importlib
 import importlib.util
 import os
 import sys
+from .. import variants
+from .base import Scenario
+from ..debug.report import KINDS
 
 SCENARIO_MODULES = {
     "populate": "populate",
@@ -169,9 +172,6 @@ def _load_file(path, ref):
 def check_contract(cls, ref=None):
     """``cls`` if it keeps the contract of ``pymm.Scenario`` (base.py), else
     ScenarioError naming the first breach."""
-    from .. import variants
-    from ..debug.report import KINDS
-    from .base import Scenario
     what = f"scenario {ref!r}" if ref else f"scenario class {getattr(cls, '__name__', cls)!r}"
     if not isinstance(cls, type) or not issubclass(cls, Scenario):
         raise ScenarioError(f"{what} is not a subclass of pymm.Scenario")

@@ -52,6 +52,7 @@ from ..kernel import Kernel
 from ..mm.swap_state import swap_reclaim_cache
 from . import register
 from .base import Scenario
+from ..locking import lockdep
 
 P = C.PAGE_SIZE
 HP = C.HPAGE_SIZE
@@ -1060,7 +1061,6 @@ def shrink(seed, steps, families=1, fail=True, max_runs=2000):
     failure keeps its signature.  Returns None if it passes, else
     (program, listing, error): the minimal program ((family, draws) steps),
     its system calls one per line, and the error it ends with."""
-    from ..locking import lockdep
     rec = []
     try:
         lockdep.reset()
