@@ -36,7 +36,9 @@ from ..locking import lockdep
 from ..locking._base import ExclusiveLock, class_key
 from ..sched import point
 from .atomic import atomic_add_return, clear_bits, cmpxchg, set_bits
-from .mm_types import PG_anon, PG_hugetlb, PG_locked
+from .mm_types import (FAULT_FLAG_ALLOW_RETRY, FAULT_FLAG_RETRY_NOWAIT, PG_anon, PG_hugetlb, PG_locked,
+                       VM_FAULT_RETRY)
+from .mmap_lock import release_fault_lock
 
 
 class FolioLock(ExclusiveLock):
@@ -135,8 +137,6 @@ def folio_lock_or_retry(folio, vmf):
     (with FAULT_FLAG_RETRY_NOWAIT without waiting or releasing).  Returns 0
     with the folio locked, or VM_FAULT_RETRY.  Context: the caller holds a
     reference on the folio."""
-    from .memory import (FAULT_FLAG_ALLOW_RETRY, FAULT_FLAG_RETRY_NOWAIT, VM_FAULT_RETRY,
-                         release_fault_lock)
     if folio_trylock(folio):
         return 0
     if vmf.flags & FAULT_FLAG_ALLOW_RETRY:

@@ -17,8 +17,8 @@ from .mm_types import (  # noqa: F401
     VM_FAULT_COMPLETED, VM_FAULT_ERROR, FAULT_FLAG_WRITE, FAULT_FLAG_MKWRITE,
     FAULT_FLAG_ALLOW_RETRY, FAULT_FLAG_RETRY_NOWAIT, FAULT_FLAG_KILLABLE, FAULT_FLAG_TRIED,
     FAULT_FLAG_USER, FAULT_FLAG_REMOTE, FAULT_FLAG_UNSHARE, FAULT_FLAG_VMA_LOCK)
-from .mmap_lock import (mmap_assert_locked, mmap_read_trylock, mmap_read_unlock, vma_assert_locked,
-                        vma_end_read, vma_start_read)
+from .mmap_lock import (mmap_assert_locked, mmap_read_trylock, mmap_read_unlock,  # noqa: F401
+                        release_fault_lock, vma_assert_locked, vma_end_read, vma_start_read)
 from .page_alloc import folio_get, folio_put
 from .pgtable import _PAGE_DIRTY, _PAGE_RW, _PAGE_SPECIAL, pte_alloc, pte_index, pte_ranges
 from .rmap import (anon_vma_prepare, flush_tlb_batched_pending, folio_add_anon_rmap_pte,
@@ -86,16 +86,6 @@ def lock_vma_under_rcu(mm, address):
             return vma
     finally:
         rcu_read_unlock()
-
-
-def release_fault_lock(vmf):
-    """Drop the lock the fault runs under (include/linux/mm.h
-    release_fault_lock): the VMA's read lock for a per-VMA-lock fault,
-    otherwise mmap_lock for read.  For a fault that waits and retries."""
-    if vmf.flags & FAULT_FLAG_VMA_LOCK:
-        vma_end_read(vmf.vma)
-    else:
-        mmap_read_unlock(vmf.vma.vm_mm)
 
 
 def vmf_anon_prepare(vmf):

@@ -95,7 +95,7 @@ from .pgtable import PMD_SIZE, PUD_SHIFT, PUD_SIZE, pte_index, pte_offset
 from .rmap import folio_anon_vma
 from .swapops import is_migration_entry
 from .gup import faultin_page_range
-from .mmap import vmas_may_split
+from .mmap import vma_splits_ok, vmas_may_split
 
 PAGE_SIZE = C.PAGE_SIZE
 MAX_NUMNODES = 1 << 10                 # CONFIG_NODES_SHIFT=10: node ids a nodemask can hold
@@ -762,7 +762,6 @@ def do_mbind(task, start, length, mode, mode_flags, nmask, flags):
     if not err:
         err = vmas_may_split(mm, start, end)     # mbind_range would split a hugetlb VMA badly
     if not err:
-        from .mmap import vma_splits_ok
         if not vma_splits_ok(mm, start, end, lambda v: not mpol_equal(v.vm_policy, new)):
             err = -errno.ENOMEM                 # vm.max_map_count (vma_modify_policy's split)
     if err:

@@ -4,6 +4,7 @@ mm code never touches ``mm.mmap_lock`` directly.  Also the per-VMA locks
 import threading
 
 from ..locking import RwSemaphore, lockdep
+from .mm_types import FAULT_FLAG_VMA_LOCK
 
 
 def mmap_read_lock(mm):
@@ -196,3 +197,13 @@ def vma_end_write_all(mm):
     """Release every VMA write lock of the mm at once.  Context: mmap_lock
     held for write (called as it is released or downgraded)."""
     mm.mm_lock_seq += 1
+
+
+def release_fault_lock(vmf):
+    """Drop the lock the fault runs under (include/linux/mm.h
+    release_fault_lock; here, below filemap and shmem, which drop it too): the VMA's read lock for a per-VMA-lock fault,
+    otherwise mmap_lock for read.  For a fault that waits and retries."""
+    if vmf.flags & FAULT_FLAG_VMA_LOCK:
+        vma_end_read(vmf.vma)
+    else:
+        mmap_read_unlock(vmf.vma.vm_mm)

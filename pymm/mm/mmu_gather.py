@@ -20,7 +20,6 @@ range is one [start, end) per gather, as the kernel's for one VMA at a time.
 from ..debug.kasan import kasan_poison, kasan_save_track
 from ..rcu import call_rcu
 from .tlb import TLB_FLUSH_ALL, flush_tlb_mm_range
-from .page_alloc import folio_put
 
 
 class MmuGather:

@@ -68,6 +68,8 @@ from .mm_types import (VM_DONTEXPAND, VM_HUGETLB, VM_LOCKED, VM_LOCKED_MASK, VM_
                        VM_PFNMAP, VM_SHARED, Folio)
 from .mmap import (do_vmi_munmap, get_unmapped_area, munmap_splits_ok, page_align, vma_set_range,
                    vma_try_merge, vmas_may_split)
+from .gup import mm_populate
+from .mlock import mlock_fixup, mlock_future_ok
 from .mmap_lock import mmap_assert_write_locked, mmap_write_lock_killable, mmap_write_unlock, vma_start_write
 from .pgtable import _PAGE_DIRTY, PMD_SIZE, pte_alloc, pte_index, pte_offset
 from .rmap import (anon_vma_clone, anon_vma_lock_write, anon_vma_unlock_write, flush_tlb_batched_pending,
@@ -282,7 +284,6 @@ def resize_is_valid(vrm, old_len=None):
         return 0
     if vma.vm_flags & (VM_DONTEXPAND | VM_PFNMAP):
         return -errno.EFAULT
-    from .mlock import mlock_future_ok
     if not mlock_future_ok(mm, vma.vm_flags, new_len - old_len):
         return -errno.EAGAIN            # RLIMIT_MEMLOCK
     return 0
@@ -331,7 +332,6 @@ def dontunmap_complete(vrm, new_vma):
     """MREMAP_DONTUNMAP: the old VMA stays, empty; it is no longer locked,
     and if it was moved whole it leaves its anon_vmas (a later fault there
     gets a fresh one: unlink_anon_vmas clears vma->anon_vma in mainline)."""
-    from .mlock import mlock_fixup
     vma = vrm.vma
     if new_vma is not vma and vrm.addr == vma.vm_start and vrm.addr + vrm.old_len == vma.vm_end:
         vma_start_write(vma)
@@ -502,7 +502,6 @@ def align_hugetlb(vrm):
 def do_mremap(mm, addr, old_len, new_len, flags, new_addr):
     """mremap(2) after the type checks.  Returns the (new) address or -errno.
     Context: takes mmap_lock for write; not held on return."""
-    from .gup import mm_populate
     vrm = VmaRemap(mm, addr, old_len, new_len, flags, new_addr)
     ret = check_mremap_params(vrm)
     if ret:

@@ -169,8 +169,7 @@ def folios_put_refs(kernel, folios):
             if lruvec is not None:
                 lruvec.lru_lock.unlock()
                 lruvec = None
-            from .hugetlb import free_huge_folio
-            free_huge_folio(kernel, folio)
+            hugetlb_ops.free_huge_folio(kernel, folio)
             continue
         if folio.flags & PG_lru:
             lv = kernel.nodes[folio.node].lruvec
