@@ -62,8 +62,6 @@ def do_madvise(mm, start, end, advice):
             if advice == MADV_WIPEONFORK and any(v.vm_file is not None or v.vm_flags & VM_SHARED
                                                  for v in vmas):
                 return -errno.EINVAL       # only private anonymous memory can be wiped
-            if not vma_splits_ok(mm, start, end):
-                return -errno.ENOMEM       # vm.max_map_count
             bit, setting = {MADV_DONTFORK: (VM_DONTCOPY, True), MADV_DOFORK: (VM_DONTCOPY, False),
                             MADV_WIPEONFORK: (VM_WIPEONFORK, True),
                             MADV_KEEPONFORK: (VM_WIPEONFORK, False)}[advice]
