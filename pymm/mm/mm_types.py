@@ -136,7 +136,8 @@ class MmStruct(KasanObject):
         "cpumask",          # mm_cpumask: set of tlb.Cpu that may cache translations
         "tlb_flush_pending", "tlb_flush_flushed",  # batched reclaim flushes (rmap.py); atomic
         # Not kernel state: the data-integrity checker's model of what user
-        # space stored in private anonymous memory (page address -> bytearray,
+        # space stored in private anonymous memory (page address -> bytearray of
+        # the written extent, zeros beyond it,
         # or None for a page of a mapping the checker does not follow).
         # Dropped wherever the kernel legitimately discards such memory
         # (do_vmi_munmap, MADV_DONTNEED) once no CPU can reach the old pages
@@ -190,7 +191,7 @@ class MmStruct(KasanObject):
         with self.shadow_lock:
             for a in [a for a in sh if start <= a < end]:
                 if zeroed and sh[a] is SHADOW_DISCARDING:
-                    sh[a] = bytearray(4096)
+                    sh[a] = bytearray()         # zeros (the shadow keeps the written extent)
                 elif not zeroed or sh[a] is SHADOW_WINDOW_STORE:
                     del sh[a]
 

@@ -183,7 +183,7 @@ def _tlb_access(cpu, mm, pos, n, write, data, off, out):
         with mm.shadow_lock:              # the bytes and what the shadow expects, at once
             got = folio.read_bytes(poff, n)
             buf = sh.get(page)
-            want = bytes(buf[poff:poff + n]) if type(buf) is bytearray else None
+            want = _shadow_bytes(buf, poff, n) if type(buf) is bytearray else None
         out[off:off + n] = got
         return None if want is None or want == got else _mismatch(want, got)
     finally:
@@ -290,16 +290,16 @@ def _copy_pte(mm, pos, n, write, data, off, out, shadowed):
             with mm.shadow_lock:
                 cur = sh.get(page, _UNKNOWN)
                 if cur is _UNKNOWN:
-                    sh[page] = bytearray(PAGE_SIZE) if shadowed else None
+                    sh[page] = bytearray() if shadowed else None
                 elif cur is SHADOW_LAZYFREE:      # the old bytes or zeros: whichever it is now
-                    sh[page] = bytearray(folio.read_bytes(0, PAGE_SIZE))
+                    sh[page] = bytearray(folio.read_bytes(0, PAGE_SIZE).rstrip(b"\0"))
                 folio.write_bytes(poff, b)
                 _shadow_store(sh, page, poff, b)
             return True, None
         with mm.shadow_lock:
             got = folio.read_bytes(poff, n)
             buf = sh.get(page)
-            want = bytes(buf[poff:poff + n]) if type(buf) is bytearray else None
+            want = _shadow_bytes(buf, poff, n) if type(buf) is bytearray else None
         out[off:off + n] = got
         return True, None if want is None or want == got else _mismatch(want, got)
     finally:
@@ -321,11 +321,27 @@ def _mismatch(want, got):
     return (j, want, got)
 
 
+def _shadow_bytes(buf, poff, n):
+    """What the shadow expects at [poff, poff + n) of its page: it keeps the
+    written extent only (from offset 0 to the last byte stored), the rest
+    reads as zeros -- as folio contents do (Folio.write_bytes), so a page
+    touched by one store costs bytes, not 4 KiB.  Context: shadow_lock held."""
+    want = bytes(buf[poff:poff + n])
+    return want if len(want) == n else want + bytes(n - len(want))
+
+
 def _shadow_store(sh, page, poff, b):
-    """Record a store in the shadow.  Context: shadow_lock held."""
+    """Record a store in the shadow (sparse: see _shadow_bytes).  Context:
+    shadow_lock held."""
     buf = sh.get(page)
     if type(buf) is bytearray:
-        buf[poff:poff + len(b)] = b
+        end = poff + len(b)
+        have = len(buf)
+        if end > have:
+            if poff >= have and not any(b):
+                return                      # zeros beyond the extent: already what it reads
+            buf.extend(bytes(end - have))
+        buf[poff:end] = b
     elif buf is SHADOW_DISCARDING:
         sh[page] = SHADOW_WINDOW_STORE
 

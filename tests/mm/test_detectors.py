@@ -223,6 +223,29 @@ def test_bytes_changed_behind_the_process_are_data_corruption(kernel):
     assert k.check() == []
 
 
+@pytest.mark.pymm_expect("data-corruption")
+def test_the_shadow_keeps_the_written_extent_and_still_sees_bytes_beyond_it(kernel):
+    """The checker's shadow of a page holds only the bytes up to the last
+    one stored (a 4 KiB bytearray per touched page was 4 KB of RSS per
+    page): the rest must read as zeros, and a stray write there is still
+    corruption."""
+    k = kernel
+    p = k.spawn("p")
+    a = p.mmap(0, 2 * P, RW, ANON)
+    p.store(a + 100, b"ab")
+    assert len(p.mm.user_shadow[a]) == 102
+    p.store(a + 3000, bytes(16))                     # zeros past the extent: nothing to keep
+    assert len(p.mm.user_shadow[a]) == 102
+    assert p.load(a, 200) == bytes(100) + b"ab" + bytes(98) and k.findings() == []
+    p.store(a + 200, b"c")                           # the extent grows, zero-filled between
+    assert p.load(a + 98, 104) == bytes(2) + b"ab" + bytes(98) + b"c" + bytes(1)
+    assert k.findings() == []
+    pte_folio(p, a).write_bytes(4000, b"X")          # a stray write beyond the extent
+    assert p.load(a + 3990, 16)[10] == ord("X")
+    f = only(k, "data-corruption")
+    assert f.title == f"data corruption at {a + 4000:#x}"
+
+
 def test_rss_counter_report_names_the_mm_by_a_stable_address():
     """The same run prints the same report: the mm is not named by id()
     (two replays of munmap-stack's downgrade-always finding differed in
