@@ -321,7 +321,7 @@ def stress_config(request):
 
 @pytest.fixture
 def pymm_stress(stress_config, request):
-    """``run(scenario, variant, mode=None, seconds=None)`` -> the RunResult (a
+    """``run(scenario, variant, mode=None, seconds=None, schedules=None)`` -> the RunResult (a
     list of two with mode "both"); fails the test, with how to reproduce it,
     when the verdict does not hold.  ``scenario`` is a name, a reference
     (``path/file.py:Class``, ``package.module:Class``) or a ``pymm.Scenario``
@@ -329,14 +329,15 @@ def pymm_stress(stress_config, request):
     from pymm import stress
     token = _replay_token(request.config)
 
-    def one(scenario, variant, mode, seconds):
+    def one(scenario, variant, mode, seconds, schedules):
         if mode == "controlled":
             if token is not None and stress.parse_replay_token(token)[:2] == \
                     (getattr(scenario, "name", scenario), variant):
                 r = stress.run_replay(token)
             else:
                 kw = {"strategy": stress_config.strategy} if stress_config.strategy else {}
-                r = stress.run_controlled(scenario, variant, stress_config.seed, stress_config.schedules,
+                r = stress.run_controlled(scenario, variant, stress_config.seed,
+                                          schedules or stress_config.schedules,
                                           fail=stress_config.fail, **kw)
         else:
             r = stress.run_free(scenario, variant, stress_config.seed, seconds or stress_config.seconds,
@@ -345,12 +346,13 @@ def pymm_stress(stress_config, request):
             pytest.fail(_failure_text(request.node.nodeid, r, mode), pytrace=False)
         return r
 
-    def run(scenario, variant, mode=None, seconds=None):
-        """``seconds`` overrides the free-mode budget for this run."""
+    def run(scenario, variant, mode=None, seconds=None, schedules=None):
+        """``seconds`` and ``schedules`` override the free-mode and the
+        controlled budget for this run."""
         mode = mode or stress_config.mode
         if mode == "both":
-            return [one(scenario, variant, m, seconds) for m in ("controlled", "free")]
-        return one(scenario, variant, mode, seconds)
+            return [one(scenario, variant, m, seconds, schedules) for m in ("controlled", "free")]
+        return one(scenario, variant, mode, seconds, schedules)
     return run
 
 

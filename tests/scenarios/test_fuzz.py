@@ -129,10 +129,14 @@ def test_replay_token_carries_fault_injection():
 
 
 def test_avoid_env(monkeypatch):
+    assert set(fuzz.KNOWN_OPEN) == {"mremap-swap"}
+    monkeypatch.setattr(fuzz, "KNOWN_OPEN", {"some-bug": "why"})
+    monkeypatch.delenv("PYMM_FUZZ_AVOID", raising=False)
+    assert fuzz._avoid_from_env() == {"some-bug"}
     monkeypatch.setenv("PYMM_FUZZ_AVOID", "none")
     assert fuzz._avoid_from_env() == frozenset()
-    monkeypatch.setenv("PYMM_FUZZ_AVOID", "hugetlb-mlock")
-    assert fuzz._avoid_from_env() == {"hugetlb-mlock"}
+    monkeypatch.setenv("PYMM_FUZZ_AVOID", "some-bug")
+    assert fuzz._avoid_from_env() == {"some-bug"}
     monkeypatch.setenv("PYMM_FUZZ_AVOID", "bogus")
     with pytest.raises(ValueError, match="unknown entries"):
         fuzz._avoid_from_env()
