@@ -72,10 +72,13 @@ FAIL = {site: {"probability": 2.0} for site in SITES}
 # fixed at once; delete both when its fix lands.  (Issue 16's items 9b and
 # 10b, the entries before, are fixed.)
 KNOWN_OPEN = {
-    "mremap-swap": "mremap (the mremap work's, landed at 04:05) moves swap entries into a VMA "
-                   "without an anon_vma: the swap-in then raises AttributeError in do_swap_page "
-                   "(sequential: fuzz.run_program(65, 300, 2)); and in free mode a private page "
-                   "read zeros after an mremap (data corruption, seed 9008): no mremap",
+    "hugetlb-fault-truncate-resv": "a fault on a shared hugetlb mapping that found its index "
+        "reserved races ftruncate, which deletes the entry and gives the reservation back; the "
+        "fault then consumes it too (HugePages_Rsvd -1 at quiescence; README: open): the "
+        "hugetlbfs file is never truncated while the roles run (teardown truncates it)",
+    "mremap-hugetlb": "in free mode a private hugetlb page read zeros in the check after an "
+        "mremap of its mapping where the model expected the process's bytes (seed 9216 of a "
+        "15 s run, once in 60; model or kernel not decided): no mremap of hugetlb mappings",
 }
 
 
@@ -710,9 +713,10 @@ def op_file(fam, ch, proc):
     else:
         f, unit, n = st.shm, P, SHM_PAGES
     which = ch.int(0, 3)
+    shrink = not (f is st.huge and "hugetlb-fault-truncate-resv" in AVOID)
     f = _wrap(st, f)
     try:
-        if which == 0:
+        if which == 0 and shrink:
             f.ftruncate(ch.int(0, n) * unit)
         elif which == 1:
             f.ftruncate(n * unit)
@@ -742,9 +746,9 @@ def op_mremap(fam, ch, proc):
     its VMA (EFAULT) is legal input the model cannot predict exactly (it
     does not know where VMAs merged): then nothing may have changed."""
     p = proc.p
-    if "mremap-swap" in AVOID:
-        return op_access(fam, ch, proc)
     m = fam.pick_map(ch, proc)
+    if m is not None and m[2] in (HUGE, HUGE_SH) and "mremap-hugetlb" in AVOID:
+        return op_access(fam, ch, proc)
     if m is None or ch.int(0, 7) == 0:
         which = ch.int(0, 4)
         start = m[0] if m is not None else 0x10_0000
