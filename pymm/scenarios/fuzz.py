@@ -76,9 +76,6 @@ KNOWN_OPEN = {
         "reserved races ftruncate, which deletes the entry and gives the reservation back; the "
         "fault then consumes it too (HugePages_Rsvd -1 at quiescence; README: open): the "
         "hugetlbfs file is never truncated while the roles run (teardown truncates it)",
-    "mremap-hugetlb": "in free mode a private hugetlb page read zeros in the check after an "
-        "mremap of its mapping where the model expected the process's bytes (seed 9216 of a "
-        "15 s run, once in 60; model or kernel not decided): no mremap of hugetlb mappings",
 }
 
 
@@ -747,8 +744,6 @@ def op_mremap(fam, ch, proc):
     does not know where VMAs merged): then nothing may have changed."""
     p = proc.p
     m = fam.pick_map(ch, proc)
-    if m is not None and m[2] in (HUGE, HUGE_SH) and "mremap-hugetlb" in AVOID:
-        return op_access(fam, ch, proc)
     if m is None or ch.int(0, 7) == 0:
         which = ch.int(0, 4)
         start = m[0] if m is not None else 0x10_0000

@@ -129,7 +129,7 @@ def test_replay_token_carries_fault_injection():
 
 
 def test_avoid_env(monkeypatch):
-    assert set(fuzz.KNOWN_OPEN) == {"hugetlb-fault-truncate-resv", "mremap-hugetlb"}
+    assert set(fuzz.KNOWN_OPEN) == {"hugetlb-fault-truncate-resv"}
     monkeypatch.setattr(fuzz, "KNOWN_OPEN", {"some-bug": "why"})
     monkeypatch.delenv("PYMM_FUZZ_AVOID", raising=False)
     assert fuzz._avoid_from_env() == {"some-bug"}
