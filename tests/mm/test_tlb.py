@@ -1,6 +1,5 @@
 """Lock-free user accesses through per-CPU TLBs, TLB shootdown, the mmu_gather,
 RCU-freed page tables, reclaim's batched flush and the stale-TLB detector."""
-import queue
 import threading
 
 import pytest
@@ -19,45 +18,6 @@ P = PAGE_SIZE
 RW = PROT_READ | PROT_WRITE
 ANON = MAP_PRIVATE | MAP_ANONYMOUS
 A = 0x4000_0000
-
-
-class Cpu:
-    """A thread that runs what it is given, one call at a time: a second CPU
-    whose TLB survives between calls."""
-
-    def __init__(self):
-        self.q = queue.Queue()
-        self.r = queue.Queue()
-        self.t = threading.Thread(target=self._run, daemon=True, name="cpu1")
-        self.t.start()
-
-    def _run(self):
-        while True:
-            fn = self.q.get()
-            if fn is None:
-                return
-            try:
-                self.r.put((True, fn()))
-            except BaseException as e:         # handed back to the caller
-                self.r.put((False, e))
-
-    def __call__(self, fn):
-        self.q.put(fn)
-        ok, v = self.r.get(timeout=30)
-        if not ok:
-            raise v
-        return v
-
-    def stop(self):
-        self.q.put(None)
-        self.t.join(10)
-
-
-@pytest.fixture
-def cpu1():
-    c = Cpu()
-    yield c
-    c.stop()
 
 
 class LockCounter:

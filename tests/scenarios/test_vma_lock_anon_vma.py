@@ -1,8 +1,6 @@
 """``vma-lock-anon-vma`` (key ``dup-anon-vma-lock``, d8ab9f7b644a): a page
 fault under the per-VMA lock of a merge's ``dst`` between dup_anon_vma
 setting dst->anon_vma and anon_vma_clone failing with ENOMEM."""
-import queue
-import threading
 
 import pytest
 
@@ -20,41 +18,9 @@ B = A + P
 FIXED = pymm.MAP_PRIVATE | pymm.MAP_ANONYMOUS | pymm.MAP_FIXED
 
 
-class Cpu:
-    """A thread that runs what it is given, one call at a time."""
-
-    def __init__(self):
-        self.q, self.r = queue.Queue(), queue.Queue()
-        self.t = threading.Thread(target=self._run, daemon=True, name="faulter")
-        self.t.start()
-
-    def _run(self):
-        while True:
-            fn = self.q.get()
-            if fn is None:
-                return
-            try:
-                self.r.put((True, fn()))
-            except BaseException as e:         # noqa: BLE001 -- handed back to the caller
-                self.r.put((False, e))
-
-    def __call__(self, fn):
-        self.q.put(fn)
-        ok, v = self.r.get(timeout=30)
-        if not ok:
-            raise v
-        return v
-
-    def stop(self):
-        self.q.put(None)
-        self.t.join(10)
-
-
 @pytest.fixture
-def cpu():
-    c = Cpu()
-    yield c
-    c.stop()
+def cpu(cpus):
+    return cpus("faulter")
 
 
 def _setup(variant):

@@ -2,7 +2,6 @@
 write fault of the parent while dup_mmap has write-protected its PTEs but
 not yet flushed its TLBs; another CPU's store through its stale writable
 entry lands in the child's page and is lost to the parent."""
-import queue
 import threading
 
 import pytest
@@ -17,50 +16,6 @@ from pymm.mm.mmap_lock import vma_end_read
 P = pymm.PAGE_SIZE
 RW = pymm.PROT_READ | pymm.PROT_WRITE
 A = 0x4000_0000
-
-
-class Cpu:
-    """A thread that runs what it is given, one call at a time: a CPU whose
-    TLB survives between calls."""
-
-    def __init__(self, name):
-        self.q, self.r = queue.Queue(), queue.Queue()
-        self.t = threading.Thread(target=self._run, daemon=True, name=name)
-        self.t.start()
-
-    def _run(self):
-        while True:
-            fn = self.q.get()
-            if fn is None:
-                return
-            try:
-                self.r.put((True, fn()))
-            except BaseException as e:         # noqa: BLE001 -- handed back to the caller
-                self.r.put((False, e))
-
-    def __call__(self, fn):
-        self.q.put(fn)
-        ok, v = self.r.get(timeout=30)
-        if not ok:
-            raise v
-        return v
-
-    def stop(self):
-        self.q.put(None)
-        self.t.join(10)
-
-
-@pytest.fixture
-def cpus():
-    made = []
-
-    def make(name):
-        c = Cpu(name)
-        made.append(c)
-        return c
-    yield make
-    for c in made:
-        c.stop()
 
 
 def _kernel(variant):
