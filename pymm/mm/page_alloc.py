@@ -16,7 +16,7 @@ from .atomic import PerCpuCounter, atomic_add_return
 from .gfp import GFP_HIGHUSER_MOVABLE, might_alloc
 from .mm_types import (PAGE_FLAG_NAMES, PAGE_FLAGS_CHECK_AT_FREE, PG_hugetlb, PG_lru, PG_reserved,
                        Folio, flag_names)
-from .swap import LruVec, lruvec_del_folio_locked
+from .swap import LruVec, folio_lruvec_relock, lruvec_del_folio_locked
 from . import hugetlb_ops
 
 
@@ -172,14 +172,9 @@ def folios_put_refs(kernel, folios):
             hugetlb_ops.free_huge_folio(kernel, folio)
             continue
         if folio.flags & PG_lru:
-            lv = kernel.nodes[folio.node].lruvec
-            if lv is not lruvec:
-                if lruvec is not None:
-                    lruvec.lru_lock.unlock()
-                lruvec = lv
-                lv.lru_lock.lock()
+            lruvec = folio_lruvec_relock(kernel, folio, lruvec)
             if folio.flags & PG_lru:
-                lruvec_del_folio_locked(lv, folio)
+                lruvec_del_folio_locked(lruvec, folio)
         free.append(folio)
     if lruvec is not None:
         lruvec.lru_lock.unlock()

@@ -108,20 +108,29 @@ def folio_add_lru(kernel, folio):
     lruvec.lru_lock.unlock()
 
 
+def folio_lruvec_relock(kernel, folio, locked):
+    """``folio_lruvec_relock_irqsave`` (include/linux/memcontrol.h): the
+    folio's lruvec with its lru_lock held, keeping ``locked`` (the lruvec
+    already held, or None) when it is the same one, else dropping it and
+    taking the folio's.  Batches take one lru_lock hold per run of folios
+    of one node."""
+    lv = kernel.nodes[folio.node].lruvec
+    if lv is not locked:
+        if locked is not None:
+            locked.lru_lock.unlock()
+        lv.lru_lock.lock()
+    return lv
+
+
 def folios_add_lru(kernel, folios):
     """Put new folios on their nodes' LRUs with one lru_lock hold per run of
     one node: what the kernel's per-CPU folio_batch does when it drains
     (folio_batch_move_lru).  Context: may be called under a ptl."""
     lruvec = None
     for folio in folios:
-        lv = kernel.nodes[folio.node].lruvec
-        if lv is not lruvec:
-            if lruvec is not None:
-                lruvec.lru_lock.unlock()
-            lruvec = lv
-            lv.lru_lock.lock()
+        lruvec = folio_lruvec_relock(kernel, folio, lruvec)
         if not folio.flags & PG_lru:
-            lruvec_add_folio_locked(lv, folio)
+            lruvec_add_folio_locked(lruvec, folio)
     if lruvec is not None:
         lruvec.lru_lock.unlock()
 
