@@ -35,7 +35,7 @@ from .. import stress
 from ..locking import lockdep
 from ..sched import explore
 from . import met
-from .mm import _validator
+from .mm import _validator, fault_seconds
 
 P = C.PAGE_SIZE
 RW = C.PROT_READ | C.PROT_WRITE
@@ -93,23 +93,7 @@ def mix_ms(schedules, seeds=3):
 
 def fault_us(pages, validator, repeat=3):
     """Best-of-``repeat`` thread-CPU microseconds per write fault."""
-    from ..kernel import Kernel
-    best = None
-    with _validator(validator):
-        for _ in range(repeat):
-            k = Kernel(nodes=1, pages_per_node=pages + 64, hugepages_per_node=0)
-            p = k.spawn("faulter")
-            a = p.mmap(0, pages * P, RW, ANON)
-            store = p.store
-            t0 = time.thread_time()
-            for i in range(pages):
-                store(a + i * P, b"x")
-            dt = (time.thread_time() - t0) / pages
-            if k.meminfo()["AnonPages"] != pages * 4:
-                raise RuntimeError("fault benchmark: not every store faulted a page in")
-            p.exit()
-            best = dt if best is None else min(best, dt)
-    return best * 1e6
+    return fault_seconds(pages, validator, repeat, time.thread_time) * 1e6
 
 
 def fault_calls(pages=1000):
