@@ -40,6 +40,12 @@ DEFAULT_DB = "pymm-campaign.sqlite"
 SIGNATURE_FRAMES = 2        # frames of the main stack in a signature
 FORMAT = "pymm-campaign"
 VERSION = "1"
+# The rule ``signature`` dedups by.  A database resumed under another rule
+# would list its known bugs again under new signatures, so ``check`` refuses
+# it for writing (reading it is fine).  1: kind + title + frames; 2: a
+# report with no guilty frame is also signed by its workload.  A database
+# without the key was written under rule 1.
+SIGNATURE_RULE = "2"
 MODES = ("controlled", "free")
 TASKS_PER_WORKER = 200      # items a local worker process runs before a fresh one replaces it
 
@@ -414,7 +420,7 @@ class CrashDB:
             raise CampaignError(f"cannot read campaign database {path!r}: permission denied")
         conn = cls._connect_ro(path)
         try:
-            cls._validate(conn, path)
+            cls._validate(conn, path, resume=not must_exist)
         finally:
             conn.close()
         return True
@@ -428,7 +434,7 @@ class CrashDB:
             raise CampaignError(f"cannot open campaign database {path!r}: {e}") from None
 
     @staticmethod
-    def _validate(conn, path):
+    def _validate(conn, path, resume=False):
         try:
             conn.execute("PRAGMA schema_version").fetchone()
             rows = dict(conn.execute("SELECT key, value FROM meta").fetchall())
@@ -446,6 +452,11 @@ class CrashDB:
                                 f"{rows.get('version')!r}; this pymm reads version {VERSION}")
         if not ok or ok[0] != "ok":
             raise CampaignError(f"campaign database {path!r} is corrupt: {ok[0] if ok else '?'}")
+        rule = rows.get("signature", "1")
+        if resume and rule != SIGNATURE_RULE:
+            raise CampaignError(f"campaign database {path!r} dedups crashes by signature rule "
+                                f"{rule}; this pymm signs them by rule {SIGNATURE_RULE}, so "
+                                "resuming would list known crashes again: use a new --db")
 
     @classmethod
     def open(cls, path, readonly=False):
@@ -461,7 +472,8 @@ class CrashDB:
             if not exists:
                 conn.executescript("BEGIN;" + SCHEMA +
                                    f"INSERT INTO meta VALUES ('format', '{FORMAT}'), "
-                                   f"('version', '{VERSION}'); COMMIT;")
+                                   f"('version', '{VERSION}'), ('signature', '{SIGNATURE_RULE}'); "
+                                   "COMMIT;")
         except sqlite3.Error as e:
             raise CampaignError(f"cannot open campaign database {path!r}: {e}") from None
         return cls(conn, path)
@@ -790,8 +802,13 @@ def run(items, db_path=DEFAULT_DB, schedules=None, seconds=None, jobs=None, ray_
                     except Exception as e:  # noqa: BLE001 - a worker died: say which item
                         task = f"item {' '.join(map(str, arg))}" if what == "item" else \
                             f"minimising crash #{arg}"
+                        hint = ""
+                        if isinstance(e, cf.process.BrokenProcessPool):
+                            hint = (" (a worker died; a script that calls pymm.campaign.run "
+                                    "must guard its top level with `if __name__ == \"__main__\":`: each local worker "
+                                    "imports the main module)")
                         raise CampaignError(f"{task} failed in the worker: {type(e).__name__}: "
-                                            f"{e}") from None
+                                            f"{e}{hint}") from None
                     # a Ctrl-C now waits until the run is both committed and
                     # counted (the summary says exactly what the database has)
                     with interrupt.sigint_deferred():

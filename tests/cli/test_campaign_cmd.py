@@ -376,3 +376,27 @@ def test_minimised_replay_keeps_the_headline_not_only_the_signature():
     campaign._reset_lockdep()
     again = stress._failure_finding(stress.replay(m["replay"]), "")
     assert again["title"] == f["title"]
+
+
+def test_a_database_of_another_signature_rule_is_read_but_not_resumed(small_db, cli, tmp_path):
+    """Resuming under a changed dedup rule would list known crashes again
+    under new signatures: refused with one line, nothing changed; listing
+    its crashes still works."""
+    db, _, _ = small_db
+    con = sqlite3.connect(db)
+    assert dict(con.execute("SELECT key, value FROM meta"))["signature"] == campaign.SIGNATURE_RULE
+    con.close()
+    old = tmp_path / "old.sqlite"
+    old.write_bytes(db.read_bytes())
+    con = sqlite3.connect(old)
+    con.execute("DELETE FROM meta WHERE key = 'signature'")     # as written before the key existed
+    con.commit()
+    con.close()
+    before = old.read_bytes()
+    r = cli("campaign", "--scenario", "populate", "--variant", "drop-retake", "--seeds", "4:5",
+            "--schedules", "5", "--jobs", "1", "--db", old)
+    assert r.rc == 2, r
+    assert "signature rule 1" in r.error_line() and str(old) in r.error_line()
+    assert old.read_bytes() == before
+    r = cli("crashes", "--db", old)
+    assert r.rc == 0 and "populate/drop-retake" in r.out
