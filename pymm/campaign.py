@@ -805,8 +805,9 @@ def run(items, db_path=DEFAULT_DB, schedules=None, seconds=None, jobs=None, ray_
                         hint = ""
                         if isinstance(e, cf.process.BrokenProcessPool):
                             hint = (" (a worker died; a script that calls pymm.campaign.run "
-                                    "must guard its top level with `if __name__ == \"__main__\":`: each local worker "
-                                    "imports the main module)")
+                                    "must guard its top level with "
+                                    "`if __name__ == \"__main__\":`: each local worker imports "
+                                    "the main module)")
                         raise CampaignError(f"{task} failed in the worker: {type(e).__name__}: "
                                             f"{e}{hint}") from None
                     # a Ctrl-C now waits until the run is both committed and
