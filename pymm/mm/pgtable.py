@@ -12,8 +12,9 @@ interrupts-off region, reports a use-after-free of the table or its lock.
 
 PTE bits live in a bytearray beside the entries (one byte per PTE).
 """
+from ..debug import stackdepot
 from ..debug.kasan import KasanObject, kasan_poison
-from ..debug.report import report
+from ..debug.report import pymm_checks, pymm_only_title, report
 from ..locking import SpinLock
 from ..debug.fault_inject import should_fail
 from ..sched import point
@@ -159,6 +160,47 @@ def pte_alloc(mm, addr):
 USER_PGTABLES_CEILING = 1 << 47
 
 
+PGTABLE_IN_USE_TITLE = pymm_only_title("BUG: page table freed under a live VMA")
+
+
+def check_pgtable_unused(mm, table, lo, hi, floor, ceiling):
+    """pymm's own check (the kernel has none): a page table is freed only
+    where no VMA is left, so its span [lo, hi) must intersect no VMA still
+    in the tree.  free_pgd_range frees only tables lying wholly in
+    [floor, ceiling): the gap between the unmapped range's neighbours, which
+    the caller took from the tree when it detached the range, under the
+    write lock.  A correct kernel changes no VMA in that gap before the
+    free (the write lock is held throughout, or the downgraded read lock
+    excludes every VMA change; exit_mmap has emptied the tree), so a hit is
+    a VMA that moved into the gap after the neighbours were taken -- a stack
+    grown under the read lock (``munmap-downgrade``) -- and the table about
+    to be freed may already be in its faults' hands.  It fires at the free,
+    before whatever that table's later users do (a page leaked with it, a
+    write to the freed table, a non-empty table freed): a fault uses a
+    table only for an address its VMA covers, so in every such interleaving
+    the VMA grew before its fault reached the table, hence before the free.
+    It reports the race, not one of its outcomes: a fault that reaches the
+    address only after the table is unhooked allocates a fresh one, and that
+    interleaving would have ended without harm (as lockdep reports an
+    inversion that has not deadlocked yet).  Off with pymm_checks.
+    Context: mmap_lock held (the tree is read as find_vma does)."""
+    if not pymm_checks(mm.kernel):
+        return
+    vma = mm.mm_mt.find_vma_intersection(lo, hi)
+    if vma is None:
+        return
+    title = PGTABLE_IN_USE_TITLE
+    kind = "PTE" if isinstance(table, PteTable) else "PMD"
+    report("assertion", title,
+           "\n".join([title,
+                      f"{kind} table for {lo:#x}-{hi:#x} freed (free_pgd_range floor {floor:#x}, "
+                      f"ceiling {ceiling:#x}), but {vma!r} still maps part of that range:",
+                      "the VMA moved into the unmapped gap after munmap took its neighbours, and a",
+                      "fault in it may hold the table, or take it, while munmap frees it.",
+                      "Call Trace:", stackdepot.format(stackdepot.save(2), "  ")]),
+           kernel=mm.kernel, data={"pymm_only": True})
+
+
 def free_pgd_range(tlb, start, end, floor, ceiling):
     """Free the page tables covering [start, end) whose whole span lies in
     [floor, ceiling) -- the gap left between the neighbouring VMAs -- as
@@ -179,6 +221,7 @@ def free_pgd_range(tlb, start, end, floor, ceiling):
             hi = lo + PMD_SIZE
             if hi <= start or lo >= end or lo < floor or hi > ceiling:
                 continue
+            check_pgtable_unused(mm, pt, lo, hi, floor, ceiling)
             if pt.nr:
                 report("bad-page-state", "BUG: non-empty page table freed",
                        f"BUG: PTE table at {lo:#x} freed with {pt.nr} entries still set")
@@ -187,6 +230,7 @@ def free_pgd_range(tlb, start, end, floor, ceiling):
             tlb_remove_table(tlb, pt, lo, PMD_SIZE)      # pte_free_tlb
         if (base >= floor and base + PUD_SIZE <= ceiling and
                 pmd.pt_share_count == 0 and all(e is None for e in pmd.entries)):
+            check_pgtable_unused(mm, pmd, base, base + PUD_SIZE, floor, ceiling)
             del mm.pgd[key]
             mm.pgtables_bytes.add(-4096)
             tlb_remove_table(tlb, pmd, base, PUD_SIZE)   # pmd_free_tlb

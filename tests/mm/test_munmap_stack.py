@@ -123,3 +123,71 @@ def test_map_fixed_over_a_mapping_zaps_under_the_write_lock(monkeypatch):
     assert p.load(a, 3) == bytes(3)
     p.exit()
     assert k.check() == [] and k.findings() == []
+
+
+# -- the page-table free check (pymm's own) ----------------------------------------------
+
+@pytest.fixture
+def pymm_checks_restored():
+    from pymm.debug import report as R
+    from pymm.locking import lockdep
+    yield R
+    R.set_pymm_checks_default(True)
+    lockdep.reset()
+
+
+def test_table_freed_under_the_grown_stack_is_reported_at_the_free(pymm_checks_restored):
+    """downgrade-always is one bug, reported at the point of corruption:
+    every seed's first finding is the free of a page table the stack grew
+    into, before its faults write the freed table (KASAN), leak a page with
+    it (Bad rss-counter state) or leave an entry in it (non-empty table
+    freed) -- the four crashes a campaign used to list for it."""
+    from pymm import stress
+    from pymm.debug.report import is_pymm_only
+    from pymm.mm.pgtable import PGTABLE_IN_USE_TITLE
+    for seed in range(4):
+        r = stress.run_controlled("munmap-stack", "downgrade-always", seed=seed, schedules=200)
+        assert r.findings, seed
+        f = r.findings[0]
+        assert (f["kind"], f["title"]) == ("assertion", PGTABLE_IN_USE_TITLE), f["text"]
+        assert f["pymm_only"] and is_pymm_only(f["title"])
+        assert "free_pgd_range+" in f["text"] and "growsdown" in f["text"]
+        again = stress.run_replay(f["replay"].split()[-1])
+        assert again.findings and again.findings[0]["title"] == PGTABLE_IN_USE_TITLE
+
+
+def test_with_pymm_checks_off_the_race_is_still_caught_by_the_kernels_own(pymm_checks_restored):
+    """The check adds an earlier report, it replaces no detector: without it
+    downgrade-always is caught as before (KASAN, rss counters, the non-empty
+    table)."""
+    from pymm import stress
+    pymm_checks_restored.set_pymm_checks_default(False)
+    r = stress.run_controlled("munmap-stack", "downgrade-always", seed=0)
+    assert r.findings and r.caught, r.findings
+    assert r.findings[0]["kind"] in ("use-after-free", "rss-counter", "bad-page-state")
+
+
+@pytest.mark.parametrize("variant", ["write-locked", "unless-growsdown", "stack-write-locked"])
+def test_fixed_variants_free_no_table_under_a_vma(variant):
+    from pymm import stress
+    r = stress.run_controlled("munmap-stack", variant, seed=0, schedules=150)
+    assert not r.findings, r.findings
+
+
+def test_unmapping_next_to_vmas_and_exit_free_tables_cleanly():
+    """munmap inside a table its neighbours still use, of a whole table next
+    to a neighbour, and exit (every VMA gone): the check stays quiet."""
+    from pymm.mm.pgtable import pte_offset
+    k = pymm.Kernel()
+    p = k.spawn("a")
+    flags = MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED
+    base = 0x4000_0000
+    p.mmap(base, 1024 * P, RW, flags)                       # two PTE tables' worth
+    for i in range(0, 1024, 64):
+        p.store(base + i * P, b"x")
+    p.munmap(base + 8 * P, 8 * P)                           # inside one table: nothing freed
+    p.munmap(base + 512 * P, 512 * P)                       # the whole second table: freed
+    assert pte_offset(p.mm, base + 512 * P) is None
+    assert pte_offset(p.mm, base) is not None
+    p.exit()
+    assert k.check() == [] and k.findings() == []
