@@ -111,6 +111,19 @@ VARIANTS = {
         "doc": "hugetlb_unmap_file_folio using a private VMA's tagged resv_map pointer as a "
                "vma_lock (README: the private-mapping branch of hugetlb_unmap_file_folio)",
     },
+    "hugetlb-fault-truncate": {
+        # unsynced: mainline since 188a39725ad7 + fa27759af4a6 (6.1): the fault checks i_size
+        # once, under its fault mutex, before alloc_hugetlb_folio; truncation takes a fault
+        # mutex only for folios it finds, so a fault that passed the check and holds the index's
+        # reservation (map_chg == 0) survives hugetlb_unreserve_pages giving that reservation
+        # back, consumes it again and region_adds the entry back; wait-for-faults: pymm's
+        # proposed fix
+        "values": ("unsynced", "wait-for-faults"),
+        "default": "wait-for-faults",
+        "buggy": ("unsynced",),
+        "doc": "hugetlb_vmtruncate not waiting for faults in flight on the truncated range: "
+               "HugePages_Rsvd counted down twice (README: hugetlb-fault-truncate)",
+    },
     "rmap-mlock": {
         "values": ("mmap-trylock", "pte-lock"),
         "default": "pte-lock",

@@ -437,15 +437,62 @@ def remove_inode_hugepages(file, lstart, lend):
         H.hugetlb_unreserve_pages(file, lstart >> H.HPAGE_SHIFT, H.LONG_MAX, freed)
 
 
+def hugetlb_wait_for_faults(file, old_size, offset):
+    """``hugetlb-fault-truncate`` ``wait-for-faults`` (pymm's proposed fix,
+    not mainline): wait for every fault in flight on the indices being
+    truncated by taking and releasing each one's fault mutex.
+
+    A fault checks i_size once, under its fault mutex, before it allocates
+    (hugetlb_no_page; the second check under the PTE lock went with
+    fa27759af4a6), and remove_inode_hugepages takes a fault mutex only for
+    the folios it finds.  So a fault that passed the check and found its
+    index reserved (alloc_hugetlb_folio's map_chg 0) may still be allocating
+    when hugetlb_unreserve_pages deletes the entry and gives the reservation
+    back: it then dequeues a reserved page anyway (resv_huge_pages counted
+    down twice) and vma_commit_reservation adds the entry back, with the
+    folio beyond the new i_size.  Called after i_size_write: a fault holding
+    one of these mutexes finishes first (its folio is in the page cache and
+    remove_inode_hugepages removes it, counted in ``freed``); one that takes
+    it after us reads the new i_size and gets SIGBUS.
+
+    Which indices: those a fault can have passed the i_size check for,
+    [offset, old_size) -- i_size only grew since the last shrink, which
+    waited for the faults before it.  Bounded by the table: a range as long
+    as the table takes and releases each of its mutexes once.  Order: inode
+    lock -> fault mutex, as remove_inode_hugepages and fallocate take them;
+    the mutexes one at a time, no other lock held.
+    Context: inode lock held (write)."""
+    k = file.kernel
+    table = k.hstate.hugetlb_fault_mutex_table
+    start = offset >> H.HPAGE_SHIFT
+    end = (old_size + HPAGE_SIZE - 1) >> H.HPAGE_SHIFT
+    if end <= start:
+        return
+    if end - start >= len(table):
+        slots = range(len(table))
+    else:
+        slots = sorted({H.hugetlb_fault_mutex_hash(file, i) for i in range(start, end)})
+    for slot in slots:
+        table[slot].lock()
+        table[slot].unlock()
+
+
 def hugetlb_vmtruncate(file, offset):
-    """Shrink to ``offset`` (huge aligned).  Context: inode lock held (write)."""
+    """Shrink to ``offset`` (huge aligned).  ``hugetlb-fault-truncate``:
+    ``unsynced`` (mainline since 188a39725ad7 and fa27759af4a6, 6.1) does
+    not wait for faults in flight on the range; ``wait-for-faults`` (pymm's
+    proposed fix) does (hugetlb_wait_for_faults).
+    Context: inode lock held (write)."""
     inode, mapping = file.inode, file.mapping
     pgoff = offset >> 12
+    old_size = inode.i_size
     inode.i_size = offset
     i_mmap_lock_write(mapping)
     if mapping.i_mmap:
         hugetlb_vmdelete_list(mapping, pgoff, 0)
     i_mmap_unlock_write(mapping)
+    if file.kernel.variant("hugetlb-fault-truncate") == "wait-for-faults":
+        hugetlb_wait_for_faults(file, old_size, offset)
     remove_inode_hugepages(file, offset, LLONG_MAX)
 
 

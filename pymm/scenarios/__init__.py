@@ -41,6 +41,7 @@ SCENARIO_MODULES = {
     "hugetlb-cow-imap": "hugetlb_cow_imap",
     "hugetlb-fork-dontneed": "hugetlb_fork_dontneed",
     "hugetlb-unmap-private": "hugetlb_unmap_private",
+    "hugetlb-fault-truncate": "hugetlb_fault_truncate",
     "rmap-mlock": "rmap_mlock",
     "munmap-stack": "munmap_stack",
     "fuzz": "fuzz",

@@ -42,7 +42,6 @@ runs the same ops as a Hypothesis stateful test, which shrinks a failing
 program to a minimal one).
 """
 import errno
-import os
 from types import SimpleNamespace
 
 from .. import constants as C
@@ -64,35 +63,6 @@ MAX_MAPS = 8            # mappings per process the program keeps track of
 
 # probability (percent) of an injected failure per allocation while roles run
 FAIL = {site: {"probability": 2.0} for site in SITES}
-
-# Known-open bugs: the program generator steers around each one listed in
-# AVOID (name -> why), so that a campaign finds new bugs instead of the same
-# ones; PYMM_FUZZ_AVOID=none (or a comma-separated subset) overrides it.  Add
-# an entry, with the code that steers around it, when a bug is found and not
-# fixed at once; delete both when its fix lands.  (Issue 16's items 9b and
-# 10b, the entries before, are fixed.)
-KNOWN_OPEN = {
-    "hugetlb-fault-truncate-resv": "a fault on a shared hugetlb mapping that found its index "
-        "reserved races ftruncate, which deletes the entry and gives the reservation back; the "
-        "fault then consumes it too (HugePages_Rsvd -1 at quiescence; README: open): the "
-        "hugetlbfs file is never truncated while the roles run (teardown truncates it)",
-}
-
-
-def _avoid_from_env():
-    v = os.environ.get("PYMM_FUZZ_AVOID")
-    if v is None:
-        return frozenset(KNOWN_OPEN)
-    if v.strip().lower() in ("", "none"):
-        return frozenset()
-    out = frozenset(x.strip() for x in v.split(",") if x.strip())
-    bad = out - set(KNOWN_OPEN)
-    if bad:
-        raise ValueError(f"PYMM_FUZZ_AVOID: unknown entries {sorted(bad)}; known: {', '.join(KNOWN_OPEN) or 'none'}")
-    return out
-
-
-AVOID = _avoid_from_env()
 
 # kinds of mapping
 ANON, SHANON, SHM, SHM_PRIV, HUGE, HUGE_SH = "anon", "shared-anon", "shm", "shm-private", \
@@ -710,10 +680,9 @@ def op_file(fam, ch, proc):
     else:
         f, unit, n = st.shm, P, SHM_PAGES
     which = ch.int(0, 3)
-    shrink = not (f is st.huge and "hugetlb-fault-truncate-resv" in AVOID)
     f = _wrap(st, f)
     try:
-        if which == 0 and shrink:
+        if which == 0:
             f.ftruncate(ch.int(0, n) * unit)
         elif which == 1:
             f.ftruncate(n * unit)
