@@ -17,10 +17,12 @@ from ..context import current
 from . import stackdepot
 from .stackdepot import save as save_stack
 from ..stacktrace import format_site
-from .report import current_kernel, report
+from .report import current_kernel, pymm_checks, pymm_only_title, report
+from ..locking import lockdep
 from ..rcu import rcu_read_lock_held
 
 _freed_classes = {}
+pymm_only_title(lockdep.FREED_OTHER_TITLE)
 
 
 class KasanObject:
@@ -29,6 +31,9 @@ class KasanObject:
 
     __slots__ = ("_kasan_alloc", "_kasan_free")
     KASAN_CACHE = "object"
+    # The fields holding the locks embedded in the object, which
+    # debug_check_no_locks_freed looks at when it is freed (see kasan_poison).
+    KASAN_LOCKS = ()
 
     def kasan_alloc(self, skip=2):
         t = current()                       # (_track, inlined: on every allocation)
@@ -73,8 +78,26 @@ def kasan_poison(obj, skip=2, stack=None):
     if cls in _freed_classes.values():
         _report_double_free(obj, cls)
         return
+    if cls.KASAN_LOCKS:
+        _check_no_locks_freed(obj, cls, sys._getframe(1))
     obj._kasan_free = _track(skip) if stack is None else stack
     obj.__class__ = _freed_class(cls)
+
+
+def _check_no_locks_freed(obj, cls, frame):
+    """What slab_free_hook runs before KASAN poisons the block:
+    lockdep's debug_check_no_locks_freed over the object's locks -- the
+    freeing task's own (the kernel's check) and, with pymm's checks on,
+    those another task holds or is acquiring (pymm's own extension, not for
+    SLAB_TYPESAFE_BY_RCU caches, whose freed objects may be locked and
+    revalidated)."""
+    locks = [lk for lk in (object.__getattribute__(obj, f) for f in cls.KASAN_LOCKS)
+             if lk is not None]
+    if locks:
+        addr, _ = _where(obj)
+        lockdep.debug_check_no_locks_freed(
+            f"{addr:016x} ({cls.KASAN_CACHE})", locks,
+            others=not getattr(cls, "KASAN_TYPESAFE_BY_RCU", False) and pymm_checks(), frame=frame)
 
 
 def is_poisoned(obj):

@@ -74,6 +74,7 @@ __all__ = ["enable", "disable", "is_enabled", "reset", "reports", "configure",
            "lockdep_assert_held_read", "lockdep_assert_held_write",
            "lockdep_assert_not_held", "lock_is_held", "lockdep_sys_exit", "thread_exit",
            "set_cmp_fn", "dependencies", "record_report", "stats", "Report", "HeldLock",
+           "debug_check_no_locks_freed",
            "LockdepUsageError"]
 
 
@@ -378,6 +379,20 @@ def _bad_unlock(lock, read):
     _report_bad_unlock(_state(), lock, read, downgrade=_in_downgrade())
 
 
+def _not_acquired(lock, read):
+    """A trylock failed, or a wait was aborted: the entry parked at
+    ``acquire`` is dropped (the kernel never pushes a failed trylock, and
+    pops an aborted wait), so that ``debug_check_no_locks_freed`` does not
+    take it for an acquisition in progress."""
+    try:
+        st = _tls.st
+    except AttributeError:
+        return
+    e = st.pending
+    if e is not None and e[0] is lock:
+        st.pending = None
+
+
 class _Listener:
     """What ``events.register`` sees: plain functions, so dispatch does not
     even bind ``self``."""
@@ -387,6 +402,8 @@ class _Listener:
     release = staticmethod(_release)
     downgrade = staticmethod(_downgrade)
     bad_unlock = staticmethod(_bad_unlock)
+    trylock_failed = staticmethod(_not_acquired)
+    aborted = staticmethod(_not_acquired)
 
     def __repr__(self):
         return "<lockdep validator>"
@@ -852,6 +869,75 @@ def register_non_static_key(what, may_raise=True):
     data = {"thread": _thread(st), "lock": what, "stack": stack}
     return record_report(Report("non-static-key", title, body, data,
                                 ("non-static-key", what, site), framed=False), may_raise)
+
+
+FREED_HELD_TITLE = "WARNING: held lock freed!"
+FREED_OTHER_TITLE = "WARNING: lock freed while another task holds it!"
+
+
+def _held_in(st, locks, acquiring):
+    """(st, entry, is it an acquisition in progress) for the first entry of
+    ``st`` (held, or with ``acquiring`` the one parked at acquire) that is
+    one of ``locks``; else None."""
+    for e in list(st.held):
+        if any(e[H_LOCK] is lk for lk in locks):
+            return st, e, False
+    e = st.pending
+    if acquiring and e is not None and any(e[H_LOCK] is lk for lk in locks):
+        return st, e, True
+    return None
+
+
+def debug_check_no_locks_freed(what, locks, others=False, frame=None):
+    """``debug_check_no_locks_freed()``, which the kernel's slab and page
+    allocators run on every block they free: a lock inside the freed memory
+    that the freeing task still holds is reported "held lock freed!".
+    ``what`` names the object, ``locks`` are the locks embedded in it,
+    ``frame`` is where the stack trace starts (the freeing function).
+
+    ``others`` -- pymm's own extension (the kernel looks only at current's
+    held locks): a lock of the freed object held by *another* task, or that
+    another task is acquiring (lockdep counts a lock from ``lock_acquire``
+    on, before the attempt and any wait: the entry parked at ``acquire``),
+    is reported at the free, "lock freed while another task holds it!".
+    That task then takes, owns or releases freed memory, or keeps a lock
+    nobody can release any more; whatever it does next is a later symptom
+    of this free, and depends on the interleaving.  Returns the report, or
+    None (validator off, nothing held)."""
+    if not _enabled:
+        return None
+    cur = _state()
+    found = _held_in(cur, locks, False)             # the kernel's check
+    if found is None and others:
+        for tid, st in _live_states():
+            if st is not cur:
+                found = _held_in(st, locks, True)
+                if found is not None:
+                    break
+    if found is None:
+        return None
+    holder, e, acquiring = found
+    stack = capture_stack(frame=frame) if _stacks else None
+    site = stack_site(stack) or "?"
+    name = e[H_CLASS].name
+    if holder is cur:
+        kind, title = "freed-held", FREED_HELD_TITLE
+        body = [f"{_label(cur)} is freeing memory {what}, with a lock still held there!",
+                _desc(e)] + _held_lines(cur, list(cur.held))
+    else:
+        kind, title = "freed-other", FREED_OTHER_TITLE
+        how = "is acquiring" if acquiring else "holds"
+        body = [f"{_label(cur)} is freeing memory {what}, with a lock there that "
+                f"{_label(holder)} {how}!",
+                f" {_desc(e)}",
+                "(pymm's own check: the kernel's looks only at the freeing task's locks;",
+                " lockdep counts a lock as held from lock_acquire, before any wait)", ""]
+        body += _held_lines(holder, list(holder.held)) + [""] + _held_lines(cur, list(cur.held))
+    body += ["", "stack backtrace:"] + dump_stack(stack)
+    data = {"thread": _thread(cur), "holder": _thread(holder), "classes": [name],
+            "lock": lock_addr(e[H_LOCK]), "object": what, "stack": stack,
+            "pymm_only": kind == "freed-other"}
+    return record_report(Report(kind, title, body, data, (kind, name, site)), True)
 
 
 def _check_exit(st, may_raise):

@@ -561,6 +561,7 @@ class HugetlbVmaLock(KasanObject):
     when the VMA goes: a waiter then sees None and retries."""
 
     KASAN_CACHE = "hugetlb_vma_lock"
+    KASAN_LOCKS = ("rw_sema",)
     __slots__ = ("refs", "rw_sema", "vma")
 
     def __init__(self, vma):

@@ -10,9 +10,22 @@ lived on without one, faulting with no PMD-sharing protection at all.
 syzbot saw lockdep's lock class in use after free.
 
 Workload: one process maps a hugetlbfs file MAP_SHARED; a thread
-MADV_DONTNEEDs it while another faults it.  ``final-zap``: the faulter
-that waited on the vma_lock wakes up in a freed one (KASAN
-use-after-free); ``non-final-zap`` (04ada095dcfc) keeps the lock.
+MADV_DONTNEEDs it while another faults it.  ``non-final-zap``
+(04ada095dcfc) keeps the lock.  ``final-zap`` frees it under a fault that
+is acquiring it (waiting for the zap's write lock, or preempted inside its
+down_read) or holds it (a trylock just before the zap detached it).  What
+that fault does next depends on the interleaving: it wakes up in the freed
+lock (KASAN use-after-free in _rwsem_set_reader_owned), or its unlock finds
+no vma_lock on the VMA and skips, so it returns to user space holding the
+lock ("lock held when returning to user space!") or takes the fault mutex
+under it on its retry ("possible circular locking dependency": fault mutex
+-> vma_lock everywhere else; syzbot's report, with mmap_lock, is the same
+leaked lock).  All of them follow the free, which is reported first, in
+every interleaving: lockdep's debug_check_no_locks_freed, which pymm runs
+when a hugetlb_vma_lock is freed, extended to the locks other tasks hold or
+are acquiring ("lock freed while another task holds it!", pymm's own: the
+kernel looks only at the freeing task's locks).  With pymm's checks off
+the later reports are what is left.
 """
 from .. import constants as C
 from ..errors import SegmentationFault

@@ -58,3 +58,28 @@ def first_finding(name, variant, pymm_checks=True, replays=False):
         again = stress.run_replay(f["replay"].split()[-1])
         assert again.findings and again.findings[0]["title"] == f["title"]
     return f
+
+
+# -- one report per bug: the first event of every buggy interleaving (issue 14) ------------
+
+@pytest.mark.parametrize("seed", range(8))
+def test_final_zap_is_reported_at_the_free_of_the_lock(seed):
+    """hugetlb-dontneed final-zap: whatever the interleaving (a fault
+    waiting for the vma_lock, preempted in its down_read, or holding it
+    after a trylock), the first report is the free of the lock under it,
+    not what the fault does next (KASAN when it wakes, the lock held on the
+    way to user space, or the fault mutex taken under it)."""
+    R.set_pymm_checks_default(True)
+    r = stress.run_controlled("hugetlb-dontneed", "final-zap", seed=seed)
+    assert r.findings, "final-zap ran clean"
+    f = r.findings[0]
+    assert f["title"] == "WARNING: lock freed while another task holds it!", f["title"]
+    assert f["pymm_only"] is True and "(hugetlb_vma_lock)" in f["text"]
+    assert "__hugetlb_vma_unlock_write_put" in f["text"]
+
+
+def test_final_zap_replays_and_is_caught_by_the_kernels_detectors_without_pymm_checks():
+    first_finding("hugetlb-dontneed", "final-zap", replays=True)
+    f = first_finding("hugetlb-dontneed", "final-zap", pymm_checks=False)
+    assert f["pymm_only"] is False
+    assert f["kind"] in ("use-after-free", "lockdep") and "vma_lock" in f["text"]
