@@ -55,8 +55,9 @@ import weakref
 from ..debug import stackdepot
 from ..debug.fault_inject import should_fail
 from ..debug.kasan import KasanObject, kasan_poison
-from ..debug.report import pymm_checks, report
+from ..debug.report import pymm_checks, pymm_only_title, report
 from ..locking import Mutex, RwSemaphore, SpinLock, lockdep
+from ..locking.lockdep_report import thread_name
 from ..sched import charge, point
 from . import hugetlb_ops
 from .atomic import atomic_add_return, clear_bits, set_bits
@@ -897,6 +898,7 @@ def huge_pmd_share(mm, vma, addr):
     gfp = (GFP_NOWAIT | __GFP_NOWARN if vma.vm_mm.kernel.variant("hugetlb-zap-alloc") ==
            "alloc-before-locks" else GFP_PGTABLE_USER)
     ptep = _pmd_alloc(mm, addr, gfp)
+    hugetlb_fault_pte_get(mm, ptep)      # before i_mmap_rwsem goes: see there
     i_mmap_unlock_read(mapping)
     return ptep
 
@@ -924,11 +926,51 @@ def huge_pmd_unshare(vma, addr, ptep, vma_locked=True):
     mm = vma.vm_mm
     key = addr >> PUD_SHIFT
     if mm.pgd.get(key) is table:
+        _check_unshare_under_fault(mm, table, addr)
         del mm.pgd[key]                     # pud_clear
         mm.pgtables_bytes.add(-4096)
     atomic_add_return(table, "pt_share_count", -1)
     point("huge_pmd_unshare")
     return True
+
+
+UNSHARE_UNDER_FAULT_TITLE = pymm_only_title("BUG: hugetlb PMD table unshared under a fault using it")
+
+
+def _check_unshare_under_fault(mm, table, addr):
+    """pymm's own check (the kernel has none): the PMD table being unshared
+    from ``mm`` (its PUD entry cleared) must not be in the hands of a fault
+    of ``mm`` -- one that read its ptep (huge_pte_alloc) and has not yet
+    released the vma_lock that protects it (hugetlb_fault_pte_get/put).
+    Such a fault goes on to lock the table's ptl and set its entry in a
+    table ``mm`` no longer maps: the other sharer's (its page is then
+    mapped there, and nowhere in ``mm``) or, once that sharer unmaps it, a
+    freed one.  With the vma_lock (``hugetlb-pmd-share`` ``vma-lock``) every
+    unsharer holds it for write (or has trylocked it, or excludes faults by
+    mmap_lock), so this never fires; without it (``no-vma-lock``) it fires
+    at the unshare, before whatever the fault does next, which depends on
+    the interleaving (a use-after-free of the table, a wrong map count, the
+    other mm's page-table bytes).  Context: i_mmap_rwsem (write) and the
+    table's ptl held."""
+    if not pymm_checks(mm.kernel):
+        return
+    for tid, vmf in list(mm.hugetlb_faults.items()):
+        ptep = vmf.pte
+        if ptep is None or ptep[0] is not table:
+            continue
+        title = UNSHARE_UNDER_FAULT_TITLE
+        report("assertion", title,
+               "\n".join([title,
+                          f"{threading.current_thread().name} unshares the PMD table at "
+                          f"{addr & PUD_MASK:#x} from the mm of pid {mm.owner_pid} (shared by "
+                          f"{table.pt_share_count} other mm(s)),",
+                          f"while a fault of that mm at {vmf.real_address:#x} (thread "
+                          f"{thread_name(tid)}) holds a ptep into it without the vma_lock:",
+                          "the fault will set its entry in a table its mm no longer maps (the other",
+                          "sharer's, or a freed one).",
+                          "Call Trace:", stackdepot.format(stackdepot.save(2), "  ")]),
+               kernel=mm.kernel, data={"pymm_only": True})
+        return
 
 
 def hugetlb_unshare_pmds(vma, start, end, take_locks):
@@ -1047,6 +1089,7 @@ def _fault_vma_lock_read(vmf):
 
 
 def _fault_vma_unlock_read(vmf):
+    hugetlb_fault_pte_put(vmf)
     if vmf.vma_locked:
         hugetlb_vma_unlock_read(vmf.vma)
 
@@ -1054,6 +1097,30 @@ def _fault_vma_unlock_read(vmf):
 def _fault_vma_relock_read(vmf):
     if vmf.vma_locked:
         hugetlb_vma_lock_read(vmf.vma)
+    _fault_pte_hold(vmf)
+
+
+# pymm's bookkeeping for _check_unshare_under_fault (not kernel state): from
+# the moment a fault reads its ptep until it releases the vma_lock (where
+# the kernel's fault stops using the ptep), the fault is in its mm's
+# ``hugetlb_faults``.  The ptep is published by huge_pmd_share while it still
+# holds i_mmap_rwsem (no unsharer can run before: they hold it for write),
+# or by _hugetlb_fault when huge_pte_alloc returns a table without
+# scheduling (the table was already there).
+
+def _fault_pte_hold(vmf):
+    vmf.vma.vm_mm.hugetlb_faults[threading.get_ident()] = vmf
+
+
+def hugetlb_fault_pte_get(mm, ptep):
+    """The current thread's fault in ``mm`` (if any) now holds ``ptep``."""
+    vmf = mm.hugetlb_faults.get(threading.get_ident())
+    if vmf is not None:
+        vmf.pte = ptep
+
+
+def hugetlb_fault_pte_put(vmf):
+    vmf.vma.vm_mm.hugetlb_faults.pop(threading.get_ident(), None)
 
 
 def huge_pte_same(ptep, orig):
@@ -1102,14 +1169,17 @@ def hugetlb_add_to_page_cache(folio, file, idx):
 def hugetlb_fault(mm, vma, address, flags):
     """hugetlb_fault; in the 5.7 era (fault_i_mmap_era) inside
     i_mmap_lock_read/i_mmap_unlock_read of the file's mapping."""
-    if fault_i_mmap_era(vma.vm_mm.kernel):
-        mapping = vma.vm_file.mapping
-        i_mmap_lock_read(mapping)
-        try:
-            return _hugetlb_fault(mm, vma, address, flags)
-        finally:
-            i_mmap_unlock_read(mapping)
-    return _hugetlb_fault(mm, vma, address, flags)
+    try:
+        if fault_i_mmap_era(vma.vm_mm.kernel):
+            mapping = vma.vm_file.mapping
+            i_mmap_lock_read(mapping)
+            try:
+                return _hugetlb_fault(mm, vma, address, flags)
+            finally:
+                i_mmap_unlock_read(mapping)
+        return _hugetlb_fault(mm, vma, address, flags)
+    finally:
+        mm.hugetlb_faults.pop(threading.get_ident(), None)     # an aborted fault's too
 
 
 def _hugetlb_fault(mm, vma, address, flags):
@@ -1128,6 +1198,7 @@ def _hugetlb_fault(mm, vma, address, flags):
         _fault_alloc_before_locks(mm, vma, vmf.address)
     vmf.fault_mutex.lock()
     _fault_vma_lock_read(vmf)
+    _fault_pte_hold(vmf)
     vmf.pte = huge_pte_alloc(mm, vma, vmf.address)
     if vmf.pte is None:                           # no page-table page: VM_FAULT_OOM
         return _no_page_out(vmf, VM_FAULT_OOM)

@@ -145,6 +145,11 @@ class MmStruct(KasanObject):
         # innermost, never held across a scheduling point) makes a user copy
         # and its shadow update or comparison one step.
         "user_shadow", "shadow_lock",
+        # Not kernel state either: the hugetlb faults of this mm in progress
+        # (thread id -> HugetlbFault) that hold a ptep into a PMD table, for
+        # the check that no table is unshared from under them (hugetlb.py,
+        # hugetlb_fault_pte_get).
+        "hugetlb_faults",
     )
 
     def __init__(self, kernel, owner_pid):
@@ -171,6 +176,7 @@ class MmStruct(KasanObject):
         self.tlb_flush_pending = self.tlb_flush_flushed = 0
         self.user_shadow = {}
         self.shadow_lock = threading.Lock()
+        self.hugetlb_faults = {}
 
     def user_shadow_discard_begin(self, start, end):
         """The kernel starts discarding [start, end) (munmap, MADV_DONTNEED):

@@ -11,10 +11,18 @@ Racers: a hole punch of index 0 -- hugetlb_vmdelete_list unshares B's PMD
 range, which, A being the table's last user, zaps it and frees it.  Without
 the vma_lock (``no-vma-lock``) B's fault keeps using the table it no longer
 maps: its PTE lands in A's table (caught when A's mm is torn down with a
-page table it cannot free: "non-zero pgtables_bytes") or, once A freed the
-table, B takes a freed table's lock ("KASAN: use-after-free").  With the
-vma_lock (``vma-lock``) the punch skips B's VMA while B faults, and the
-per-folio pass waits for B in order.
+page table it cannot free: "non-zero pgtables_bytes", or "Bad page map
+count") or, once A freed the table, B takes a freed table's lock or reads
+its entry ("KASAN: use-after-free in hugetlb_no_page / huge_pte_same").
+Every one of those follows the same event, the punch's huge_pmd_unshare
+clearing the PUD entry of a fault's mm while that fault holds a ptep into
+the table (B's, or A's when A's refault in the unmap role shared B's table;
+the zaps of A's munmap and B's MADV_DONTNEED unshare only their own mm's
+entry, and run in the same thread as that mm's faults), and pymm's own
+check reports it there first: "hugetlb PMD table unshared under a fault
+using it".  With pymm's checks off the
+later reports are what is left.  With the vma_lock (``vma-lock``) the punch
+skips B's VMA while B faults, and the per-folio pass waits for B in order.
 """
 from types import SimpleNamespace
 

@@ -22,8 +22,7 @@ CLEAN_SCHEDULES = 120
 EPISODES = [
     ("hugetlb-anon-migrate", "rmap-locked", "anon-vma-lock", {"assertion"}),
     ("hugetlb-file-migrate", "relock-under-folio", "keep-imap", {"lockdep"}),
-    ("hugetlb-pmd-share", "no-vma-lock", "vma-lock", {"use-after-free", "rss-counter",
-                                                      "bad-page-state"}),
+    ("hugetlb-pmd-share", "no-vma-lock", "vma-lock", {"assertion"}),
     ("hugetlb-wp", "fault-mutex-under-folio", "folio-trylock", {"lockdep"}),
     ("hugetlb-truncate", "mapped-check-unlocked", "lock-folio-across-unmap", {"bad-page-state"}),
 ]
@@ -199,7 +198,7 @@ def test_fixed_values_never_hang(lockdep_off, name, fixed):
     assert res.failure is None, res.failure.message
 
 
-def pmd_table_program(variant):
+def pmd_table_program(variant, pymm_checks=True):
     """D in its plainest form: B faults index 1 through A's PMD table while a
     hole punch unshares B's PMD and A, the table's last user, unmaps it."""
     import pymm
@@ -211,7 +210,7 @@ def pmd_table_program(variant):
 
     def setup():
         k = pymm.Kernel(nodes=1, pages_per_node=64, hugepages_per_node=8,
-                        variants={"hugetlb-pmd-share": variant})
+                        variants={"hugetlb-pmd-share": variant}, pymm_checks=pymm_checks)
         f = k.create_file("f", G, hugetlb=True)
         a, b = k.spawn("a"), k.spawn("b")
         a.mmap(base, G, rw, flags, fd=f)
@@ -239,7 +238,8 @@ def pmd_table_program(variant):
 
 
 def test_no_vma_lock_fault_takes_the_lock_of_a_freed_pmd_table():
-    setup, threads, check = pmd_table_program("no-vma-lock")
+    """What the kernel's own detectors see (pymm's unshare check off)."""
+    setup, threads, check = pmd_table_program("no-vma-lock", pymm_checks=False)
     # (pct finds it in ~100-400 schedules depending on the seed; seed 3 in 102)
     res = explore(setup, threads, check, strategy="pct", seed=3, max_schedules=400)
     f = res.failure
@@ -247,6 +247,18 @@ def test_no_vma_lock_fault_takes_the_lock_of_a_freed_pmd_table():
     assert "page table (pmd)" in f.message and "Freed by task " in f.message
     assert "free_pgd_range" in f.message                  # A's munmap freed it
     assert replay(setup, threads, f.schedule, check).kind == "use-after-free"
+
+
+def test_no_vma_lock_is_caught_at_the_unshare_first():
+    """pymm's check fires at the hole punch's unshare, before the fault
+    goes on to use the table (the same exploration as above)."""
+    setup, threads, check = pmd_table_program("no-vma-lock")
+    res = explore(setup, threads, check, strategy="pct", seed=3, max_schedules=400)
+    f = res.failure
+    assert f is not None and f.kind == "assertion", f and f.message
+    assert "BUG: hugetlb PMD table unshared under a fault using it" in f.message
+    assert "huge_pmd_unshare" in f.message and "hugetlbfs_punch_hole" in f.message
+    assert res.schedules_run <= 102
 
 
 def test_vma_lock_fault_survives_the_same_exploration():

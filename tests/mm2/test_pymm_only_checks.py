@@ -83,3 +83,24 @@ def test_final_zap_replays_and_is_caught_by_the_kernels_detectors_without_pymm_c
     f = first_finding("hugetlb-dontneed", "final-zap", pymm_checks=False)
     assert f["pymm_only"] is False
     assert f["kind"] in ("use-after-free", "lockdep") and "vma_lock" in f["text"]
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_no_vma_lock_is_reported_at_the_unshare(seed):
+    """hugetlb-pmd-share no-vma-lock: the first report is the hole punch
+    unsharing the PMD table under the fault that holds its ptep, not the
+    fault's later use of the table (KASAN once the other mm freed it, its
+    page in the other mm's table: map count, pgtables_bytes)."""
+    R.set_pymm_checks_default(True)
+    r = stress.run_controlled("hugetlb-pmd-share", "no-vma-lock", seed=seed)
+    assert r.findings, "no-vma-lock ran clean"
+    f = r.findings[0]
+    assert f["title"] == "BUG: hugetlb PMD table unshared under a fault using it", f["title"]
+    assert f["pymm_only"] is True
+
+
+def test_no_vma_lock_replays_and_is_caught_by_the_kernels_detectors_without_pymm_checks():
+    first_finding("hugetlb-pmd-share", "no-vma-lock", replays=True)
+    f = first_finding("hugetlb-pmd-share", "no-vma-lock", pymm_checks=False)
+    assert f["pymm_only"] is False
+    assert f["kind"] in ("use-after-free", "rss-counter", "bad-page-state"), f["title"]
