@@ -26,8 +26,16 @@ class TypesafeBox(Box):
     __slots__ = ()
 
 
+def kernel(pymm_checks=True):
+    """A Kernel: the one frees outside any task are accounted to (and whose
+    pymm_checks option they follow)."""
+    from pymm import Kernel
+    return Kernel(nodes=1, pages_per_node=8, pymm_checks=pymm_checks)
+
+
 @pytest.fixture(autouse=True)
 def clean():
+    k = kernel()        # noqa: F841 (kept alive: the default kernel of this test)
     was = lockdep.is_enabled()
     lockdep.enable()
     lockdep.reset()
@@ -35,7 +43,6 @@ def clean():
     yield
     lockdep.configure(**prev)
     lockdep.reset()
-    R.set_pymm_checks_default(True)
     if not was:
         lockdep.disable()
 
@@ -114,7 +121,7 @@ def test_a_failed_trylock_leaves_nothing_behind(cpu1):
 
 def test_others_are_pymm_only_and_skip_typesafe_caches(cpu1):
     for box, checks in ((Box("freed-lock-off"), False), (TypesafeBox("freed-lock-rcu"), True)):
-        R.set_pymm_checks_default(checks)
+        k = kernel(checks)      # noqa: F841 (the default kernel while it lives)
         sem = box.sem
         cpu1(sem.down_read)
         try:
