@@ -186,10 +186,13 @@ def do_mlock(mm, start, length, flags):
     mmap_write_unlock(mm)
     if err:
         return err
-    if not flags & VM_LOCKONFAULT:
-        err = __mm_populate(mm, start, length, False)
-        if err:
-            return __mlock_posix_error_return(err)
+    # MLOCK_ONFAULT too, as the kernel: populate_vma_page_range skips the
+    # VM_LOCKONFAULT VMAs, but mlock_fixup gives that flag to no hugetlb (or
+    # VM_SPECIAL) VMA, and those are faulted in -- a private writable one
+    # for write, breaking COW
+    err = __mm_populate(mm, start, length, False)
+    if err:
+        return __mlock_posix_error_return(err)
     return 0
 
 
@@ -238,7 +241,7 @@ def do_mlockall(mm, flags):
         pos = cur.vm_end
         mlock_fixup(cur, cur.vm_start, cur.vm_end, (cur.vm_flags & ~VM_LOCKED_MASK) | to)
     mmap_write_unlock(mm)
-    if flags & MCL_CURRENT and not flags & MCL_ONFAULT:
+    if flags & MCL_CURRENT:              # MCL_ONFAULT too (see do_mlock)
         mm_populate(mm, 0, TASK_SIZE)
     return 0
 

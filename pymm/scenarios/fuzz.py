@@ -445,6 +445,9 @@ def op_mlock(fam, ch, proc):
     try:
         if which == 5:
             if ch.int(0, 1):
+                # populate write-faults every writable private mapping, hugetlb too
+                for a in sorted({a & -HP for a, info in proc.pages.items() if info[0] == HUGE}):
+                    _owner_may_steal(fam, proc, a, a + HP)
                 p.mlockall(ch.choice((C.MCL_CURRENT, C.MCL_CURRENT | C.MCL_ONFAULT)))
                 for info in proc.pages.values():
                     if info[0] not in (HUGE, HUGE_SH):      # mlock skips hugetlb VMAs
@@ -463,6 +466,12 @@ def op_mlock(fam, ch, proc):
             raise ModelError("mlock2 with bad flags succeeded")
         start, length = fam.sub_range(ch, proc, m)
         if which < 2:
+            # mlock_fixup leaves a hugetlb VMA unlocked (no VM_LOCKED, nor
+            # VM_LOCKONFAULT), but __mm_populate still faults it in, for
+            # write where it is writable and private (populate_vma_page_range:
+            # FOLL_WRITE breaks COW) -- MLOCK_ONFAULT included.  An owner's
+            # COW of a page its children share may take it back from them.
+            _owner_may_steal(fam, proc, start, start + length)
             (p.mlock(start, length) if which == 0 else p.mlock2(start, length, C.MLOCK_ONFAULT))
             for a in range(start, start + length, P):
                 _expect(a in proc.pages, f"mlock succeeded over an unmapped page {a:#x}")
@@ -503,7 +512,8 @@ def op_access(fam, ch, proc):
 
 
 def _owner_may_steal(fam, proc, start, end):
-    """The owner of a private hugetlb mapping is about to write to it: if a
+    """The owner of a private hugetlb mapping is about to write to it (a
+    store, or a populate for write: mlock, mlockall, MADV_POPULATE_WRITE): if a
     huge page there is COW-shared with its fork children and the pool has no
     page for the copy outside the reservations, Linux's hugetlb_wp takes the
     page away from the children instead (unmap_ref_private): each child then

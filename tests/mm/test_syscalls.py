@@ -342,6 +342,35 @@ def test_mlock_unaligned_rounds_to_pages(kernel):
     clean(k)
 
 
+@pytest.mark.parametrize("how", ["mlock2", "mlockall"])
+def test_mlock_onfault_still_populates_hugetlb(how):
+    """mlock_fixup gives a hugetlb VMA neither VM_LOCKED nor VM_LOCKONFAULT,
+    and do_mlock/mlockall populate whatever the flags (mainline): so
+    MLOCK_ONFAULT/MCL_ONFAULT fault a private hugetlb mapping in, for write
+    (it is writable), and break the COW it shares with a fork child.  pymm
+    skipped the populate for ONFAULT."""
+    from pymm import MAP_HUGETLB, MCL_ONFAULT
+    from pymm.constants import HPAGE_SIZE as HS
+    k = pymm.Kernel(nodes=1, pages_per_node=64, hugepages_per_node=3)
+    p = k.spawn("p")
+    a = p.mmap(0, 2 * HS, RW, MAP_PRIVATE | MAP_ANONYMOUS | MAP_HUGETLB)
+    p.store(a, b"p")
+    c = p.fork()
+    assert k.meminfo()["HugePages_Free"] == 2
+    if how == "mlock2":
+        p.mlock2(a, 2 * HS, MLOCK_ONFAULT)
+    else:
+        p.mlockall(MCL_CURRENT | MCL_ONFAULT)
+    # page 1 faulted in, page 0's COW broken: three pages in use
+    assert k.meminfo()["HugePages_Free"] == 0
+    assert not vmas(p)[0][2] & (VM_LOCKED | VM_LOCKONFAULT)
+    c.store(a, b"c")                                # the child's page is its own now
+    assert p.load(a, 1) == b"p" and c.load(a, 1) == b"c"
+    c.exit()
+    p.exit()
+    assert k.check() == []
+
+
 def test_mlock2_onfault_does_not_populate(kernel):
     k = kernel
     p = k.spawn("p")
