@@ -16,8 +16,9 @@ and per page.
   fresh interpreter; and the RSS of a 1 GiB region populated and touched.
 - free-mode ops/s: ``mix`` in free mode (real threads, delay injection).
 - the floor under the scheduler's figures: one OS-level hand-over (two
-  threads passing the baton through raw locks, what a controlled schedule
-  pays at every thread switch), measured in the same run.
+  threads passing the baton, what a controlled schedule pays at every
+  thread switch), measured in the same run for the scheduler's gate (an
+  eventfd) and for raw locks, semaphores, events and conditions.
 - Python calls per fault (cProfile's count: deterministic, load-free) and
   ``context.current()`` with no task set.
 
@@ -115,31 +116,77 @@ def fault_calls(pages=1000):
     return pstats.Stats(pr).total_calls / pages
 
 
-def handover_us(n=20_000):
-    """Microseconds per hand-over between two OS threads through raw locks
-    (best of 3): the floor of a controlled thread switch on this machine."""
+def _gates(kind):
+    """Two gates (open, wait) of a hand-over primitive."""
     import threading
-    from _thread import allocate_lock
-    best = None
-    for _ in range(3):
+    if kind == "eventfd (the scheduler's gate)":
+        from ..sched._core import _Gate
+        a, b = _Gate(), _Gate()
+        return (a.open, a.wait), (b.open, b.wait), (a, b)
+    if kind == "raw lock":
+        from _thread import allocate_lock
         a, b = allocate_lock(), allocate_lock()
         a.acquire()
         b.acquire()
+        return (a.release, a.acquire), (b.release, b.acquire), ()
+    if kind == "threading.Semaphore":
+        a, b = threading.Semaphore(0), threading.Semaphore(0)
+        return (a.release, a.acquire), (b.release, b.acquire), ()
+    if kind == "threading.Event":
+        def gate():
+            e = threading.Event()
+
+            def wait():
+                e.wait()
+                e.clear()
+            return e.set, wait
+        return gate(), gate(), ()
+    if kind == "threading.Condition":
+        def gate():
+            c, flag = threading.Condition(), [False]
+
+            def open_():
+                with c:
+                    flag[0] = True
+                    c.notify()
+
+            def wait():
+                with c:
+                    while not flag[0]:
+                        c.wait()
+                    flag[0] = False
+            return open_, wait
+        return gate(), gate(), ()
+    raise ValueError(kind)
+
+
+HANDOVER_KINDS = ("raw lock", "eventfd (the scheduler's gate)", "threading.Semaphore",
+                  "threading.Event", "threading.Condition")
+
+
+def handover_us(kind="eventfd (the scheduler's gate)", n=10_000):
+    """(wall, CPU) microseconds per hand-over between two OS threads passing
+    a baton through two gates of ``kind`` (best of 3): what a controlled
+    thread switch pays at least on this machine.  CPU: the process's."""
+    import threading
+    best = None
+    for _ in range(3):
+        (open_a, wait_a), (open_b, wait_b), keep = _gates(kind)
 
         def other():
             for _ in range(n):
-                a.acquire()
-                b.release()
+                wait_a()
+                open_b()
         t = threading.Thread(target=other)
         t.start()
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         for _ in range(n):
-            a.release()
-            b.acquire()
-        dt = (time.perf_counter() - t0) / (2 * n)
+            open_a()
+            wait_b()
+        row = ((time.perf_counter() - t0) / (2 * n), (time.process_time() - c0) / (2 * n))
         t.join()
-        best = dt if best is None else min(best, dt)
-    return best * 1e6
+        best = row if best is None or row[0] < best[0] else best
+    return best[0] * 1e6, best[1] * 1e6
 
 
 def current_ns(n=200_000):
@@ -195,8 +242,12 @@ def free_ops(seconds):
 def run(quick=False):
     load0 = os.getloadavg()
     rows = []
-    rows.append(_row("OS hand-over floor", "two threads passing a baton through raw locks",
-                     handover_us(), "us"))
+    for kind in HANDOVER_KINDS:
+        wall, cpu = handover_us(kind, 2_000 if quick else 10_000)
+        rows.append(_row("OS hand-over floor", f"two threads passing a baton: {kind}, wall",
+                         wall, "us"))
+        rows.append(_row("OS hand-over floor", f"two threads passing a baton: {kind}, CPU",
+                         cpu, "us"))
     d, n = distinct_interleavings(seeds=8, schedules=30 if quick else 150)
     rows.append(_row("distinct interleavings", f"populate/revalidate, 8 seeds x {n // 8} schedules",
                      d, f"of {n}", f"{n}", d == n))

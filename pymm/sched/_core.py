@@ -63,6 +63,7 @@ import contextlib
 import functools
 import os
 import re
+import select
 import sys
 import threading
 import time
@@ -221,9 +222,83 @@ def _lockdep():
     return _LD
 
 
+class _FdGate:
+    """A gate: ``open()`` lets one ``wait()`` through (opens before the wait
+    are not lost; several opens before one wait let that one through).
+    An eventfd: ``eventfd_write`` and ``eventfd_read`` drop the GIL *before*
+    the system call, so the woken thread finds the GIL free, where a raw
+    lock's release wakes it while the releaser still holds the GIL and it
+    sleeps again on the GIL (``pymm bench --section engine``'s hand-over
+    rows: ~2x).  The descriptor is closed when the last reference goes:
+    whoever may still open a gate holds it."""
+
+    __slots__ = ("fd", "_poll")
+
+    def __init__(self):
+        self.fd = os.eventfd(0, os.EFD_CLOEXEC)
+        self._poll = None
+
+    def open(self, _write=getattr(os, "eventfd_write", None)):
+        _write(self.fd, 1)
+
+    def wait(self, _read=getattr(os, "eventfd_read", None)):
+        _read(self.fd)
+
+    def wait_for(self, timeout):
+        """Wait at most ``timeout`` seconds; True if the gate was open."""
+        p = self._poll
+        if p is None:
+            p = self._poll = select.poll()
+            p.register(self.fd, select.POLLIN)
+        if not p.poll(timeout * 1000.0):
+            return False
+        os.eventfd_read(self.fd)
+        return True
+
+    def is_open(self):
+        p = self._poll
+        if p is None:
+            p = self._poll = select.poll()
+            p.register(self.fd, select.POLLIN)
+        return bool(p.poll(0))
+
+    def __del__(self):
+        fd = getattr(self, "fd", None)
+        if fd is not None:
+            os.close(fd)
+
+
+class _LockGate:
+    """The same gate on a raw lock (interpreters without ``os.eventfd``)."""
+
+    __slots__ = ("_lock",)
+
+    def __init__(self):
+        self._lock = allocate_lock()
+        self._lock.acquire()
+
+    def open(self):
+        try:
+            self._lock.release()
+        except RuntimeError:        # already open
+            pass
+
+    def wait(self):
+        self._lock.acquire()
+
+    def wait_for(self, timeout):
+        return self._lock.acquire(True, timeout)
+
+    def is_open(self):
+        return not self._lock.locked()
+
+
+_Gate = _FdGate if hasattr(os, "eventfd") and hasattr(select, "poll") else _LockGate
+
+
 class _Managed:
-    """One managed thread.  ``gate`` is locked except while the baton is
-    being handed to this thread."""
+    """One managed thread.  ``gate`` (its worker's ``go``) is closed except
+    while the baton is being handed to this thread."""
 
     __slots__ = ("index", "name", "fn", "gate", "tid", "worker", "run", "blocked_on",
                  "finished", "unwinding", "started")
@@ -244,16 +319,15 @@ class _Managed:
 
 class _Worker:
     """A pooled OS thread that runs managed threads, one schedule after
-    another (see "Threads" in the module docstring).  ``go`` is locked while
-    the worker waits for a job; ``idle`` is locked while it has one.  Only
-    the controller of the run in progress hands out jobs (under
-    ``_run_lock``)."""
+    another (see "Threads" in the module docstring).  ``go`` is the gate of
+    the managed thread it runs (closed while the worker waits for a job);
+    ``idle`` is locked while it has a job.  Only the controller of the run
+    in progress hands out jobs (under ``_run_lock``)."""
 
     __slots__ = ("thread", "tid", "go", "idle", "job", "retired")
 
     def __init__(self):
-        self.go = allocate_lock()
-        self.go.acquire()
+        self.go = _Gate()
         self.idle = allocate_lock()
         self.job = None
         self.retired = False
@@ -264,21 +338,25 @@ class _Worker:
     def _loop(self):
         th = threading.current_thread()
         reset = _thread_state_resetter()
+        wait = self.go.wait
         while True:
-            self.go.acquire()
+            wait()
             m = self.job
             if m is None:
                 if self.retired:
                     return
                 continue
             th.name = m.name            # what lockdep and the reports call the thread
+            nxt = None
             try:
-                m.run._start(m)
+                nxt = m.run._start(m)
             finally:
                 self.job = None
                 reset()                 # as if the thread had ended
                 th.name = _IDLE_NAME
                 self.idle.release()
+                if nxt is not None:     # the exit's hand-over, after the cleanup: the next
+                    nxt.open()          # thread (or the controller) finds this one idle
             if self.retired:
                 return
 
@@ -286,15 +364,17 @@ class _Worker:
         """Never reuse this worker; its thread ends when its job does (or
         now, if it has none)."""
         self.retired = True
-        if self.job is None and self.go.locked():
-            try:
-                self.go.release()
-            except RuntimeError:
-                pass
+        if self.job is None:
+            self.go.open()
 
 
 _IDLE_NAME = "pymm-sched-idle"
 _pool = []                  # idle workers (touched only by a controller, under _run_lock)
+# The controller's gate, reused run after run (under _run_lock): in a run
+# that ends without the controller aborting it while a thread runs, it is
+# opened exactly once (by the last thread's worker, or by the failure that
+# aborts the run: ``_done_open``) and the controller consumes that opening.
+_done_gate = None
 _tls_cache = [-1, ()]       # [len(sys.modules) when scanned, pymm's thread-locals]
 
 
@@ -373,7 +453,9 @@ def _take_workers(n):
 
 
 def _forget_pool():
+    global _done_gate
     _pool.clear()           # a forked child has none of the parent's threads
+    _done_gate = None
 
 
 os.register_at_fork(after_in_child=_forget_pool)
@@ -402,8 +484,7 @@ class _Run:
         self.choose = make_chooser(self)
         self.aborting = False
         self.failure = None
-        self.done = allocate_lock()
-        self.done.acquire()
+        self.done = None                    # the controller's gate while the threads run
         self._done_open = False
         self.unfinished = len(fns)
         self.locks = {}                     # pymm locks managed threads acquired (ordered set)
@@ -446,6 +527,10 @@ class _Run:
         return self
 
     def _run_threads(self):
+        global _done_gate
+        if _done_gate is None:
+            _done_gate = _Gate()
+        self.done = _done_gate
         workers = _take_workers(len(self.threads))
         for m, w in zip(self.threads, workers):
             m.worker = w
@@ -458,16 +543,18 @@ class _Run:
             en = self.enabled
             nxt = en[0] if len(en) == 1 else self._pick(en, None)
             self.cur, self.cur_tid = nxt, nxt.tid
-            nxt.gate.release()
+            nxt.gate.open()
         except SchedAbort:
             pass
         last = -1
-        while not self.done.acquire(True, self.watchdog):
+        while not self.done.wait_for(self.watchdog):
             n = len(self.trace)
             if n == last:
                 self.concurrent_abort = True    # a managed thread may still be running
                 self._fail(self._hung())
             last = n
+        if self.concurrent_abort:
+            _done_gate = None       # a thread may still open this one: the next run gets its own
         self._return_workers()
         self.cur = self.cur_tid = None
         self.leaked_locks = [repr(lk) for lk in self.locks
@@ -496,15 +583,11 @@ class _Run:
             if m.started:
                 continue
             # never got the baton (the run aborted first)
-            if self.concurrent_abort or not w.go.locked():
+            if self.concurrent_abort or w.go.is_open():
                 # a hand-over may have reached it (or still may): let it run
                 # the job, which unwinds at once, and end
                 w.retired = True
-                if w.go.locked():
-                    try:
-                        w.go.release()
-                    except RuntimeError:
-                        pass
+                w.go.open()
                 continue
             w.job = None        # nobody released go: it never ran, never will
             w.idle.release()
@@ -528,12 +611,10 @@ class _Run:
     # -- managed threads -----------------------------------------------------------
     def _start(self, me):
         """In ``me``'s worker, which was just handed the baton for the first
-        time: switch to a gate of its own for this schedule and run."""
-        gate = allocate_lock()
-        gate.acquire()
-        me.gate = gate
+        time: run.  Returns the gate to open once the worker is idle (the
+        exit's hand-over), or None."""
         me.started = True
-        self._main(me, self.state)
+        return self._main(me, self.state)
 
     def _main(self, me, state):
         ok = False
@@ -555,14 +636,18 @@ class _Run:
             self._fail(Failure("exception", f"{me.name} raised {type(e).__name__}: {e}\n\n"
                                + traceback.format_exc(), thread=me.index, exception=e))
         try:
-            self._exit(me, ok)
+            return self._exit(me, ok)
         except SchedAbort:
             pass
         except LockdepError as e:     # thread_exit() in raise mode
             self._fail(_lockdep_failure(e.report, me.index))
             self._exit(me, False)
+        return None
 
     def _exit(self, me, ok):
+        """``me`` ends.  Returns the gate of whoever gets the baton (the next
+        thread, or the controller when every thread is done), for the worker
+        to open after its cleanup; None when the run is aborting."""
         if ok and not self.aborting:
             if self.lockdep is not None and hasattr(self.lockdep, "thread_exit"):
                 self.lockdep.thread_exit()      # a report makes the run fail ("lockdep")
@@ -575,7 +660,7 @@ class _Run:
             me.unwinding = True     # releases below must not raise SchedAbort
             self._release_held(me)
             me.finished = True
-            return
+            return None
         me.finished = True
         self.trace.append((me.index, "exit", None))
         self.unfinished -= 1
@@ -584,13 +669,13 @@ class _Run:
         if not en:
             if self.unfinished:
                 self._fail(self._deadlock())
-            else:
-                self.cur = self.cur_tid = None
-                self._open_done()
-            return
+                return None
+            self.cur = self.cur_tid = None
+            self._done_open = True
+            return self.done
         nxt = en[0] if len(en) == 1 else self._pick(en, None)
         self.cur, self.cur_tid = nxt, nxt.tid
-        nxt.gate.release()
+        return nxt.gate
 
     # -- the hot path ----------------------------------------------------------------
     def _pick(self, en, me):
@@ -621,8 +706,8 @@ class _Run:
         SchedAbort in ``me`` if the run was aborted while it waited."""
         self.cur = nxt
         self.cur_tid = nxt.tid
-        nxt.gate.release()
-        me.gate.acquire()
+        nxt.gate.open()
+        me.gate.wait()
         if self.aborting:
             me.unwinding = True
             raise SchedAbort
@@ -717,10 +802,7 @@ class _Run:
         me = get_ident()
         for t in self.threads:      # (a thread that never started has nothing to unwind)
             if t.started and not t.finished and t.tid != me:
-                try:
-                    t.gate.release()
-                except RuntimeError:    # already open (a racing hand-over)
-                    pass
+                t.gate.open()           # (a second open, racing a hand-over, is harmless)
         self._open_done()
 
     def misfit(self, text):
@@ -732,12 +814,9 @@ class _Run:
         raise SchedAbort
 
     def _open_done(self):
-        if not self._done_open:
+        if not self._done_open and self.done is not None:
             self._done_open = True
-            try:
-                self.done.release()
-            except RuntimeError:
-                pass
+            self.done.open()
 
     def _held_by(self, tid):
         out = []

@@ -43,7 +43,7 @@ def derive_seed(*parts):
     two overlap (``derive_seed("schedule", seed, i)`` for the scheduler's
     choices in schedule ``i``; stress uses ``"program"`` for the workload).
     Independent of PYTHONHASHSEED: the same parts, the same seed."""
-    text = ":".join(str(p) for p in parts).encode()
+    text = ":".join(map(str, parts)).encode()
     return int.from_bytes(hashlib.blake2b(text, digest_size=8).digest(), "little")
 
 
