@@ -232,7 +232,11 @@ class _ThreadState:
             pass
 
 
-_tls = threading.local()
+class _LockdepLocal(threading.local):
+    st = None               # the thread's _ThreadState (a class default: no AttributeError)
+
+
+_tls = _LockdepLocal()
 # tid -> weakref to the thread's _ThreadState, for other threads to read.
 # One-step dict operations only (atomic under the GIL); readers copy it.
 _states = {}
@@ -255,10 +259,8 @@ def _live_states():
 
 
 def _state():
-    try:
-        return _tls.st
-    except AttributeError:
-        return _new_state()
+    st = _tls.st
+    return st if st is not None else _new_state()
 
 
 # -- global state ----------------------------------------------------------------------
@@ -300,9 +302,8 @@ def _class_of(lock, subclass):
 def _acquire(lock, read, trylock, subclass, nest_lock):
     """Before every attempt: validate a new chain, then park the entry
     until ``acquired``.  A cache hit is one dict probe with an int key."""
-    try:
-        st = _tls.st
-    except AttributeError:
+    st = _tls.st
+    if st is None:
         st = _new_state()
     held = st.held
     cl = lock.key.lockdep
@@ -322,11 +323,11 @@ def _acquire(lock, read, trylock, subclass, nest_lock):
 
 def _acquired(lock, read, trylock, subclass, nest_lock):
     """The thread now holds it: push the entry validated at ``acquire``."""
-    try:
-        st = _tls.st
-        e = st.pending
-    except AttributeError:
+    st = _tls.st
+    if st is None:
         st, e = _new_state(), None
+    else:
+        e = st.pending
     if e is None or e[0] is not lock:
         # enabled between acquire and acquired: validate now, never raise
         # (the lock is already held)
@@ -343,14 +344,14 @@ def _acquired(lock, read, trylock, subclass, nest_lock):
 
 def _release(lock, read):
     """Before the real release: pop the entry (the innermost usually)."""
-    try:
-        held = _tls.st.held
-    except AttributeError:
-        held = _new_state().held
+    st = _tls.st
+    if st is None:
+        st = _new_state()
+    held = st.held
     if held and held[-1][0] is lock:
         del held[-1]
     else:
-        _release_slow(_tls.st, lock, read)
+        _release_slow(st, lock, read)
 
 
 def _downgrade(lock):
@@ -1036,13 +1037,6 @@ def unsubscribe(fn):
         _subscribers = tuple(f for f in _subscribers if f is not fn and f != fn)
 
 
-def holds_locks():
-    """Does the calling thread hold any lock (a cheap ``bool(held_locks())``)?"""
-    try:
-        return bool(_tls.st.held)
-    except AttributeError:
-        return False
-
 
 def held_locks(tid=None):
     """The held-lock stack of thread ``tid`` (default: the caller),
@@ -1060,10 +1054,8 @@ def held_locks(tid=None):
 def holds_locks():
     """Does the calling thread hold any lock (what ``held_locks()`` would
     list), without building the snapshots?"""
-    try:
-        return bool(_tls.st.held)
-    except AttributeError:
-        return False
+    st = _tls.st
+    return st is not None and bool(st.held)
 
 
 def all_held_locks():
