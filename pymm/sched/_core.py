@@ -242,7 +242,12 @@ class _FdGate:
         _write(self.fd, 1)
 
     def wait(self, _read=getattr(os, "eventfd_read", None)):
-        _read(self.fd)
+        while True:
+            try:
+                _read(self.fd)
+                return
+            except InterruptedError:    # a signal (eventfd_read does not retry, as
+                pass                    # a lock's acquire does: PEP 475 skips it)
 
     def wait_for(self, timeout):
         """Wait at most ``timeout`` seconds; True if the gate was open."""
