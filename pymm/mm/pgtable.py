@@ -39,6 +39,7 @@ class PteTable(KasanObject):
     """A PTE table page.  Entries and bits are protected by ``ptl``."""
 
     KASAN_CACHE = "page table (pte)"
+    KASAN_LOCKS = ("ptl",)      # ptlock_free with the table: debug_check_no_locks_freed
     __slots__ = ("ptes", "bits", "ptl", "nr", "addr")
 
     def __init__(self, addr):
@@ -57,6 +58,7 @@ class PmdTable(KasanObject):
     ``bits`` holds the PTE bits of hugetlb entries (ptl), as PteTable.bits."""
 
     KASAN_CACHE = "page table (pmd)"
+    KASAN_LOCKS = ("ptl",)
     __slots__ = ("entries", "bits", "ptl", "pt_share_count", "addr")
 
     def __init__(self, addr):

@@ -129,3 +129,19 @@ def test_others_are_pymm_only_and_skip_typesafe_caches(cpu1):
         finally:
             cpu1(sem.up_read)
     assert titles() == []
+
+
+def test_a_page_table_freed_under_its_ptl(cpu1):
+    """Page tables declare their split lock: ptlock_free runs with the
+    table's free (pymm frees the two together)."""
+    from pymm.mm.pgtable import PmdTable, PteTable
+    for table in (PteTable(0), PmdTable(0)):
+        lockdep.reset()
+        ptl = table.ptl
+        cpu1(ptl.lock)
+        try:
+            kasan_poison(table)
+        finally:
+            cpu1(ptl.unlock)
+        (r,) = lockdep.reports()
+        assert r.kind == "freed-other" and "page table" in r.text, r.text
