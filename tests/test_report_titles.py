@@ -341,7 +341,15 @@ def test_suspicious_rcu_usage():
 
 
 def test_bad_page_state_and_page_cache():
+    from pymm.debug import report as R
+    from pymm.mm.mlock import RMAP_MLOCK_TITLE
     f = controlled_finding("rmap-mlock", "mmap-trylock")
+    check(f["text"], RMAP_MLOCK_TITLE)                  # pymm's own check, at the mlock
+    R.set_pymm_checks_default(False)                    # the outcome: the copy freed mlocked
+    try:
+        f = controlled_finding("rmap-mlock", "mmap-trylock")
+    finally:
+        R.set_pymm_checks_default(True)
     check(f["text"], "BUG: Bad page state")
     f = controlled_finding("hugetlb-truncate", "mapped-check-unlocked")
     title, corrupted = syz_title(f["text"])

@@ -8,6 +8,8 @@ import errno
 from ..constants import (MCL_CURRENT, MCL_FUTURE, MCL_ONFAULT, MLOCK_ONFAULT, RLIM_INFINITY,
                          RLIMIT_MEMLOCK, TASK_SIZE)
 from ..context import current
+from ..debug import stackdepot
+from ..debug.report import pymm_checks, pymm_only_title, report
 from ..sched import point
 from .atomic import clear_bits, set_bits
 from .filemap import folio_lock, folio_unlock
@@ -259,19 +261,72 @@ def mlock2_flags_to_vm(flags):
 # fits it to mlock_count: phase 1 clears PG_mlocked and zeroes the count; a
 # page still mapped elsewhere is recounted by try_to_munlock in phase 2.
 
-def mlock_vma_page(kernel, folio):
-    """TestSetPageMlocked for a folio found in a VM_LOCKED VMA by the rmap
-    (try_to_unmap_one): NR_MLOCK and the unevictable LRU follow; mlock_count
-    is left alone (the folio is isolated: whoever maps it VM_LOCKED counts).
+def mlock_vma_page(kernel, folio, vma, count=False):
+    """TestSetPageMlocked for a folio the rmap (try_to_unmap_one) found in
+    the VM_LOCKED ``vma``: NR_MLOCK and the unevictable LRU follow.  For
+    reclaim mlock_count is left alone (the folio is isolated: whoever maps
+    it VM_LOCKED counts); for try_to_munlock (``count``) it counts that VMA,
+    as mlock_folio does (exit's munlock zeroed the count and the walk
+    recounts).  One function for both, as the kernel's mlock_vma_page.
     Context: folio locked; takes lru_lock."""
     point("mlock_vma_page")      # section E's window: VM_LOCKED was seen, PG_mlocked not yet set
     lruvec = kernel.nodes[folio.node].lruvec
     lruvec.lru_lock.lock()
+    check_rmap_mlock(kernel, folio, vma)
+    if count:
+        folio.mlock_count += 1
     if not set_bits(folio, "flags", PG_mlocked) & PG_mlocked:
         lruvec.pgdat.vm_stat["NR_MLOCK"].add(folio.nr_pages())
         if folio.flags & PG_lru:
             folio_move_lru_locked(lruvec, folio)
     lruvec.lru_lock.unlock()
+
+
+RMAP_MLOCK_TITLE = pymm_only_title("BUG: page mlocked by rmap after its munlock")
+
+
+def check_rmap_mlock(kernel, folio, vma):
+    """pymm's own check (the kernel has none), at the moment the rmap --
+    try_to_unmap_one, for reclaim or for try_to_munlock -- sets PG_mlocked
+    because it saw ``vma`` VM_LOCKED: that mapping's munlock must not have
+    passed the page already, or nothing will ever clear the flag.  Passed
+    means either
+
+    - the page has no mapping left: the last unmap, which munlocks it
+      (clear_page_mlock), has been (truncation's zap of a COW copy: the copy
+      is then freed mlocked, "Bad page state"); or
+    - ``vma``'s munlock pass (exit_mmap's munlock_vma_pages_range, which
+      cleared VM_LOCKED first) has already done its phase 1 on the page:
+      it stays mlocked in VMAs none of which is VM_LOCKED ("mlocked page in
+      no VM_LOCKED VMA").
+
+    Both are SCENARIOS.md section E's races: ``mmap-trylock`` drops the ptl
+    and mlocks under an mmap_lock trylock, which excludes neither the zap
+    nor exit's munlock (it takes no mmap_lock); it reports them at the mlock
+    itself, before the Bad page state or the invariant check that would see
+    their outcome.  It cannot fire on ``pte-lock``, whose mlock holds the
+    ptl it found the PTE under (so the page is mapped) and which exit's
+    munlock takes to collect the page after clearing VM_LOCKED (so its
+    phase 1 has not run on it).  The zap case reports the race even in the
+    rare interleaving where the zap's clear_page_mlock follows and clears
+    the flag after all.  Off with pymm_checks.  Context: lru_lock held (phase
+    1 records the pages it passed under it too)."""
+    if not pymm_checks(kernel):
+        return
+    passed = vma.munlock_passed
+    if folio._mapcount == 0:
+        why = "it has no mapping left: its last unmap (clear_page_mlock) was its munlock"
+    elif passed is not None and folio in passed:
+        why = "exit's munlock of that VMA cleared VM_LOCKED and has already munlocked the page"
+    else:
+        return
+    title = RMAP_MLOCK_TITLE
+    report("bad-page-state", title,
+           "\n".join([title,
+                      f"{folio!r} mlocked through {vma!r}, seen VM_LOCKED before the mlock, but",
+                      f"{why}: nobody will clear PG_mlocked.",
+                      "Call Trace:", stackdepot.format(stackdepot.save(2), "  ")]),
+           kernel=kernel, data={"pymm_only": True})
 
 
 def clear_page_mlock(kernel, folio):
@@ -301,6 +356,8 @@ def munlock_vma_pages_range(vma, start, end):
     k = mm.kernel
     vma.vm_flags &= ~VM_LOCKED_MASK
     point("munlock_vma_pages_range")
+    if pymm_checks(k):
+        vma.munlock_passed = set()      # check_rmap_mlock's record of phase 1
     for pt, addr, nxt in pte_ranges(mm, start, end):
         pvec = []
         pt.ptl.lock()
@@ -311,19 +368,22 @@ def munlock_vma_pages_range(vma, start, end):
                 pvec.append(f)
         pt.ptl.unlock()
         if pvec:
-            __munlock_pagevec(k, pvec)
+            __munlock_pagevec(k, pvec, vma.munlock_passed)
 
 
-def __munlock_pagevec(kernel, pvec):
+def __munlock_pagevec(kernel, pvec, passed=None):
     """Phase 1, under the LRU lock (no folio lock, no ptl): TestClearPageMlocked
     (and zero mlock_count); isolate the folios that were mlocked.  Phase 2,
     per isolated folio: folio_lock, recount any other VM_LOCKED mappings
     (__munlock_isolated_page), put it back on the LRU.  Drops the references
-    the collection took."""
+    the collection took.  ``passed``: the set phase 1 adds each folio to
+    (check_rmap_mlock), or None."""
     isolated, putback = [], []
     for folio in pvec:
         lruvec = kernel.nodes[folio.node].lruvec
         lruvec.lru_lock.lock()
+        if passed is not None:
+            passed.add(folio)
         if clear_bits(folio, "flags", PG_mlocked) & PG_mlocked:
             folio.mlock_count = 0
             lruvec.pgdat.vm_stat["NR_MLOCK"].add(-folio.nr_pages())

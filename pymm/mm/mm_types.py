@@ -274,6 +274,7 @@ class VmAreaStruct(KasanObject):
         "detached",         # not in the VMA tree; set under the VMA write lock (vma_mark_detached)
         "vm_lock",          # RwSemaphore "vm_lock", created on first use (mmap_lock._vma_lock)
         "vm_lock_seq",      # == mm.mm_lock_seq while write-locked; the VMA write lock
+        "munlock_passed",   # pymm's own: the folios exit's munlock of it has passed (mlock.py)
     )
 
     def __init__(self, mm, start, end, flags, pgoff, file=None):
@@ -291,6 +292,7 @@ class VmAreaStruct(KasanObject):
         self.detached = True
         self.vm_lock = None
         self.vm_lock_seq = -1
+        self.munlock_passed = None
 
     def vma_pages(self):
         return (self.vm_end - self.vm_start) >> 12

@@ -58,7 +58,7 @@ from ..rcu import rcu_read
 from ..sched import point
 from .atomic import atomic_add_return, atomic_inc_not_zero, set_bits
 from .gfp import GFP_KERNEL, __GFP_NOFAIL, might_alloc
-from .mlock import clear_page_mlock, mlock_folio, mlock_vma_folio, mlock_vma_page, munlock_vma_folio
+from .mlock import clear_page_mlock, mlock_vma_folio, mlock_vma_page, munlock_vma_folio
 from .mm_types import (MM_ANONPAGES, MM_SWAPENTS, PG_anon, PG_dirty, PG_hugetlb, PG_mlocked,
                        PG_swapbacked, VM_ACCESS_FLAGS, VM_LOCKED, AnonVma, AnonVmaChain, mm_counter)
 from .mmap_lock import mmap_read_trylock, mmap_read_unlock
@@ -749,7 +749,7 @@ def try_to_unmap_one(folio, vma, address, flags):
         if vma.vm_flags & VM_LOCKED:
             if pte_lock:
                 # Holding pte lock, we do *not* need mmap_lock here
-                _rmap_mlock(k, folio, flags)
+                _rmap_mlock(k, folio, flags, vma)
                 pt.ptl.unlock()
                 return bool(flags & TTU_MUNLOCK)
             pt.ptl.unlock()
@@ -759,7 +759,7 @@ def try_to_unmap_one(folio, vma, address, flags):
             if mmap_read_trylock(vma.vm_mm):
                 mlocked = bool(vma.vm_flags & VM_LOCKED)
                 if mlocked:
-                    _rmap_mlock(k, folio, flags)
+                    _rmap_mlock(k, folio, flags, vma)
                 mmap_read_unlock(vma.vm_mm)
                 if mlocked:
                     return bool(flags & TTU_MUNLOCK)
@@ -824,16 +824,13 @@ def try_to_unmap_one(folio, vma, address, flags):
     return True
 
 
-def _rmap_mlock(kernel, folio, flags):
+def _rmap_mlock(kernel, folio, flags, vma):
     """The mlock try_to_unmap_one does for a VM_LOCKED mapping.  Reclaim's
     folio is isolated, and an isolated folio's mlock_count is not touched
     (__mlock_folio: "nothing more we can do while it's off LRU"): only
     PG_mlocked is set (mlock_vma_page).  The munlock walk recounts: exit's
     munlock zeroed mlock_count, and each VM_LOCKED mapping it finds adds one."""
-    if flags & TTU_MUNLOCK:
-        mlock_folio(kernel, folio)
-    else:
-        mlock_vma_page(kernel, folio)
+    mlock_vma_page(kernel, folio, vma, count=bool(flags & TTU_MUNLOCK))
 
 
 def try_to_unmap(folio, flags=0):

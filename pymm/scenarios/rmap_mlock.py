@@ -23,11 +23,17 @@ third (idle steps that spin would take the CPU from kswapd).
 mlocks a page it finds in a VM_LOCKED VMA.
 
 ``mmap-trylock`` (<= 4.3: drop the ptl, mmap_read_trylock, recheck
-VM_LOCKED, mlock) is caught: race 2 frees a copy with PG_mlocked ("BUG: Bad
-page state"); race 1 leaves a witness's page mlocked in no VM_LOCKED VMA,
-which the invariant check (run before teardown lets the witnesses exit)
-reports.  ``pte-lock`` (mlock under the ptl) runs clean, and every witness
-still reads the bytes its owner wrote.
+VM_LOCKED, mlock) is caught at the stale mlock itself: "BUG: page mlocked by
+rmap after its munlock", pymm's own check (mlock.check_rmap_mlock) -- in
+race 2 the copy has no mapping left (the zap's clear_page_mlock was its
+munlock), in race 1 exit's munlock of the owner's VMA has already passed
+the page.  The two races are one bug (b87537d9 fixes both) and the check
+sees both at the same act, so a campaign lists one crash.  With pymm's
+checks off their outcomes are what the kernel would show: race 2 frees a
+copy with PG_mlocked ("BUG: Bad page state"); race 1 leaves a witness's page
+mlocked in no VM_LOCKED VMA, which the invariant check (run before teardown
+lets the witnesses exit) reports.  ``pte-lock`` (mlock under the ptl) runs
+clean, and every witness still reads the bytes its owner wrote.
 """
 from types import SimpleNamespace
 

@@ -552,8 +552,18 @@ RACES = {
 }
 
 
+@pytest.fixture
+def pymm_checks_off():
+    from pymm.debug import report as R
+    R.set_pymm_checks_default(False)
+    yield
+    R.set_pymm_checks_default(True)
+
+
 @pytest.mark.parametrize("race", list(RACES))
-def test_mmap_trylock_is_caught_and_replays(race):
+def test_mmap_trylock_is_caught_and_replays(race, pymm_checks_off):
+    """With pymm's own checks off, each race is seen by its outcome: the
+    invariant check (race 1) or the free-time Bad page state (race 2)."""
     prog, strategy, seed, budget, title = RACES[race]
     setup, threads, check = prog("mmap-trylock")
     r = explore(setup, threads, check, strategy=strategy, seed=seed, max_schedules=budget)
@@ -563,6 +573,25 @@ def test_mmap_trylock_is_caught_and_replays(race):
     again = replay(setup, threads, r.failure.schedule, check)
     assert again is not None and again.kind == "bad-page-state"
     assert again.message.splitlines()[0] == title, again.message
+
+
+@pytest.mark.parametrize("race", list(RACES))
+def test_mmap_trylock_is_reported_at_the_mlock(race):
+    """pymm's own check (mlock.check_rmap_mlock) reports every race at the
+    stale mlock itself, one title for both races and both rmap callers
+    (reclaim, try_to_munlock), before their outcomes; it replays."""
+    from pymm.debug.report import is_pymm_only
+    from pymm.mm.mlock import RMAP_MLOCK_TITLE
+    prog, strategy, seed, budget, _ = RACES[race]
+    setup, threads, check = prog("mmap-trylock")
+    r = explore(setup, threads, check, strategy=strategy, seed=seed, max_schedules=budget)
+    assert r.failure is not None, f"{race}: not caught in {r.schedules_run} schedules"
+    assert r.failure.kind == "bad-page-state", r.failure.message
+    assert r.failure.message.splitlines()[0] == RMAP_MLOCK_TITLE, r.failure.message
+    assert is_pymm_only(RMAP_MLOCK_TITLE)
+    assert "mlock_vma_page+" in r.failure.message and "try_to_unmap_one+" in r.failure.message
+    again = replay(setup, threads, r.failure.schedule, check)
+    assert again is not None and again.message.splitlines()[0] == RMAP_MLOCK_TITLE
 
 
 @pytest.mark.parametrize("strategy", ["random", "pct"])
