@@ -385,9 +385,8 @@ def _not_acquired(lock, read):
     ``acquire`` is dropped (the kernel never pushes a failed trylock, and
     pops an aborted wait), so that ``debug_check_no_locks_freed`` does not
     take it for an acquisition in progress."""
-    try:
-        st = _tls.st
-    except AttributeError:
+    st = _tls.st
+    if st is None:
         return
     e = st.pending
     if e is not None and e[0] is lock:

@@ -145,3 +145,15 @@ def test_a_page_table_freed_under_its_ptl(cpu1):
             cpu1(ptl.unlock)
         (r,) = lockdep.reports()
         assert r.kind == "freed-other" and "page table" in r.text, r.text
+
+
+def test_a_failed_trylock_on_a_thread_without_lockdep_state():
+    """The listener that drops the parked entry copes with a thread lockdep
+    has no state for (the validator switched on between its acquire and
+    the failure)."""
+    import threading
+    out = []
+    t = threading.Thread(target=lambda: out.append(lockdep._not_acquired(object(), 0)))
+    t.start()
+    t.join(10)
+    assert out == [None]
