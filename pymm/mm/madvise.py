@@ -20,6 +20,7 @@ from .mm_types import (Folio, MM_SWAPENTS, PG_anon, PG_dirty, PG_mlocked, PG_res
 from .mmap import vma_modify_flags, vma_splits_ok, vmas_may_split
 from .mmap_lock import mmap_read_lock, mmap_read_unlock, mmap_write_lock, mmap_write_unlock
 from .mempolicy import folio_isolate
+from .rmap import flush_tlb_batched_pending
 from .swap import folio_deactivate
 from .vmscan import ScanControl, shrink_folio_list
 
@@ -130,6 +131,7 @@ def madvise_free_single_vma(vma, start, end):
     k = mm.kernel
     for pt, addr, nxt in pte_ranges(mm, start, end):
         pt.ptl.lock()
+        flush_tlb_batched_pending(mm)    # madvise_free_pte_range (3ea277194daa)
         for i in range(pte_index(addr), pte_index(nxt - 1) + 1):
             e = pt.ptes[i]
             if e is None or e is k.zero_page:

@@ -143,8 +143,10 @@ class MmStruct(KasanObject):
         # (do_vmi_munmap, MADV_DONTNEED) once no CPU can reach the old pages
         # (after the TLB flush).  ``shadow_lock`` (the checker's own raw lock,
         # innermost, never held across a scheduling point) makes a user copy
-        # and its shadow update or comparison one step.
-        "user_shadow", "shadow_lock",
+        # and its shadow update or comparison one step.  ``shadow_stale``:
+        # the (page address, folio) pairs reclaim unmapped with its TLB flush
+        # still pending (user_shadow_stale_begin); shadow_lock.
+        "user_shadow", "shadow_lock", "shadow_stale",
         # Not kernel state either: the hugetlb faults of this mm in progress
         # (thread id -> HugetlbFault) that hold a ptep into a PMD table, for
         # the check that no table is unshared from under them (hugetlb.py,
@@ -176,7 +178,37 @@ class MmStruct(KasanObject):
         self.tlb_flush_pending = self.tlb_flush_flushed = 0
         self.user_shadow = {}
         self.shadow_lock = threading.Lock()
+        self.shadow_stale = set()
         self.hugetlb_faults = {}
+
+    def user_shadow_stale_begin(self, page, folio):
+        """Reclaim unmapped ``folio`` from ``page`` with its TLB flush batched
+        (TTU_BATCH_FLUSH): until that flush, a CPU that cached the translation
+        may still read the old folio (the kernel promises only that a write
+        through a clean entry faults, that a dirty one is flushed before
+        writeback, and that the folio is not freed before the flush: Mel
+        Gorman's 72b252aed506).  Meanwhile the page may come back as another
+        folio (a swap-in, once the clean old one left the swap cache) and be
+        written: a load through the stale entry then reads the old bytes,
+        which is not corruption (see uaccess._stale_read).  Context: the
+        PTE lock of ``page`` held (the record exists before anyone can map
+        the page again)."""
+        with self.shadow_lock:
+            self.shadow_stale.add((page, folio))
+
+    def user_shadow_stale_end(self, page, folio):
+        """The batched flush is done: no CPU reaches ``folio`` at ``page``."""
+        with self.shadow_lock:
+            self.shadow_stale.discard((page, folio))
+
+    def _stale_forget(self, start, end):
+        """munmap, MADV_DONTNEED/FREE and mremap flush every CPU before they
+        return (flush_tlb_batched_pending, 3ea277194daa): from then on a load
+        through an older entry of [start, end) is checked again -- a stale
+        entry that survived them is the bug of ``no-pending-flush``.
+        Context: shadow_lock held."""
+        if self.shadow_stale:
+            self.shadow_stale -= {(a, f) for a, f in self.shadow_stale if start <= a < end}
 
     def user_shadow_discard_begin(self, start, end):
         """The kernel starts discarding [start, end) (munmap, MADV_DONTNEED):
@@ -195,6 +227,7 @@ class MmStruct(KasanObject):
         followed); else (munmap) the checker forgets the range."""
         sh = self.user_shadow
         with self.shadow_lock:
+            self._stale_forget(start, end)
             for a in [a for a in sh if start <= a < end]:
                 if zeroed and sh[a] is SHADOW_DISCARDING:
                     sh[a] = bytearray()         # zeros (the shadow keeps the written extent)
@@ -211,6 +244,7 @@ class MmStruct(KasanObject):
         is no longer followed."""
         sh = self.user_shadow
         with self.shadow_lock:
+            self._stale_forget(start, end)
             for a in [a for a in sh if start <= a < end]:
                 if sh[a] is SHADOW_DISCARDING:
                     sh[a] = SHADOW_LAZYFREE
@@ -229,6 +263,7 @@ class MmStruct(KasanObject):
         sh = self.user_shadow
         delta = new_start - old_start
         with self.shadow_lock:
+            self._stale_forget(old_start, old_start + length)
             for a in [a for a in sh if new_start <= a < new_start + length]:
                 del sh[a]
             moved = [(a, sh.pop(a)) for a in [a for a in sh if old_start <= a < old_start + length]]

@@ -618,12 +618,16 @@ class TlbflushUnmapBatch:
     """``struct tlbflush_unmap_batch`` (current->tlb_ubc): the CPUs to flush
     before the unmapped folios may be written out or freed."""
 
-    __slots__ = ("arch", "flush_required", "writable")
+    __slots__ = ("arch", "flush_required", "writable", "stale")
 
     def __init__(self):
         self.arch = ArchTlbflushUnmapBatch()
         self.flush_required = False
         self.writable = False     # a PTE was dirty: flush before writeback
+        # Not kernel state: the (mm, address, folio) unmapped in this batch,
+        # which the data-integrity checker lets CPUs read until the flush
+        # (MmStruct.user_shadow_stale_begin).
+        self.stale = []
 
 
 def _tlb_ubc():
@@ -656,6 +660,9 @@ def try_to_unmap_flush():
     arch_tlbbatch_flush(ubc.arch)
     ubc.flush_required = False
     ubc.writable = False
+    for mm, address, folio in ubc.stale:
+        mm.user_shadow_stale_end(address, folio)
+    ubc.stale.clear()
 
 
 def try_to_unmap_flush_dirty():
@@ -805,6 +812,8 @@ def try_to_unmap_one(folio, vma, address, flags):
     pt.bits[i] = 0
     if flags & TTU_BATCH_FLUSH:
         set_tlb_ubc_flush_pending(mm, bool(bits & _PAGE_DIRTY))
+        _tlb_ubc().stale.append((mm, address, folio))      # (the checker's)
+        mm.user_shadow_stale_begin(address, folio)
     else:
         flush_tlb_page(vma, address)
     if bits & _PAGE_DIRTY:
