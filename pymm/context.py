@@ -93,6 +93,7 @@ class Task:
         self.make_it_fail = False   # /proc/PID/make-it-fail: the fault-injection task filter
         self.task_works = []
         self.tlb_ubc = None          # rmap.TlbflushUnmapBatch of batched unmaps (reclaim)
+        self.fault_why = None        # why the fault in progress fails (memory.fault_why)
         # NUMA policy (mm/mempolicy.py): None is the system default; replaced
         # under alloc_lock (task_lock); il_prev is the last node dynamic
         # interleave used.

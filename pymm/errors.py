@@ -31,8 +31,13 @@ class SegmentationFault(OSError, PymmError):
 
 
 class BusError(OSError, PymmError):
-    """A user access to a file mapping beyond the end of the file (SIGBUS)."""
+    """A user access whose fault returned VM_FAULT_SIGBUS (SIGBUS): beyond the
+    end of a file, no huge page for a hugetlb fault (an empty pool, a failed
+    or injected dequeue), a private hugetlb page its owner took back...
+    ``why`` says which, as the fault saw it (memory.fault_why); ``addr`` is
+    the faulting address."""
 
-    def __init__(self, addr, why="access beyond end of file"):
+    def __init__(self, addr, why="VM_FAULT_SIGBUS"):
         super().__init__(_errno.EFAULT, f"bus error at {addr:#x}: {why}")
         self.addr = addr
+        self.why = why

@@ -7,8 +7,8 @@ from ..mm import filemap
 from ..mm.filemap import __folio_set_locked as folio_set_locked_new   # (no mangling in methods)
 from ..mm.filemap import filemap_add_folio, filemap_get_folio, folio_lock, folio_trylock, folio_unlock
 from ..mm.memory import (FAULT_FLAG_ALLOW_RETRY, FAULT_FLAG_RETRY_NOWAIT, VM_FAULT_LOCKED,
-                         VM_FAULT_NOPAGE, VM_FAULT_OOM, VM_FAULT_RETRY, VM_FAULT_SIGBUS,
-                         release_fault_lock)
+                         VM_FAULT_NOPAGE, VM_FAULT_RETRY, release_fault_lock, vm_fault_oom,
+                         vm_fault_sigbus)
 from ..mm.atomic import atomic_add_return
 from ..mm.mm_types import PG_swapbacked, PG_uptodate
 from ..mm.page_alloc import folio_put
@@ -17,6 +17,12 @@ from ..mm.truncate import ULONG_MAX, truncate_inode_pages_range, truncate_pageca
 from .inode import AddressSpace, Inode
 
 MAX_LFS_FILESIZE = (1 << 63) - 1
+
+
+def _beyond_eof(index, inode):
+    """Why a fault at page ``index`` of ``inode`` is SIGBUS."""
+    return (f"access beyond end of file (shmem_fault: page {index} of a file of "
+            f"{inode.i_size} bytes)")
 
 
 class File:
@@ -148,12 +154,12 @@ class File:
         k, mapping, inode = self.kernel, self.mapping, self.inode
         index = vmf.pgoff
         if index >= (inode.i_size + 4095) >> 12:
-            return VM_FAULT_SIGBUS
+            return vm_fault_sigbus(_beyond_eof(index, inode))
         folio = filemap_get_folio(mapping, index)
         if folio is None:
             new = self._new_folio(index)
             if new is None:
-                return VM_FAULT_OOM
+                return vm_fault_oom("shmem_fault: no page for the page cache (the page allocation failed)")
             other = filemap_add_folio(k, mapping, new, index)
             if other is None:
                 folio_add_lru(k, new)
@@ -184,7 +190,7 @@ class File:
         if vmf.pgoff >= (self.inode.i_size + 4095) >> 12:
             folio_unlock(folio)
             folio_put(folio, self.kernel)
-            return VM_FAULT_SIGBUS
+            return vm_fault_sigbus(_beyond_eof(vmf.pgoff, self.inode) + ", truncated while we waited")
         return VM_FAULT_LOCKED
 
 

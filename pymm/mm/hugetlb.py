@@ -76,7 +76,8 @@ from .rmap import (RMP_LOCKED, TTU_RMAP_LOCKED, anon_vma_lock_read, anon_vma_pre
 from .util import folio_copy
 from .gfp import (__GFP_NOWARN, GFP_HIGHUSER_MOVABLE, GFP_KERNEL, GFP_NOWAIT, GFP_PGTABLE_USER,
                   might_alloc)
-from .memory import FAULT_FLAG_WRITE, VM_FAULT_OOM, VM_FAULT_SIGBUS, is_cow_mapping
+from .memory import (FAULT_FLAG_WRITE, VM_FAULT_SIGBUS, fault_why, is_cow_mapping,
+                     vm_fault_oom, vm_fault_sigbus)
 from .page_alloc import bad_page, folio_get, folio_put
 from .pgtable import (_PAGE_DIRTY, _PAGE_RW, PMD_SHIFT, PTRS_PER_TABLE, PUD_SHIFT, PteTable,
                       pmd_alloc)
@@ -257,10 +258,16 @@ def alloc_hugetlb_folio(vma, addr, cow_from_owner):
         folio = dequeue_hugetlb_folio_vma(h, nid, nodemask, pol)
     else:
         folio = None
+    pool = (h.free_huge_pages, h.resv_huge_pages)
     h.hugetlb_lock.unlock()
     if ref:
         pol.put()
     if folio is None:
+        # vmf_error(-ENOSPC): the fault's SIGBUS says why
+        fault_why("VM_FAULT_SIGBUS: no huge page for the fault (alloc_hugetlb_folio: -ENOSPC, " + (
+            "fault injection at hugetlb-dequeue" if injected else
+            f"{'none of the free pages on the allowed nodes' if map_chg == 0 else 'no unreserved page'}"
+            f" in the pool: HugePages_Free {pool[0]}, HugePages_Rsvd {pool[1]}") + ")")
         return None
     if not cow_from_owner:
         map_commit = vma_commit_reservation(vma, idx)
@@ -1201,7 +1208,7 @@ def _hugetlb_fault(mm, vma, address, flags):
     _fault_pte_hold(vmf)
     vmf.pte = huge_pte_alloc(mm, vma, vmf.address)
     if vmf.pte is None:                           # no page-table page: VM_FAULT_OOM
-        return _no_page_out(vmf, VM_FAULT_OOM)
+        return _no_page_out(vmf, vm_fault_oom("huge_pte_alloc: no page-table page"))
     point("hugetlb_fault")
     table, i = vmf.pte
     entry = table.entries[i]                      # an unlocked peek, rechecked under ptl
@@ -1300,25 +1307,31 @@ def hugetlb_no_page(vmf):
     table, i = vmf.pte
     if is_vma_resv_set(vma, HPAGE_RESV_UNMAPPED):
         # the owner of this private mapping took the page back on a failed COW
-        return _no_page_out(vmf, ret)
+        return _no_page_out(vmf, vm_fault_sigbus(
+            "the owner of this private hugetlb mapping took its pages back for a copy on "
+            "write the pool had no page for (unmap_ref_private: HPAGE_RESV_UNMAPPED; the "
+            f"kernel logs \"PID {vma.vm_mm.owner_pid} killed due to inadequate hugepage pool\")"))
     new_anon = False
     folio = filemap_lock_hugetlb_folio(file, vmf.pgoff)
     if folio is not None:
         vmf.locked.append(folio)
     else:
         if vmf.pgoff >= file.inode.i_size >> HPAGE_SHIFT:
-            return _no_page_out(vmf, ret)
+            return _no_page_out(vmf, vm_fault_sigbus(
+                f"access beyond end of file (hugetlb_no_page: huge page {vmf.pgoff} of a "
+                f"file of {file.inode.i_size} bytes)"))
         if not vma.vm_flags & VM_MAYSHARE and anon_vma_prepare(vma):
-            return _no_page_out(vmf, VM_FAULT_OOM)
+            return _no_page_out(vmf, vm_fault_oom("hugetlb_no_page: anon_vma_prepare failed"))
         folio = alloc_hugetlb_folio(vma, vmf.address, False)
         if folio is None:
-            return _no_page_out(vmf, VM_FAULT_SIGBUS)        # -ENOSPC
+            return _no_page_out(vmf, VM_FAULT_SIGBUS)        # -ENOSPC (fault_why said why)
         charge("clear_huge_page")                             # folio_zero_user
         if vma.vm_flags & VM_MAYSHARE:
             if hugetlb_add_to_page_cache(folio, file, vmf.pgoff):
                 restore_reserve_on_error(vma, vmf.address, folio)
                 folio_put(folio, k)
-                return _no_page_out(vmf, VM_FAULT_SIGBUS)
+                return _no_page_out(vmf, vm_fault_sigbus(
+                    "hugetlb_add_to_page_cache: -EEXIST (hugetlb_no_page)"))
             vmf.locked.append(folio)
         else:
             new_anon = True
@@ -1435,7 +1448,7 @@ def hugetlb_wp(vmf):
         if not cow_from_owner:
             folio_put(old, k)
             table.ptl.lock()
-            return VM_FAULT_SIGBUS
+            return VM_FAULT_SIGBUS       # fault_why: alloc_hugetlb_folio's -ENOSPC
         # The owner must get its page: take it away from the children (they
         # SIGBUS on their next fault).  Unmapping needs VL for write, so drop
         # VL and FM, and retake them in order afterwards.
@@ -1467,7 +1480,7 @@ def hugetlb_wp(vmf):
         folio_put(new, k)
         folio_put(old, k)
         table.ptl.lock()
-        return VM_FAULT_OOM
+        return vm_fault_oom("hugetlb_wp: anon_vma_prepare failed")
     folio_copy(new, old)
     point("hugetlb_wp_copy")
     table.ptl.lock()

@@ -2,6 +2,7 @@
 import errno
 
 from .atomic import set_bits
+from ..context import current
 from ..locking import SINGLE_DEPTH_NESTING
 from ..rcu import rcu_read_lock, rcu_read_unlock
 from ..sched import charge, point
@@ -28,6 +29,29 @@ from .util import folio_copy
 from .tlb import flush_tlb_page
 from .mmu_gather import __tlb_remove_folio, tlb_finish_mmu, tlb_flush_pte_range, tlb_gather_mmu
 from .swap_state import folio_free_swap, free_swap_cache
+
+
+def fault_why(why):
+    """Say why the fault in progress fails: the text the SIGBUS (or the
+    ENOMEM of VM_FAULT_OOM) it turns into gives (pymm's own: the kernel's
+    siginfo carries only the address and si_code, and dmesg the rest).
+    ``do_user_addr_fault`` clears it when a fault starts.  Context: the
+    faulting task's."""
+    t = current()
+    if t is not None:
+        t.fault_why = why
+
+
+def vm_fault_sigbus(why):
+    """``VM_FAULT_SIGBUS``, and why (see fault_why)."""
+    fault_why(f"VM_FAULT_SIGBUS: {why}")
+    return VM_FAULT_SIGBUS
+
+
+def vm_fault_oom(why):
+    """``VM_FAULT_OOM``, and why (see fault_why)."""
+    fault_why(f"VM_FAULT_OOM: {why}")
+    return VM_FAULT_OOM
 
 
 class VmFault:

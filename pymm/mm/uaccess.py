@@ -37,7 +37,7 @@ old folio's bytes (``_stale_read``): not reported.
 import errno
 import threading
 
-from ..context import _KernelContext
+from ..context import _KernelContext, current
 from ..debug import stackdepot
 from ..debug.kasan import _track_text, is_poisoned
 from ..debug.report import report
@@ -224,6 +224,8 @@ def do_user_addr_fault(task, pos, n, write, data, off, out, copy=False, carefull
     it with the shadow; with ``copy``, every access: ``Kernel(tlb=False)``),
     None or a shadow mismatch.  Raises SIGSEGV/SIGBUS as OSErrors."""
     mm = task.mm
+    me = current()
+    me.fault_why = None
     fault_flags = FAULT_FLAG_USER | FAULT_FLAG_ALLOW_RETRY | FAULT_FLAG_KILLABLE
     if write:
         fault_flags |= FAULT_FLAG_WRITE
@@ -269,11 +271,12 @@ def do_user_addr_fault(task, pos, n, write, data, off, out, copy=False, carefull
                     fault_flags |= FAULT_FLAG_TRIED
                     continue
             if ret & VM_FAULT_SIGBUS:
-                raise BusError(pos)
+                raise BusError(pos, me.fault_why or "VM_FAULT_SIGBUS")
             if ret & VM_FAULT_SIGSEGV:
                 raise SegmentationFault(pos, "fault returned SIGSEGV")
             if ret & VM_FAULT_OOM:
-                raise OSError(errno.ENOMEM, f"out of memory faulting {pos:#x}")
+                raise OSError(errno.ENOMEM, f"out of memory faulting {pos:#x}: "
+                                            f"{me.fault_why or 'VM_FAULT_OOM'}")
             if vma.vm_flags & VM_HUGETLB or copy or \
                     write and _first_store(mm.user_shadow, pos & PAGE_MASK):
                 continue                   # copy under the lock, now that it is mapped
