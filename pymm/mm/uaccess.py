@@ -67,7 +67,8 @@ _UNKNOWN = object()       # no shadow decision for the page yet
 
 def user_access(task, addr, length, write, data, carefully=False):
     """Copy to (write) or from user memory.  Raises SegmentationFault outside a
-    mapping or against its protection, BusError beyond the end of a file.
+    mapping or against its protection, BusError when the fault returns
+    VM_FAULT_SIGBUS (its message says why: memory.fault_why).
     ``carefully``: a copy_from_user/copy_to_user inside a system call (the
     fault path tries mmap_lock first, get_mmap_lock_carefully).
     Context: no lock held; takes none while the pages are present (the fault
