@@ -97,6 +97,14 @@ def report(kind, title, text, kernel=None, data=None):
     return f
 
 
+def report_pymm_check(kind, title, lines, kernel=None):
+    """A check of pymm's own (``title`` registered with ``pymm_only_title``)
+    failed: its report is the title, ``lines`` (what it saw) and the stack of
+    the check's caller.  Context: as ``report``."""
+    text = "\n".join([title, *lines, "Call Trace:", stackdepot.format(stackdepot.save(3), "  ")])
+    return report(kind, title, text, kernel=kernel, data={"pymm_only": True})
+
+
 def _with_headline(title, text):
     """Every report reads like a kernel splat: it names its headline (the
     line the kernel's report parsers key on) and carries a Call Trace.  A

@@ -55,7 +55,7 @@ import weakref
 from ..debug import stackdepot
 from ..debug.fault_inject import should_fail
 from ..debug.kasan import KasanObject, kasan_poison
-from ..debug.report import pymm_checks, pymm_only_title, report
+from ..debug.report import pymm_checks, pymm_only_title, report, report_pymm_check
 from ..locking import Mutex, RwSemaphore, SpinLock, lockdep
 from ..locking.lockdep_report import thread_name
 from ..sched import charge, point
@@ -966,17 +966,14 @@ def _check_unshare_under_fault(mm, table, addr):
         if ptep is None or ptep[0] is not table:
             continue
         title = UNSHARE_UNDER_FAULT_TITLE
-        report("assertion", title,
-               "\n".join([title,
-                          f"{threading.current_thread().name} unshares the PMD table at "
-                          f"{addr & PUD_MASK:#x} from the mm of pid {mm.owner_pid} (shared by "
-                          f"{table.pt_share_count} other mm(s)),",
-                          f"while a fault of that mm at {vmf.real_address:#x} (thread "
-                          f"{thread_name(tid)}) holds a ptep into it without the vma_lock:",
-                          "the fault will set its entry in a table its mm no longer maps (the other",
-                          "sharer's, or a freed one).",
-                          "Call Trace:", stackdepot.format(stackdepot.save(2), "  ")]),
-               kernel=mm.kernel, data={"pymm_only": True})
+        report_pymm_check("assertion", title,
+                          [f"{threading.current_thread().name} unshares the PMD table at "
+                           f"{addr & PUD_MASK:#x} from the mm of pid {mm.owner_pid} (shared by "
+                           f"{table.pt_share_count} other mm(s)),",
+                           f"while a fault of that mm at {vmf.real_address:#x} (thread "
+                           f"{thread_name(tid)}) holds a ptep into it without the vma_lock:",
+                           "the fault will set its entry in a table its mm no longer maps (the "
+                           "other", "sharer's, or a freed one)."], kernel=mm.kernel)
         return
 
 

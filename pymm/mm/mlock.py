@@ -8,8 +8,7 @@ import errno
 from ..constants import (MCL_CURRENT, MCL_FUTURE, MCL_ONFAULT, MLOCK_ONFAULT, RLIM_INFINITY,
                          RLIMIT_MEMLOCK, TASK_SIZE)
 from ..context import current
-from ..debug import stackdepot
-from ..debug.report import pymm_checks, pymm_only_title, report
+from ..debug.report import pymm_checks, pymm_only_title, report_pymm_check
 from ..sched import point
 from .atomic import clear_bits, set_bits
 from .filemap import folio_lock, folio_unlock
@@ -321,12 +320,9 @@ def check_rmap_mlock(kernel, folio, vma):
     else:
         return
     title = RMAP_MLOCK_TITLE
-    report("bad-page-state", title,
-           "\n".join([title,
-                      f"{folio!r} mlocked through {vma!r}, seen VM_LOCKED before the mlock, but",
-                      f"{why}: nobody will clear PG_mlocked.",
-                      "Call Trace:", stackdepot.format(stackdepot.save(2), "  ")]),
-           kernel=kernel, data={"pymm_only": True})
+    report_pymm_check("bad-page-state", title,
+                      [f"{folio!r} mlocked through {vma!r}, seen VM_LOCKED before the mlock, but",
+                       f"{why}: nobody will clear PG_mlocked."], kernel=kernel)
 
 
 def clear_page_mlock(kernel, folio):

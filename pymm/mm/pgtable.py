@@ -12,9 +12,8 @@ interrupts-off region, reports a use-after-free of the table or its lock.
 
 PTE bits live in a bytearray beside the entries (one byte per PTE).
 """
-from ..debug import stackdepot
 from ..debug.kasan import KasanObject, kasan_poison
-from ..debug.report import pymm_checks, pymm_only_title, report
+from ..debug.report import pymm_checks, pymm_only_title, report, report_pymm_check
 from ..locking import SpinLock
 from ..debug.fault_inject import should_fail
 from ..sched import point
@@ -193,14 +192,12 @@ def check_pgtable_unused(mm, table, lo, hi, floor, ceiling):
         return
     title = PGTABLE_IN_USE_TITLE
     kind = "PTE" if isinstance(table, PteTable) else "PMD"
-    report("assertion", title,
-           "\n".join([title,
-                      f"{kind} table for {lo:#x}-{hi:#x} freed (free_pgd_range floor {floor:#x}, "
-                      f"ceiling {ceiling:#x}), but {vma!r} still maps part of that range:",
-                      "the VMA moved into the unmapped gap after munmap took its neighbours, and a",
-                      "fault in it may hold the table, or take it, while munmap frees it.",
-                      "Call Trace:", stackdepot.format(stackdepot.save(2), "  ")]),
-           kernel=mm.kernel, data={"pymm_only": True})
+    report_pymm_check("assertion", title,
+                      [f"{kind} table for {lo:#x}-{hi:#x} freed (free_pgd_range floor {floor:#x}, "
+                       f"ceiling {ceiling:#x}), but {vma!r} still maps part of that range:",
+                       "the VMA moved into the unmapped gap after munmap took its neighbours, and a",
+                       "fault in it may hold the table, or take it, while munmap frees it."],
+                      kernel=mm.kernel)
 
 
 def free_pgd_range(tlb, start, end, floor, ceiling):
