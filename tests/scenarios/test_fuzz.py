@@ -169,16 +169,10 @@ def test_model_knows_a_failed_mlock_may_leave_the_range_locked():
     fuzz.check_quiescent(st)
 
 
-def test_model_knows_the_owner_of_a_private_hugetlb_page_may_take_it_back():
-    """Shrunk from a fuzz campaign with fork and hugetlb weighted up (seed
-    40, 3 families): the owner of a private hugetlb mapping writes to a page
-    its child shares while every free huge page is reserved by others, so
-    hugetlb_wp cannot copy and takes the page away from the child instead
-    (unmap_ref_private): the child gets SIGBUS there, and a grandchild it
-    forks later -- hugetlb_dup_vma_private does not pass the flag on --
-    faults in a fresh zero page.  Linux's behaviour, which pymm follows; the
-    model expected the child's old bytes in the grandchild."""
-    from pymm.errors import BusError
+def _owner_of_a_private_huge_page():
+    """Two families; the first's process maps one private huge page and the
+    second's take the pool's other three reservations, so a COW of the
+    page finds no page to copy to.  (state, family, owner, address)"""
     lockdep.reset()
     st = fuzz.new_state(0)
     fam, other = fuzz.Family(st, "f"), fuzz.Family(st, "g")
@@ -191,6 +185,20 @@ def test_model_knows_the_owner_of_a_private_hugetlb_page_may_take_it_back():
     assert kind == fuzz.HUGE
     for _ in range(3):                                               # the others reserve the rest
         fuzz.op_mmap(other, fuzz.TapeChooser([huge, 1, 0, 0]), other.procs[0])
+    return st, fam, owner, a
+
+
+def test_model_knows_the_owner_of_a_private_hugetlb_page_may_take_it_back():
+    """Shrunk from a fuzz campaign with fork and hugetlb weighted up (seed
+    40, 3 families): the owner of a private hugetlb mapping writes to a page
+    its child shares while every free huge page is reserved by others, so
+    hugetlb_wp cannot copy and takes the page away from the child instead
+    (unmap_ref_private): the child gets SIGBUS there, and a grandchild it
+    forks later -- hugetlb_dup_vma_private does not pass the flag on --
+    faults in a fresh zero page.  Linux's behaviour, which pymm follows; the
+    model expected the child's old bytes in the grandchild."""
+    from pymm.errors import BusError
+    st, fam, owner, a = _owner_of_a_private_huge_page()
     assert st.kernel.meminfo()["HugePages_Rsvd"] == 4
     fuzz._store(fam, fuzz.TapeChooser([0, 0x9f]), owner, a)         # a0 ... (the reservation)
     fuzz.op_fork(fam, None, owner)
@@ -225,18 +233,7 @@ def test_model_knows_an_owners_mlock_may_take_a_page_back(how, tape):
     behaviour, which pymm follows; the model only expected it after an
     owner's store (or MADV_POPULATE_WRITE)."""
     from pymm.errors import BusError
-    lockdep.reset()
-    st = fuzz.new_state(0)
-    fam, other = fuzz.Family(st, "f"), fuzz.Family(st, "g")
-    st.families = [fam, other]
-    st.baseline = st.kernel.meminfo()
-    owner = fam.procs[0]
-    huge = fuzz.KINDS.index(fuzz.HUGE)
-    fuzz.op_mmap(fam, fuzz.TapeChooser([huge, 1, 0, 0]), owner)     # reserves 1 of the 4 pages
-    (a, _, kind, _), = owner.maps
-    assert kind == fuzz.HUGE
-    for _ in range(3):                                               # the others reserve the rest
-        fuzz.op_mmap(other, fuzz.TapeChooser([huge, 1, 0, 0]), other.procs[0])
+    st, fam, owner, a = _owner_of_a_private_huge_page()
     fuzz._store(fam, fuzz.TapeChooser([0, 0x9f]), owner, a)         # a0 ... (the reservation)
     fuzz.op_fork(fam, None, owner)
     child = fam.procs[1]
