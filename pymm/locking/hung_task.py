@@ -82,10 +82,20 @@ def is_enabled():
     return _enabled
 
 
+def _snapshot():
+    """A copy of ``_waiting`` taken while other threads add and drop their
+    entries.  ``dict.copy()`` runs no Python code (the keys are ints), so no
+    other thread runs mid-copy; ``list(_waiting.items())`` is not safe: its
+    tuple allocations (once the 2-tuple free list is empty) can start a garbage collection whose finalizers let
+    another thread run and resize the dict under the iterator ("dictionary
+    changed size during iteration", seen once in CI)."""
+    return _waiting.copy()
+
+
 def waiting():
     """{tid: (lock, read, seconds waited so far)} for every waiting thread."""
     now = _clock()
-    return {tid: (lock, read, now - t0) for tid, (lock, read, t0) in list(_waiting.items())}
+    return {tid: (lock, read, now - t0) for tid, (lock, read, t0) in _snapshot().items()}
 
 
 def deadlocked(tids=None, threshold=0.0):
@@ -95,7 +105,7 @@ def deadlocked(tids=None, threshold=0.0):
     for good: a demonstrated deadlock, unlike a thread that merely waits long
     for a holder that runs slowly."""
     now = _clock()
-    waits = {t: w for t, w in list(_waiting.items())
+    waits = {t: w for t, w in _snapshot().items()
              if (tids is None or t in tids) and now - w[2] > threshold}
     return _wait_for_cycles(waits) if waits else []
 
@@ -114,7 +124,7 @@ def check_now(threshold=120.0, tids=None):
     if threshold < 0:
         raise PymmError(f"hung_task.check_now(): threshold must be >= 0 seconds, got {threshold!r}")
     now = _clock()
-    waits = {t: w for t, w in list(_waiting.items()) if tids is None or t in tids}
+    waits = {t: w for t, w in _snapshot().items() if tids is None or t in tids}
     if not waits:
         return []
     frames = sys._current_frames()
@@ -202,7 +212,7 @@ def format_waits():
     Needs neither the validator nor the watchdog thread, only ``enable()``."""
     out = []
     now = _clock()
-    for tid, (lock, read, t0) in sorted(list(_waiting.items())):
+    for tid, (lock, read, t0) in sorted(_snapshot().items()):
         holders = ", ".join(f"{thread_label(h['name'], h['tid'])} ({h['mode']})"
                             for h in _holders_desc(lock)) or "nobody (just released)"
         out.append(f" {thread_label(thread_name(tid), tid)} waits {now - t0:.3f} s to "

@@ -245,3 +245,45 @@ def test_bad_input_and_tracking_off():
     hung_task.disable()
     with pytest.raises(PymmError, match="enable"):
         hung_task.check_now(0)
+
+
+def test_reading_the_waiters_while_a_garbage_collection_lets_another_thread_change_them():
+    """CI once failed with "dictionary changed size during iteration" in
+    ``waiting()``: iterating the waiters allocates tuples, an allocation can
+    start a garbage collection, and a finalizer run by it lets another
+    thread add or drop its wait.  Here the finalizer adds the wait itself,
+    with the collector collecting on every allocation, so the change lands
+    mid-read every time unless the read is a copy that runs no Python code."""
+    import gc
+
+    class Waits:
+        """Cyclic garbage whose finalizer starts or ends a wait (another
+        thread's, in life) and leaves new garbage for the next collection."""
+        def __del__(self):
+            if hung_task._waiting.pop(-1, None) is None:
+                hung_task._waiting[-1] = (lock, False, 0.0)
+            if armed:
+                garbage()
+
+    def garbage():
+        w = Waits()
+        w.cycle = w
+
+    lock = Mutex("test_gc_waiter")
+    for tid in range(-5000, -2):
+        hung_task._waiting[tid] = (lock, False, 0.0)
+    thresholds = gc.get_threshold()
+    armed = True
+    try:
+        garbage()
+        gc.set_threshold(1)
+        seen = hung_task.waiting()
+        lines = hung_task.format_waits()
+    finally:
+        gc.set_threshold(*thresholds)
+        armed = False
+        gc.collect()
+        for tid in list(range(-5000, -2)) + [-1]:
+            hung_task._waiting.pop(tid, None)
+    assert set(range(-5000, -2)) <= set(seen)
+    assert len(lines) >= 4998
