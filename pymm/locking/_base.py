@@ -118,7 +118,7 @@ class LockBase:
             "kind": self.KIND,
             "locked": self.is_locked(),
             "owner": None if self.owner is None else _thread_name(self.owner),
-            "readers": {_thread_name(t): n for t, n in (self.readers or {}).items()},
+            "readers": {_thread_name(t): n for t, n in (self.readers or {}).copy().items()},
             "waiters": self.waiters,
             "acquisitions": self.acquisitions,   # counted while watched
             "contentions": self.contentions,     # counted while watched
@@ -130,7 +130,7 @@ class LockBase:
         elif self.readers:
             state = "read-held by " + ", ".join(
                 f"{_thread_name(t)}x{n}" if n > 1 else _thread_name(t)
-                for t, n in list(self.readers.items()))
+                for t, n in self.readers.copy().items())
         else:
             state = "unlocked"
         w = f", {self.waiters} waiting" if self.waiters else ""
