@@ -407,12 +407,20 @@ def _pymm_logging_enabled():
 
 # -- pytest-timeout: dump held locks before the timeout fires ------------------------------------
 
+def _dump_lead(timeout):
+    """How long before pytest-timeout fires the dump is written: 5% of the
+    timeout, at least a second (the dump thread must get the CPU and finish
+    writing before the timeout thread ends the process, also on a loaded
+    machine), at most half the timeout."""
+    return min(max(timeout * 0.05, 1.0), timeout / 2)
+
+
 @pytest.hookimpl(optionalhook=True)
 def pytest_timeout_set_timer(item, settings):
     timeout = getattr(settings, "timeout", None)
     if not timeout or timeout <= 0:
         return None
-    t = threading.Timer(max(0.0, timeout * 0.95 - 0.05), _dump_held_locks, args=(item.nodeid,))
+    t = threading.Timer(timeout - _dump_lead(timeout), _dump_held_locks, args=(item.nodeid,))
     t.name = "pymm-timeout-dump"
     t.daemon = True
     t.start()

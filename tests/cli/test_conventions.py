@@ -309,9 +309,10 @@ def test_lockdep_graph_reduce(cli, monkeypatch):
 
 def test_lockdep_graph_of_a_buggy_variant_draws_the_contradiction(cli):
     """A real run: hugetlb-file-migrate's buggy variant retakes i_mmap_rwsem
-    under the folio lock, against the hugetlbfs order in mm/rmap.py."""
+    under the folio lock, against the hugetlbfs order in mm/rmap.py.  The run stops at
+    its first finding; 5 s is the budget for a loaded machine."""
     res = cli("lockdep-graph", "--scenario", "hugetlb-file-migrate", "--variant",
-              "hugetlb-file-migrate=relock-under-folio", "--seconds", "0.5", "--check")
+              "hugetlb-file-migrate=relock-under-folio", "--seconds", "5", "--check")
     assert res.rc == 1, res.err
     red = [ln for ln in res.out.splitlines() if "color=red" in ln]
     assert any('"folio_lock' in ln and "i_mmap" in ln.split("->")[1] for ln in red), res.out

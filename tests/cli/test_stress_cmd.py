@@ -25,8 +25,11 @@ SCHEDULES = 60
 @pytest.fixture(scope="module")
 def populate_run(tmp_path_factory):
     d = tmp_path_factory.mktemp("stress")
-    res = run_pymm("stress", "--scenario", "populate", "--schedules", SCHEDULES, "--seconds", 0.5,
-                   "--json", d / "out.json", "--report-dir", d / "reports", "--lockstat", cwd=d)
+    # free mode: 3 s per run, so that drop-retake's use-after-free is caught on a loaded
+    # machine too (a buggy run stops at its first finding; the fixed ones run the 3 s)
+    res = run_pymm("stress", "--scenario", "populate", "--schedules", SCHEDULES, "--seconds", 3,
+                   "--json", d / "out.json", "--report-dir", d / "reports", "--lockstat", cwd=d,
+                   timeout=180)
     doc = json.loads((d / "out.json").read_text())
     return res, doc, d / "reports"
 
