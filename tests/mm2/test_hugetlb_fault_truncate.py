@@ -38,8 +38,8 @@ def test_wait_for_faults_is_clean(strategy):
 
 
 def test_free_mode_catches_mainline_and_not_the_fix():
-    r = stress.run_free("hugetlb-fault-truncate", "unsynced", seed=0, seconds=5)
-    assert r.caught, "unsynced ran clean for 5 s in free mode"
+    r = stress.run_free("hugetlb-fault-truncate", "unsynced", seed=0, seconds=10)   # stops when caught
+    assert r.caught, "unsynced ran clean for 10 s in free mode"
     r = stress.run_free("hugetlb-fault-truncate", "wait-for-faults", seed=0, seconds=1)
     assert not r.findings, r.findings[0]["text"]
 
