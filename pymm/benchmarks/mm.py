@@ -202,6 +202,8 @@ def build_vmas(n):
     from ..mm.mmap_lock import mmap_read_lock, mmap_read_unlock
     with _validator(False):
         k = _kernel(64)
+        # sysctl -w vm.max_map_count: 100,000 VMAs are more than the default 65,530
+        k.sysctl("vm.max_map_count", max(k.sysctl("vm.max_map_count"), n + 16))
         p = k.spawn(f"vmas{n}")
         base = 0x1000_0000
         flags = ANON | C.MAP_FIXED
