@@ -84,9 +84,6 @@ FUNCTION_LEVEL_ALLOWED = {
     ("mm/mlock.py", "pymm.mm.mmap"),
     ("mm/mlock.py", "pymm.mm.gup"),
     ("mm/mlock.py", "pymm.mm.rmap"),
-    ("mm/mprotect.py", "pymm.mm.mmap"),
-    # a report from the VMA lock assertions; the report module's checks walk VMAs
-    ("mm/mmap_lock.py", "pymm.debug.report"),
     # tmpfs's shared policy is mempolicy's, which allocates tmpfs pages
     ("fs/shmem.py", "pymm.mm.mempolicy"),
 }

@@ -3,6 +3,7 @@ mm code never touches ``mm.mmap_lock`` directly.  Also the per-VMA locks
 (below)."""
 import threading
 
+from ..debug.report import report
 from ..locking import RwSemaphore, lockdep
 from .mm_types import FAULT_FLAG_VMA_LOCK
 
@@ -167,7 +168,6 @@ def vma_assert_write_locked(vma):
     if mm.kernel.variants["per-vma-lock"] != "on":
         return
     if vma.vm_lock_seq != mm.mm_lock_seq:
-        from ..debug.report import report
         report("assertion", "BUG: VMA not write-locked (vma_assert_write_locked)",
                f"vma_assert_write_locked({vma!r}): the VMA is modified without vma_start_write(); "
                f"a page fault under the per-VMA lock may run concurrently.")

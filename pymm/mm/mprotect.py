@@ -5,7 +5,7 @@ from ..constants import PROT_EXEC, PROT_READ, PROT_WRITE
 from .mm_types import (VM_ACCESS_FLAGS, VM_EXEC, VM_HUGETLB, VM_LOCKED, VM_MAYEXEC, VM_MAYREAD, VM_MAYWRITE, VM_READ,
                        VM_SHARED, VM_WRITE, Folio)
 from .gup import populate_vma_page_range
-from .mmap import vma_modify_flags, vmas_may_split
+from .mmap import vma_modify_flags, vma_splits_ok, vmas_may_split
 from .mmap_lock import mmap_write_lock, mmap_write_unlock
 from .pgtable import _PAGE_PROTNONE, _PAGE_RW, pte_index, pte_ranges
 from . import hugetlb_ops
@@ -75,7 +75,6 @@ def do_mprotect_pkey(mm, start, length, prot):
         err = vmas_may_split(mm, start, end)    # decided under the write lock we split with
         if err:
             return err
-        from .mmap import vma_splits_ok
         if not vma_splits_ok(mm, start, end,
                              lambda v: (v.vm_flags & ~VM_ACCESS_FLAGS) | want != v.vm_flags):
             return -errno.ENOMEM            # vm.max_map_count
