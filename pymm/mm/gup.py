@@ -12,6 +12,7 @@ from ..locking import lockdep
 from ..context import current
 from ..sched import charge, point
 from .hugetlb import hugetlb_follow_page_mask
+from . import internal
 from .memory import (FAULT_FLAG_ALLOW_RETRY, FAULT_FLAG_KILLABLE, FAULT_FLAG_RETRY_NOWAIT,
                      FAULT_FLAG_TRIED, FAULT_FLAG_WRITE, VM_FAULT_COMPLETED, VM_FAULT_ERROR,
                      VM_FAULT_OOM, VM_FAULT_RETRY, VM_FAULT_SIGBUS, VM_FAULT_SIGSEGV,
@@ -467,3 +468,6 @@ def get_user_pages_fast(mm, start, nr_pages, write):
     if not pages:
         raise OSError(errno.EFAULT, f"get_user_pages_fast: nothing at {start:#x}")
     return pages
+
+
+internal.define(__name__, globals())   # callers across a cycle use these through internal

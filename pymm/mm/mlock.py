@@ -10,6 +10,7 @@ from ..constants import (MCL_CURRENT, MCL_FUTURE, MCL_ONFAULT, MLOCK_ONFAULT, RL
 from ..context import current
 from ..debug.report import pymm_checks, pymm_only_title, report_pymm_check
 from ..sched import point
+from . import internal
 from .atomic import clear_bits, set_bits
 from .filemap import folio_lock, folio_unlock
 from .mm_types import (PG_lru, PG_mlocked, VM_DONTEXPAND, VM_HUGETLB, VM_IO, VM_LOCKED,
@@ -84,21 +85,20 @@ VM_SPECIAL = VM_IO | VM_DONTEXPAND | VM_PFNMAP
 
 def mlock_fixup(vma, start, end, newflags):
     """Give [start, end) the lock flags ``newflags``; account locked_vm."""
-    from .mmap import vma_split_range, vma_try_merge
     mm = vma.vm_mm
     oldflags = vma.vm_flags
     if newflags == oldflags or oldflags & (VM_SPECIAL | VM_HUGETLB):
         # as the kernel: VM_IO/VM_PFNMAP/VM_DONTEXPAND and hugetlb VMAs never
         # get VM_LOCKED and are not counted (so they are never split here)
         return vma
-    vma = vma_split_range(vma, start, end)
+    vma = internal.vma_split_range(vma, start, end)
     nr = (end - start) >> 12
     if (newflags & VM_LOCKED) and not (oldflags & VM_LOCKED):
         mm.locked_vm += nr
     elif not (newflags & VM_LOCKED) and (oldflags & VM_LOCKED):
         mm.locked_vm -= nr
     mlock_vma_pages_range(vma, start, end, newflags)
-    return vma_try_merge(vma)
+    return internal.vma_try_merge(vma)
 
 
 def apply_vma_lock_flags(mm, start, length, flags):
@@ -113,8 +113,7 @@ def apply_vma_lock_flags(mm, start, length, flags):
         pos = v.vm_end
     if not vmas or pos < end:
         return -errno.ENOMEM
-    from .mmap import vma_splits_ok
-    if not vma_splits_ok(mm, start, end, lambda v: not v.vm_flags & (VM_SPECIAL | VM_HUGETLB) and
+    if not internal.vma_splits_ok(mm, start, end, lambda v: not v.vm_flags & (VM_SPECIAL | VM_HUGETLB) and
                          (v.vm_flags & ~VM_LOCKED_MASK) | flags != v.vm_flags):
         return -errno.ENOMEM            # vm.max_map_count (mlock_fixup skips what it leaves)
     pos = start
@@ -170,7 +169,6 @@ def mlock_future_ok(mm, flags, length):
 
 def do_mlock(mm, start, length, flags):
     """mlock(2)/mlock2(2) after argument checks.  Context: mmap_lock not held."""
-    from .gup import __mm_populate
     t = current()
     if not can_do_mlock(t):
         return -errno.EPERM
@@ -191,7 +189,7 @@ def do_mlock(mm, start, length, flags):
     # VM_LOCKONFAULT VMAs, but mlock_fixup gives that flag to no hugetlb (or
     # VM_SPECIAL) VMA, and those are faulted in -- a private writable one
     # for write, breaking COW
-    err = __mm_populate(mm, start, length, False)
+    err = internal.__mm_populate(mm, start, length, False)
     if err:
         return __mlock_posix_error_return(err)
     return 0
@@ -215,7 +213,6 @@ def do_munlock(mm, start, length):
 
 
 def do_mlockall(mm, flags):
-    from .gup import mm_populate
     t = current()
     if not can_do_mlock(t):
         return -errno.EPERM
@@ -243,7 +240,7 @@ def do_mlockall(mm, flags):
         mlock_fixup(cur, cur.vm_start, cur.vm_end, (cur.vm_flags & ~VM_LOCKED_MASK) | to)
     mmap_write_unlock(mm)
     if flags & MCL_CURRENT:              # MCL_ONFAULT too (see do_mlock)
-        mm_populate(mm, 0, TASK_SIZE)
+        internal.mm_populate(mm, 0, TASK_SIZE)
     return 0
 
 
@@ -405,7 +402,6 @@ def __munlock_isolated_page(kernel, folio):
     """If others map the folio, let the rmap mlock it again for each VMA that
     is still VM_LOCKED; then back to the LRU (unevictable if so).
     Context: folio locked and isolated."""
-    from .rmap import try_to_munlock
     if folio._mapcount > 1:
-        try_to_munlock(folio)
+        internal.try_to_munlock(folio)
     folio_add_lru(kernel, folio)

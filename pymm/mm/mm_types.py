@@ -10,6 +10,7 @@ import itertools
 
 from ..debug.kasan import KasanObject
 from ..locking import RwSemaphore, SpinLock
+from . import internal
 from .atomic import PerCpuCounter
 from .interval_tree import IntervalTree
 
@@ -155,13 +156,12 @@ class MmStruct(KasanObject):
     )
 
     def __init__(self, kernel, owner_pid):
-        from .vma import VmaTree
         self.kasan_alloc()
         self.kernel = kernel
         self.id = next(_ids)
         self.owner_pid = owner_pid
         self.mmap_lock = RwSemaphore("&mm->mmap_lock")
-        self.mm_mt = VmaTree(self)
+        self.mm_mt = internal.VmaTree(self)
         self.page_table_lock = SpinLock("&mm->page_table_lock")
         self.pgd = {}
         self.def_flags = 0

@@ -27,6 +27,7 @@ from .rmap import (anon_vma_clone, anon_vma_lock_write, anon_vma_prepare, anon_v
                    vma_interval_tree_insert, vma_interval_tree_remove, vma_link_file)
 from .vma import vm_area_alloc, vm_area_dup, vm_area_free, vm_flags_reset
 from . import hugetlb_ops
+from . import internal
 from ..fs.hugetlbfs import hugetlb_split_check
 
 PAGE_SIZE = 4096
@@ -597,3 +598,5 @@ def check_mm(mm):
         report("rss-counter", "BUG: non-zero pgtables_bytes on freeing mm",
                f"BUG: non-zero pgtables_bytes on freeing mm: {pt}", kernel=mm.kernel)
 
+
+internal.define(__name__, globals())   # callers across a cycle use these through internal

@@ -19,6 +19,7 @@ range is one [start, end) per gather, as the kernel's for one VMA at a time.
 """
 from ..debug.kasan import kasan_poison, kasan_save_track
 from ..rcu import call_rcu
+from . import internal
 from .tlb import TLB_FLUSH_ALL, flush_tlb_mm_range
 
 
@@ -82,10 +83,9 @@ def tlb_flush_mmu_tlbonly(tlb):
 
 def tlb_batch_pages_flush(tlb):
     """Drop the gathered folios' references (free_pages_and_swap_cache)."""
-    from .swap_state import free_pages_and_swap_cache
     pages, tlb.pages = tlb.pages, []
     if pages:
-        free_pages_and_swap_cache(tlb.kernel, pages)
+        internal.free_pages_and_swap_cache(tlb.kernel, pages)
 
 
 def tlb_remove_table_rcu(tables):

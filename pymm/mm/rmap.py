@@ -69,6 +69,7 @@ from .swapops import MigrationEntry
 from .tlb import (ArchTlbflushUnmapBatch, arch_tlbbatch_add_pending, arch_tlbbatch_flush,
                   flush_tlb_mm, flush_tlb_page)
 from . import hugetlb_ops
+from . import internal
 LOCK_ORDER_TREE = [
     ("&sb->s_type->i_mutex_key", [
         ("&mm->mmap_lock", [
@@ -890,3 +891,6 @@ def remove_migration_ptes(src, dst, flags=0):
     (dst == src restores a failed migration).  The walk goes over dst's rmap,
     which the migration copied from src."""
     rmap_walk(dst, RmapWalkControl(remove_migration_pte, arg=src), bool(flags & RMP_LOCKED))
+
+
+internal.define(__name__, globals())   # callers across a cycle use these through internal

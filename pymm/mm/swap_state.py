@@ -27,6 +27,7 @@ the page cache, which pymm does not model.
 """
 from ..locking import SpinLock
 from ..sched import point
+from . import internal
 from .atomic import atomic_add_return, clear_bits, set_bits
 from .filemap import FOLIO_LOCK_ANON, __folio_set_locked, folio_lock_or_retry, folio_trylock, folio_unlock
 from .mm_types import (FAULT_FLAG_WRITE, MM_ANONPAGES, MM_SWAPENTS, PG_anon, PG_dirty, PG_uptodate,
@@ -399,7 +400,6 @@ def do_swap_page(vmf, entry):
     Context: mmap_lock held (read), or the VMA's read lock; takes the folio
     lock (or releases the fault's lock and returns VM_FAULT_RETRY: see
     folio_lock_or_retry), then the ptl."""
-    from .rmap import folio_add_anon_rmap_pte, folio_add_new_anon_rmap
     vma, pt, i, k = vmf.vma, vmf.pt, vmf.idx, vmf.kernel
     si = entry.si
     folio = swap_cache_get_folio(si, entry)
@@ -437,12 +437,12 @@ def do_swap_page(vmf, entry):
     # process still maps writable would break COW isolation.
     exclusive = left == 0 and not folio.folio_mapped()
     if not folio.flags & PG_anon:        # first mapping since it was read in
-        folio_add_new_anon_rmap(k, folio, vma, vmf.address)
+        internal.folio_add_new_anon_rmap(k, folio, vma, vmf.address)
         if not exclusive:                # other PTEs, maybe in other mms: the oldest anon_vma
             folio.mapping = vma.anon_vma.root
         folio_add_lru(k, folio)
     else:
-        folio_add_anon_rmap_pte(k, folio, vma, vmf.address)
+        internal.folio_add_anon_rmap_pte(k, folio, vma, vmf.address)
     bits = 0
     if exclusive and vmf.flags & FAULT_FLAG_WRITE and vma.vm_flags & VM_WRITE:
         bits = _PAGE_RW | _PAGE_DIRTY
@@ -490,3 +490,6 @@ def check_swap(si, swap_ptes):
         out.append(("bad-page-state", "BUG: swap accounting",
                     f"inuse_pages {si.inuse_pages} but {len(si.swap_map)} slots in use"))
     return out
+
+
+internal.define(__name__, globals())   # callers across a cycle use these through internal

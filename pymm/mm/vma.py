@@ -25,6 +25,7 @@ from ..rcu import rcu_read_lock_held
 from ..sched import charge
 from ..stacktrace import src_path
 from .gfp import GFP_KERNEL, might_alloc
+from . import internal
 from .mm_types import VmAreaStruct
 from .mmap_lock import mmap_assert_write_locked, vma_mark_detached, vma_start_write
 
@@ -336,3 +337,6 @@ def _suspicious_rcu_usage(mm):
 def _pid():
     t = current()
     return t.pid if t is not None else 0
+
+
+internal.define(__name__, globals())   # callers across a cycle use these through internal

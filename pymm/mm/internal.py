@@ -1,0 +1,58 @@
+"""Functions the mm files call across an import cycle, declared as C's
+headers declare them (mm/internal.h, mm/vma.h, include/linux/mm.h, rmap.h,
+swap.h, maple_tree.h).
+
+In C, mm/mlock.c calls vma_modify_flags and __mm_populate, mm/swap_state.c
+calls folio_add_anon_rmap_pte, mm/mmu_gather.c calls
+free_pages_and_swap_cache ..., and no file needs another's definitions to
+be built first: the header declares, one .c file defines.  In pymm each of
+these callers is imported by the module that defines the function (mmap
+imports mlock, rmap imports swap_state, swap_state reaches mmu_gather ...),
+so importing the definition back would be an import cycle (it used to be
+broken by imports inside the functions, paid on every call).  The
+declarations live here instead, below all of them, and each owner module
+defines its names when it is imported (``internal.define(__name__,
+globals())`` at its end) -- which it always is before any mm exists
+(``pymm.kernel`` imports them all).  Callers look the function up at call
+time: ``internal.mm_populate(mm, 0, TASK_SIZE)``.  The hugetlb functions
+the core mm calls are declared the same way in ``hugetlb_ops``
+(include/linux/hugetlb.h).
+
+Imports nothing.
+"""
+
+DECLARED = {
+    # the VMA tree MmStruct starts with (include/linux/maple_tree.h: mt_init_flags,
+    # which kernel/fork.c's mm_init calls); vma.py builds VMAs from mm_types
+    "pymm.mm.vma": ("VmaTree",),
+    # splitting, merging and the map-count check of a range whose flags change
+    # (mm/vma.h, mm/internal.h): mlock_fixup and apply_vma_lock_flags
+    "pymm.mm.mmap": ("vma_split_range", "vma_try_merge", "vma_splits_ok"),
+    # population after mlock (include/linux/mm.h)
+    "pymm.mm.gup": ("__mm_populate", "mm_populate"),
+    # munlock's second phase (include/linux/rmap.h until 5.17) and the swap-in
+    # fault's mapping of the folio (include/linux/rmap.h)
+    "pymm.mm.rmap": ("try_to_munlock", "folio_add_anon_rmap_pte", "folio_add_new_anon_rmap"),
+    # the TLB gather's freeing of what it gathered (include/linux/swap.h)
+    "pymm.mm.swap_state": ("free_pages_and_swap_cache",),
+}
+
+
+def _undefined(owner, name):
+    def fn(*args, **kwargs):
+        raise RuntimeError(f"{name}: {owner} has not been imported")
+    fn.__name__ = name
+    return fn
+
+
+for _owner, _names in DECLARED.items():
+    for _name in _names:
+        globals()[_name] = _undefined(_owner, _name)
+
+
+def define(owner, namespace):
+    """Called once by each owner module with its ``__name__`` and globals:
+    every name it declares here gets its definition."""
+    g = globals()
+    for name in DECLARED[owner]:
+        g[name] = namespace[name]
