@@ -62,23 +62,20 @@ def test_old_names_still_work():
 
 # -- imports inside functions ---------------------------------------------------------------
 # An import inside a function runs on every call (~1 us: the fault path paid three per
-# fault) and hides an import cycle instead of breaking it.  The low layers break their
-# cycles the kernel's way: constants and small helpers shared across files sit in the
-# lowest file that needs them (vm_fault_t, enum fault_flag and mm_counter in mm_types, as
-# include/linux/mm_types.h and mm.h have them).  A function called from a file its own
-# module builds on is declared, as a C header declares it, in a module that imports
-# nothing, and defined by its owner when the owner is imported: hugetlb's entry points in
-# pymm/mm/hugetlb_ops.py (hugetlb.h), defined by hugetlb.py; core-mm functions in
-# pymm/mm/internal.py (mm/internal.h, mm/vma.h, mm.h, rmap.h, swap.h, maple_tree.h).
-# What is left below is each cycle not broken yet, named: it must only shrink.
-FUNCTION_LEVEL_ALLOWED = {
-    # hugetlb's allocation policy and hugetlbfs's callbacks (inode eviction, migration),
-    # which build on hugetlb
-    ("mm/hugetlb.py", "pymm.mm.mempolicy"),
-    ("mm/hugetlb.py", "pymm.fs.hugetlbfs"),
-    # tmpfs's shared policy is mempolicy's, which allocates tmpfs pages
-    ("fs/shmem.py", "pymm.mm.mempolicy"),
-}
+# fault) and hides an import cycle instead of breaking it.  The low layers have none: they
+# break their cycles the kernel's way.  Constants and small helpers shared across files sit
+# in the lowest file that needs them (vm_fault_t, enum fault_flag and mm_counter in
+# mm_types, as include/linux/mm_types.h and mm.h have them).  A function called from a
+# file its own module builds on is declared, as a C header declares it, in a module that
+# imports nothing, and defined by its owner when the owner is imported: hugetlb's entry
+# points in pymm/mm/hugetlb_ops.py (hugetlb.h), defined by hugetlb.py; and the rest in
+# pymm/mm/internal.py (mm/internal.h, mm/vma.h, mm.h, rmap.h, swap.h, mempolicy.h,
+# maple_tree.h) -- mmap's VMA split/merge and gup's populate for mlock, rmap's
+# try_to_munlock for mlock and its folio_add_*_rmap for the swap-in fault, swap_state's
+# free_pages_and_swap_cache for the TLB gather, the VMA tree for MmStruct, mempolicy's
+# policy lookups for hugetlb and its SharedPolicy for tmpfs, hugetlbfs's inode eviction
+# and folio migration for hugetlb.  Callers look them up at call time
+# (``internal.mm_populate(...)``).
 
 
 def _function_level_imports(path):
@@ -104,13 +101,8 @@ def _function_level_imports(path):
 
 
 def test_no_function_level_imports_below_the_system_call_layer():
-    found = [(rel, line, mod) for f in _files(LOW) for rel, line, mod in _function_level_imports(f)]
-    unexpected = [f"{rel}:{line}: {mod}" for rel, line, mod in found
-                  if (rel, mod) not in FUNCTION_LEVEL_ALLOWED]
-    assert unexpected == []
-    # the allowance only shrinks: a cycle broken leaves no stale entry behind
-    stale = FUNCTION_LEVEL_ALLOWED - {(rel, mod) for rel, _, mod in found}
-    assert stale == set()
+    found = [f"{rel}:{line}: {mod}" for f in _files(LOW) for rel, line, mod in _function_level_imports(f)]
+    assert found == []
 
 
 def test_hugetlb_entry_points_are_defined():

@@ -29,6 +29,7 @@ from ..debug import stackdepot
 from ..debug.report import current_kernel, pymm_checks, report
 from ..locking import RwSemaphore, lockdep
 from ..mm import hugetlb as H
+from ..mm import internal
 from ..mm.atomic import atomic_add_return, clear_bits
 from ..mm.filemap import filemap_get_folio, folio_lock, folio_lock_nested, folio_unlock
 from ..mm.mm_types import PG_dirty, PG_uptodate, VM_HUGETLB, VM_MAYSHARE, VM_SHARED, VM_WRITE
@@ -608,3 +609,6 @@ def hugetlb_split_check(mm, start, end):
             if vma.vm_start < b < vma.vm_end and b & (HPAGE_SIZE - 1):
                 return -errno.EINVAL
     return 0
+
+
+internal.define(__name__, globals())   # callers across a cycle use these through internal

@@ -9,6 +9,7 @@ from ..mm.filemap import filemap_add_folio, filemap_get_folio, folio_lock, folio
 from ..mm.memory import (FAULT_FLAG_ALLOW_RETRY, FAULT_FLAG_RETRY_NOWAIT, VM_FAULT_LOCKED,
                          VM_FAULT_NOPAGE, VM_FAULT_RETRY, release_fault_lock, vm_fault_oom,
                          vm_fault_sigbus)
+from ..mm import internal
 from ..mm.atomic import atomic_add_return
 from ..mm.mm_types import PG_swapbacked, PG_uptodate
 from ..mm.page_alloc import folio_put
@@ -37,8 +38,7 @@ class File:
         self.inode.i_mapping = self.mapping
         self.f_count = 0          # VMAs mapping it (atomic); named files also live in kernel.files
         self.unlinked = False     # shmem_zero_setup files die with their last mapping
-        from ..mm.mempolicy import SharedPolicy
-        self.shared_policy = None if hugetlb else SharedPolicy()     # mbind on its mappings
+        self.shared_policy = None if hugetlb else internal.SharedPolicy()  # mbind on its mappings
 
     @property
     def size(self):

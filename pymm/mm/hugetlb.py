@@ -59,7 +59,7 @@ from ..debug.report import pymm_checks, pymm_only_title, report, report_pymm_che
 from ..locking import Mutex, RwSemaphore, SpinLock, lockdep
 from ..locking.lockdep_report import thread_name
 from ..sched import charge, point
-from . import hugetlb_ops
+from . import hugetlb_ops, internal
 from .atomic import atomic_add_return, clear_bits, set_bits
 from .filemap import (FOLIO_LOCK_ANON, FOLIO_LOCK_HUGETLBFS, __folio_set_locked, filemap_get_folio,
                       folio_lock, folio_lock_class, folio_trylock, folio_unlock, folio_wait_locked,
@@ -215,9 +215,8 @@ def huge_node(vma, address):
     """Where a huge page for ``address`` may come from, by the VMA's (else
     the task's) NUMA policy: (preferred nid, nodemask or None, the policy,
     whether the caller must mpol_put it).  Context: mmap_lock held."""
-    from .mempolicy import get_vma_policy, numa_node_id, policy_nodemask
-    pol, ilx, ref = get_vma_policy(vma, address, HUGETLB_PAGE_ORDER)
-    nodemask, nid = policy_nodemask(pol, ilx, numa_node_id(vma.vm_mm.kernel))
+    pol, ilx, ref = internal.get_vma_policy(vma, address, HUGETLB_PAGE_ORDER)
+    nodemask, nid = internal.policy_nodemask(pol, ilx, internal.numa_node_id(vma.vm_mm.kernel))
     return nid, nodemask, pol, ref
 
 
@@ -725,8 +724,7 @@ def hugetlb_vm_op_close(vma):
             hugetlb_acct_memory(vma.vm_mm.kernel.hstate, -reserve)
         atomic_add_return(resv, "refs", -1)
     if file is not None and file.anon and not file.mapping.i_mmap:
-        from ..fs.hugetlbfs import hugetlbfs_evict_inode
-        hugetlbfs_evict_inode(file)
+        internal.hugetlbfs_evict_inode(file)
 
 
 def hugetlb_vm_op_split(vma, addr):
@@ -1962,8 +1960,7 @@ def move_to_new_hugetlb_folio(kernel, dst, src):
     if src._refcount != expected:
         return -errno.EAGAIN
     if not anon:
-        from ..fs.hugetlbfs import hugetlbfs_migrate_folio
-        rc = hugetlbfs_migrate_folio(kernel, dst, src)
+        rc = internal.hugetlbfs_migrate_folio(kernel, dst, src)
         if rc:
             return rc
     charge("migrate_page")

@@ -1,6 +1,6 @@
-"""Functions the mm files call across an import cycle, declared as C's
-headers declare them (mm/internal.h, mm/vma.h, include/linux/mm.h, rmap.h,
-swap.h, maple_tree.h).
+"""Functions the mm and fs files call across an import cycle, declared as
+C's headers declare them (mm/internal.h, mm/vma.h, include/linux/mm.h,
+rmap.h, swap.h, mempolicy.h, maple_tree.h, fs.h).
 
 In C, mm/mlock.c calls vma_modify_flags and __mm_populate, mm/swap_state.c
 calls folio_add_anon_rmap_pte, mm/mmu_gather.c calls
@@ -13,7 +13,7 @@ broken by imports inside the functions, paid on every call).  The
 declarations live here instead, below all of them, and each owner module
 defines its names when it is imported (``internal.define(__name__,
 globals())`` at its end) -- which it always is before any mm exists
-(``pymm.kernel`` imports them all).  Callers look the function up at call
+(importing pymm imports them all, through ``pymm.kernel``).  Callers look the function up at call
 time: ``internal.mm_populate(mm, 0, TASK_SIZE)``.  The hugetlb functions
 the core mm calls are declared the same way in ``hugetlb_ops``
 (include/linux/hugetlb.h).
@@ -35,6 +35,13 @@ DECLARED = {
     "pymm.mm.rmap": ("try_to_munlock", "folio_add_anon_rmap_pte", "folio_add_new_anon_rmap"),
     # the TLB gather's freeing of what it gathered (include/linux/swap.h)
     "pymm.mm.swap_state": ("free_pages_and_swap_cache",),
+    # hugetlb's allocation policy and tmpfs's shared policy (include/linux/mempolicy.h;
+    # numa_node_id is include/linux/topology.h's)
+    "pymm.mm.mempolicy": ("get_vma_policy", "policy_nodemask", "numa_node_id", "SharedPolicy"),
+    # hugetlbfs's inode eviction and folio migration (fs/hugetlbfs/inode.c), which C
+    # reaches through the inode's super_operations and address_space_operations
+    # (include/linux/fs.h); pymm's hugetlb calls them directly
+    "pymm.fs.hugetlbfs": ("hugetlbfs_evict_inode", "hugetlbfs_migrate_folio"),
 }
 
 

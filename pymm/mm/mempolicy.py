@@ -77,6 +77,7 @@ from ..locking import SpinLock
 from ..debug.report import report
 from ..sched import point
 from . import hugetlb
+from . import internal
 from .atomic import atomic_add_return
 from .hugetlb import folio_isolate_hugetlb, hugetlb_folio_at
 from .migrate import (MIGRATE_SYNC, MR_MEMPOLICY_MBIND, MR_SYSCALL, MigrationTargetControl,
@@ -1224,3 +1225,6 @@ def kernel_get_mempolicy(task, addr, flags, maxnode):
     if isinstance(r, int):
         _raise(r, "get_mempolicy")
     return r
+
+
+internal.define(__name__, globals())   # callers across a cycle use these through internal
