@@ -2,21 +2,22 @@
 C's headers declare them (mm/internal.h, mm/vma.h, include/linux/mm.h,
 rmap.h, swap.h, mempolicy.h, maple_tree.h, fs.h).
 
-In C, mm/mlock.c calls vma_modify_flags and __mm_populate, mm/swap_state.c
-calls folio_add_anon_rmap_pte, mm/mmu_gather.c calls
-free_pages_and_swap_cache ..., and no file needs another's definitions to
-be built first: the header declares, one .c file defines.  In pymm each of
-these callers is imported by the module that defines the function (mmap
-imports mlock, rmap imports swap_state, swap_state reaches mmu_gather ...),
-so importing the definition back would be an import cycle (it used to be
+In C, mm/mlock.c calls vma_modify_flags and __mm_populate, the swap-in
+fault (mm/memory.c's do_swap_page, in pymm's swap_state.py) calls
+folio_add_anon_rmap_pte, mm/mmu_gather.c calls free_pages_and_swap_cache
+..., and no file needs another's definitions to be built first: the header
+declares, one .c file defines.  In pymm each of these callers is imported
+by the module that defines the function, directly or not (mmap imports
+mlock, rmap imports swap_state, swap_state reaches mmu_gather ...), so
+importing the definition back would be an import cycle (it used to be
 broken by imports inside the functions, paid on every call).  The
 declarations live here instead, below all of them, and each owner module
 defines its names when it is imported (``internal.define(__name__,
 globals())`` at its end) -- which it always is before any mm exists
-(importing pymm imports them all, through ``pymm.kernel``).  Callers look the function up at call
-time: ``internal.mm_populate(mm, 0, TASK_SIZE)``.  The hugetlb functions
-the core mm calls are declared the same way in ``hugetlb_ops``
-(include/linux/hugetlb.h).
+(importing pymm imports them all, through ``pymm.kernel``).  Callers look
+the function up at call time: ``internal.mm_populate(mm, 0, TASK_SIZE)``.
+The hugetlb functions the core mm calls are declared the same way in
+``hugetlb_ops`` (include/linux/hugetlb.h).
 
 Imports nothing.
 """
