@@ -45,7 +45,7 @@ VERSION = "1"
 # it for writing (reading it is fine).  1: kind + title + frames; 2: a
 # report with no guilty frame is also signed by its workload.  A database
 # without the key was written under rule 1.
-SIGNATURE_RULE = "2"
+SIGNATURE_RULE = "3"        # 3: bytes dumped in hex in a title are masked too
 MODES = ("controlled", "free")
 TASKS_PER_WORKER = 200      # items a local worker process runs before a fresh one replaces it
 
@@ -116,8 +116,8 @@ _ACCESS_FRAMES = frozenset({"user_access"})
 
 def signature(kind, title, text, workload=None):
     """(signature string, frames) of a finding: kind, title and the first
-    kernel-side frames.  Numbers in the title (addresses, pids, counts) are
-    masked so that the same bug seen with other values dedups.  A circular
+    kernel-side frames.  Numbers in the title (addresses, pids, counts,
+    bytes dumped in hex) are masked so that the same bug seen with other values dedups.  A circular
     locking dependency is signed by the lock classes of its cycle, sorted:
     the same inversion is reported from whichever side closes it first, with
     that side's stack, and it is one bug (pymm's own rule; syzkaller titles
@@ -133,7 +133,7 @@ def signature(kind, title, text, workload=None):
     does not skip (pymm's own rule)."""
     chain = sorted(set(_CHAIN.findall(text))) if "circular locking dependency" in title else []
     fr = chain or frames(text) or _traceback_frames(text)[:SIGNATURE_FRAMES]
-    t = re.sub(r"0x[0-9a-fA-F]+|\b\d+\b", "N", title)
+    t = re.sub(r"0x[0-9a-fA-F]+|\b[0-9a-fA-F]{8,}\b|\b\d+\b", "N", title)
     sig = f"{kind} | {t} | {' < '.join(fr)}"
     if workload and not [f for f in fr if f not in _ACCESS_FRAMES]:
         sig += f" | in {_workload_name(workload)}"

@@ -124,6 +124,11 @@ def test_signature_frames_in_both_frame_formats():
     assert campaign.frames(a) == campaign.frames(b) == ["populate_vma_page_range", "mm_populate_vma"]
     assert campaign.signature("k", "T at 0xffff8880 pid 12", a)[0] == \
         campaign.signature("k", "T at 0xffff9999 pid 7", b)[0]
+    # the bytes a model error dumps are values too: one crash, whatever the data
+    assert campaign.signature("assertion", "process p[23] read 00000000 at 0x7eff, its model says "
+                              "7b7b7b7b7b7b7b7b0000", "")[0] == \
+        campaign.signature("assertion", "process p[45] read 00000000 at 0x7eff, its model says "
+                           "c7c7c7c7c7c7c7c70000", "")[0]
     # the user side (scenario, task wrappers, the runner) is not part of a signature
     c = "x\nstack backtrace:\n  pymm/scenarios/populate.py:3 grow\n  pymm/stress.py:1 body\n"
     assert campaign.frames(c) == []
