@@ -117,8 +117,8 @@ _ACCESS_FRAMES = frozenset({"user_access"})
 def signature(kind, title, text, workload=None):
     """(signature string, frames) of a finding: kind, title and the first
     kernel-side frames.  Numbers in the title (addresses, pids, counts,
-    bytes dumped in hex) are masked so that the same bug seen with other values dedups.  A circular
-    locking dependency is signed by the lock classes of its cycle, sorted:
+    bytes dumped in hex) are masked so that the same bug seen with other
+    values dedups.  A circular locking dependency is signed by the lock classes of its cycle, sorted:
     the same inversion is reported from whichever side closes it first, with
     that side's stack, and it is one bug (pymm's own rule; syzkaller titles
     it by the closing function and so may list it twice).

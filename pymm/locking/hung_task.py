@@ -86,9 +86,10 @@ def _snapshot():
     """A copy of ``_waiting`` taken while other threads add and drop their
     entries.  ``dict.copy()`` runs no Python code (the keys are ints), so no
     other thread runs mid-copy; ``list(_waiting.items())`` is not safe: its
-    tuple allocations (once the 2-tuple free list is empty) can start a garbage collection whose finalizers let
-    another thread run and resize the dict under the iterator ("dictionary
-    changed size during iteration", seen once in CI)."""
+    tuple allocations (once the 2-tuple free list is empty) can start a
+    garbage collection whose finalizers let another thread run and resize
+    the dict under the iterator ("dictionary changed size during
+    iteration", seen once in CI)."""
     return _waiting.copy()
 
 

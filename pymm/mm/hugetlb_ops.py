@@ -11,8 +11,11 @@ before any hugetlb VMA or folio exists (``pymm.kernel`` and
 ``pymm.fs.hugetlbfs`` import it).  Callers look the function up at call
 time: ``hugetlb_ops.hugetlb_fault(mm, vma, address, flags)``.
 
-Imports nothing.
+Imports only the declaration mechanism of ``internal`` (which imports
+nothing).
 """
+from .internal import declare, define_in
+
 
 DECLARED = (
     # faults, zap, fork, mprotect (mm/memory.c, mm/mprotect.c)
@@ -28,20 +31,10 @@ DECLARED = (
 )
 
 
-def _undefined(name):
-    def fn(*args, **kwargs):
-        raise RuntimeError(f"{name}: pymm.mm.hugetlb has not been imported")
-    fn.__name__ = name
-    return fn
-
-
-for _name in DECLARED:
-    globals()[_name] = _undefined(_name)
+declare(globals(), {"pymm.mm.hugetlb": DECLARED})
 
 
 def define(namespace):
     """Called once by pymm.mm.hugetlb with its globals: every declared name
     gets its definition."""
-    g = globals()
-    for name in DECLARED:
-        g[name] = namespace[name]
+    define_in(globals(), DECLARED, namespace)

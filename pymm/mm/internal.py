@@ -53,14 +53,26 @@ def _undefined(owner, name):
     return fn
 
 
-for _owner, _names in DECLARED.items():
-    for _name in _names:
-        globals()[_name] = _undefined(_owner, _name)
+def declare(header, declared):
+    """Declare in the module namespace ``header`` every name of ``declared``
+    ({owner module: names}): each raises until its owner defines it.  The
+    one mechanism of this file and of hugetlb_ops (hugetlb.h)."""
+    for owner, names in declared.items():
+        for name in names:
+            header[name] = _undefined(owner, name)
+
+
+def define_in(header, names, namespace):
+    """Give each of ``names`` in ``header`` its definition from the owner's
+    ``namespace`` (its globals)."""
+    for name in names:
+        header[name] = namespace[name]
+
+
+declare(globals(), DECLARED)
 
 
 def define(owner, namespace):
     """Called once by each owner module with its ``__name__`` and globals:
     every name it declares here gets its definition."""
-    g = globals()
-    for name in DECLARED[owner]:
-        g[name] = namespace[name]
+    define_in(globals(), DECLARED[owner], namespace)
