@@ -42,6 +42,7 @@ runs the same ops as a Hypothesis stateful test, which shrinks a failing
 program to a minimal one).
 """
 import errno
+import itertools
 from types import SimpleNamespace
 
 from .. import constants as C
@@ -201,6 +202,18 @@ class Proc:
             self.freed.pop(a, None)
 
 
+def new_mapping_id(st):
+    """A new mapping's id in the model.  Families run on their own threads
+    and share ``st``: the id is drawn once, in one step (``next`` of an
+    itertools.count is atomic), and used for the pages, the mapping and
+    ``owned`` alike.  (A shared ``st.next_id`` read three times and then
+    incremented let another family's mmap slip in between in free mode:
+    a private hugetlb mapping's pages then carried an id its owner did not
+    own, so the model missed that the owner may take a COW-shared page back
+    from its children and reported their zero read as lost data.)"""
+    return next(st.mapping_ids)
+
+
 def _expect(cond, what):
     if not cond:
         raise ModelError(what)
@@ -319,13 +332,13 @@ def op_mmap(fam, ch, proc):
         return
     _expect(addr % (HP if kind in (HUGE, HUGE_SH) else P) == 0, f"mmap returned {addr:#x}")
     flags = {"locked"} if extra == C.MAP_LOCKED and kind not in (HUGE, HUGE_SH) else set()
+    mid = new_mapping_id(fam.st)
     for a in range(addr, addr + length, P):
         _expect(a not in proc.pages, f"mmap {kind} returned {addr:#x}, overlapping a live mapping")
-        proc.pages[a] = [kind, prot, set(flags), fam.st.next_id]
-    proc.maps.append([addr, length, kind, fam.st.next_id])
+        proc.pages[a] = [kind, prot, set(flags), mid]
+    proc.maps.append([addr, length, kind, mid])
     if kind == HUGE:
-        proc.owned.add(fam.st.next_id)
-    fam.st.next_id += 1
+        proc.owned.add(mid)
 
 
 def op_munmap(fam, ch, proc):
@@ -801,11 +814,11 @@ def op_mremap(fam, ch, proc):
         proc.drop(start + new_len, start + length)
     else:
         if how == "dontunmap":
-            fam.st.next_id += 1
-            proc.maps.append([start, length, kind, fam.st.next_id])
+            left = new_mapping_id(fam.st)
+            proc.maps.append([start, length, kind, left])
             for a in pages:
                 old = proc.pages[a]
-                proc.pages[a] = [old[0], old[1], set(old[2]), fam.st.next_id]
+                proc.pages[a] = [old[0], old[1], set(old[2]), left]
                 proc.data.pop(a, None)
                 proc.freed.pop(a, None)
         else:
@@ -896,7 +909,7 @@ def new_state(seed, fail=True):
     """The machine and the files: 2 nodes, small pools (so reclaim, swap and
     real allocation failures happen), a tmpfs and a hugetlbfs file."""
     k = Kernel(nodes=2, pages_per_node=192, hugepages_per_node=2, seed=seed)
-    st = SimpleNamespace(kernel=k, families=[], next_id=1, log=None)
+    st = SimpleNamespace(kernel=k, families=[], mapping_ids=itertools.count(1), log=None)
     st.shm = k.create_file("fuzz-shm", SHM_PAGES * P)
     st.huge = k.create_file("fuzz-huge", HUGE_FILE_PAGES * HP, hugetlb=True)
     st.baseline = k.meminfo()

@@ -287,3 +287,62 @@ def test_model_keeps_every_possible_content_of_an_uncertain_page(name, monkeypat
     seed, prog = SHRUNK[name]
     lockdep.reset()
     fuzz.run_program(seed, 0, 3, program=prog)
+
+
+# -- the model is shared by the families' threads ------------------------------------------
+
+class _HugeMmapDraws:
+    """op_mmap's draws for a valid private hugetlb mapping."""
+
+    def int(self, lo, hi):
+        return max(lo, min(hi, 1))
+
+    def choice(self, seq):
+        return fuzz.HUGE if seq is fuzz.KINDS else seq[0]
+
+
+class _AddressOnlyProcess:
+    """Just enough of a process for op_mmap: each mmap returns a new huge page."""
+
+    def __init__(self):
+        self.top = 0x7F00_0000_0000
+
+    def mmap(self, addr, length, prot, flags, fd=None, offset=0):
+        self.top -= fuzz.HP
+        return self.top
+
+
+def test_families_racing_in_mmap_keep_each_mappings_id_whole():
+    """Free mode runs the families on their own threads over one model state.
+    A mapping's id must be the same in its pages, its entry in ``maps`` and
+    its owner's ``owned`` set, whatever another family's mmap does meanwhile:
+    the shared counter read three times let another mmap slip in, and the
+    owner then did not own its private hugetlb mapping (the model missed the
+    owner taking a COW-shared page back from its children: a false "memory
+    changed behind its back" on a child's zero read, free mode only).  A
+    tiny switch interval makes the threads interleave inside op_mmap."""
+    import sys
+    import threading
+    old = sys.getswitchinterval()
+    state = fuzz.new_state(0)
+    torn = []
+
+    def family():
+        fam = type("Fam", (), {"st": state})()
+        for _ in range(3000):
+            proc = fuzz.Proc(_AddressOnlyProcess())
+            fuzz.op_mmap(fam, _HugeMmapDraws(), proc)
+            (start, _length, _kind, mid), = proc.maps
+            if not (proc.pages[start][3] == mid and proc.owned == {mid}):
+                torn.append((proc.pages[start][3], mid, proc.owned))
+
+    sys.setswitchinterval(1e-6)
+    try:
+        threads = [threading.Thread(target=family) for _ in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        sys.setswitchinterval(old)
+    assert torn == []
