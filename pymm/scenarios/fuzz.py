@@ -41,6 +41,7 @@ per-role random stream) or a Hypothesis ``data`` object (tests/test_fuzz.py
 runs the same ops as a Hypothesis stateful test, which shrinks a failing
 program to a minimal one).
 """
+import collections
 import errno
 import itertools
 from types import SimpleNamespace
@@ -128,6 +129,14 @@ class DataChooser:
         return seq[self.int(0, len(seq) - 1)]
 
 
+# The last system calls of a run (every family's, in the order they returned)
+# are kept in a ring; an exception out of an op (a ModelError, or anything
+# but an OSError escaping the kernel) gets them as a note, which the
+# report's traceback prints.  A free-mode run cannot be replayed, so this is
+# how its program is seen.  Entries are kept raw and formatted only then.
+CALL_RING = 100
+
+
 def _wrap(st, obj):
     if st.log is None:
         return obj
@@ -135,9 +144,36 @@ def _wrap(st, obj):
     return _Traced(obj, label, st.log)
 
 
+def _shown(v):
+    return hex(v) if isinstance(v, int) and v > 4096 else repr(v)
+
+
+def format_call(entry):
+    """One logged system call as a line: ``label.name(args) = result`` or
+    ``-> Error: message``."""
+    label, name, args, kw, ok, out = entry
+    shown = ", ".join([_shown(a) for a in args] +
+                      [f"{k}={'<' + v.name + '>' if hasattr(v, 'name') else repr(v)}"
+                       for k, v in kw.items()])
+    if not ok:
+        return f"{label}.{name}({shown}) -> {out}"
+    return f"{label}.{name}({shown}) = {_shown(out)}"[:200]
+
+
+def note_calls(st, e):
+    """Add the ring of last system calls to ``e`` (once) as a note."""
+    if st.log is None or getattr(e, "_fuzz_calls_noted", False):
+        return
+    e._fuzz_calls_noted = True
+    calls = list(st.log)[-CALL_RING:]
+    e.add_note(f"the last {len(calls)} system calls of the run, oldest first:\n" +
+               "\n".join("  " + format_call(c) for c in calls))
+
+
 class _Traced:
-    """A process or file whose system calls are logged as one line each in
-    ``log`` (the program listing a shrunk failure prints)."""
+    """A process or file whose system calls are logged, one entry each, in
+    ``log`` (a list: the program listing a shrunk failure prints; a ring:
+    the last calls of a run)."""
 
     def __init__(self, obj, label, log):
         self._obj, self._label, self._log = obj, label, log
@@ -148,16 +184,12 @@ class _Traced:
             return v
 
         def call(*args, **kw):
-            shown = ", ".join([hex(a) if isinstance(a, int) and a > 4096 else repr(a) for a in args] +
-                              [f"{k}={'<' + kw[k].name + '>' if hasattr(kw[k], 'name') else kw[k]!r}"
-                               for k in kw])
             try:
                 r = v(*args, **kw)
             except BaseException as e:
-                self._log.append(f"{self._label}.{name}({shown}) -> {type(e).__name__}: {e}")
+                self._log.append((self._label, name, args, kw, False, f"{type(e).__name__}: {e}"))
                 raise
-            self._log.append(f"{self._label}.{name}({shown}) = "
-                             f"{hex(r) if isinstance(r, int) and r > 4096 else repr(r)}"[:200])
+            self._log.append((self._label, name, args, kw, True, r))
             return r
         return call
 
@@ -286,7 +318,12 @@ class Family:
     def step(self, ch):
         proc = ch.choice(self.procs)
         op = ch.choice(OPS)
-        op(self, ch, proc)
+        try:
+            op(self, ch, proc)
+        except Exception as e:
+            if not isinstance(e, OSError):
+                note_calls(self.st, e)
+            raise
 
 
 def op_mmap(fam, ch, proc):
@@ -617,7 +654,8 @@ def _check_access(fam, proc, a, expect_mapped, off=0):
     except OSError as e:
         _errno_in(e, (errno.ENOMEM,), f"load at {a + off:#x}")
         return
-    _expect(info is not None, f"load at {a + off:#x} succeeded after munmap (got {got.hex()})")
+    _expect(info is not None, f"load at {a + off:#x} succeeded after munmap (got {got[:16].hex()}"
+                              f"{'...' if n > 16 else ''})")
     _expect(info[1] != C.PROT_NONE, f"load at {a + off:#x} of a PROT_NONE page succeeded")
     if info[0] in PRIVATE_ANON:
         buf = proc.data.get(a)
@@ -721,7 +759,7 @@ def op_reclaim(fam, ch, proc):
     n = ch.int(1, 32)
     r = fam.k.reclaim(n)
     if fam.st.log is not None:
-        fam.st.log.append(f"k.reclaim({n}) = {r}")
+        fam.st.log.append(("k", "reclaim", (n,), {}, True, r))
 
 
 def op_mremap(fam, ch, proc):
@@ -984,6 +1022,7 @@ class FuzzScenario(Scenario):
 
     def setup(self, variant, seed):
         st = new_state(seed)
+        st.log = collections.deque(maxlen=CALL_RING)
         st.families = [Family(st, f"fuzz{i}") for i in range(self.families)]
         st.baseline = st.kernel.meminfo()
         arm(st)
@@ -1001,8 +1040,9 @@ def run_program(seed, steps, families=1, program=None, fail=True, log=None, reco
     turns for ``steps`` steps drawing from a seeded RngChooser -- or replay
     ``program``, a list of (family, draws) steps -- then quiesce and check.
     ``record``: a list that receives the program as it runs; ``log``: a list
-    that receives one line per system call.  Raises ModelError (or whatever
-    escaped) on a finding; returns the state.  The shrinker drives this."""
+    that receives one entry per system call (``format_call`` prints one).
+    Raises ModelError (or whatever escaped) on a finding; returns the state.
+    The shrinker drives this."""
     import random
     st = new_state(seed)
     st.log = log
@@ -1096,4 +1136,4 @@ def shrink(seed, steps, families=1, fail=True, max_runs=2000):
         run_program(seed, 0, families, program=prog, fail=fail, log=log)
     except Exception as e:      # noqa: BLE001
         err = e
-    return prog, log, err
+    return prog, [format_call(c) for c in log], err

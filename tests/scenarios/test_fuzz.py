@@ -346,3 +346,28 @@ def test_families_racing_in_mmap_keep_each_mappings_id_whole():
     finally:
         sys.setswitchinterval(old)
     assert torn == []
+
+
+# -- a finding shows the run's last system calls --------------------------------------------------
+
+@pytest.mark.parametrize("mode", ["controlled", "free"])
+def test_a_finding_shows_the_last_system_calls_of_the_run(mode, monkeypatch):
+    """A free-mode run cannot be replayed: its finding's text carries the
+    run's last system calls (every family's, with arguments and results), as
+    does a controlled one's.  Here munmap unmaps nothing, so a load after it
+    succeeds and the model says so."""
+    def munmap(self, addr, length):       # checks its input, then unmaps nothing
+        if addr % 4096 or length <= 0:
+            raise OSError(errno.EINVAL, "munmap: bad input")
+        return 0
+    monkeypatch.setattr(pymm.Process, "munmap", munmap)
+    monkeypatch.setattr(fuzz, "OPS", (fuzz.op_access, fuzz.op_munmap, fuzz.op_mmap))
+    r = (stress.run_controlled("fuzz", "default", 0, 30) if mode == "controlled" else
+         stress.run_free("fuzz", "default", 0, seconds=5))
+    texts = [f["text"] for f in r.findings if "after munmap" in f["title"]]
+    assert texts, [f["title"] for f in r.findings]
+    block = texts[0].split("system calls of the run, oldest first:\n", 1)[1]
+    calls = block.split("\n\n", 1)[0].splitlines()
+    assert 1 <= len(calls) <= fuzz.CALL_RING
+    assert any(".munmap(0x" in c and c.endswith(" = 0") for c in calls), calls
+    assert ".load(0x" in calls[-1], calls[-1]        # the load that found it comes last
