@@ -73,12 +73,15 @@ def test_model_sees_dontneed_that_does_not_zero(monkeypatch):
     assert any(".madvise(" in ln for ln in log) and any(".store(" in ln for ln in log)
 
 
+def _munmap_that_unmaps_nothing(self, addr, length):
+    """A broken munmap: it checks its input, then unmaps nothing."""
+    if addr % 4096 or length <= 0:
+        raise OSError(errno.EINVAL, "munmap: bad input")
+    return 0
+
+
 def test_model_sees_memory_surviving_munmap(monkeypatch):
-    def munmap(self, addr, length):       # checks its input, then unmaps nothing
-        if addr % 4096 or length <= 0:
-            raise OSError(errno.EINVAL, "munmap: bad input")
-        return 0
-    monkeypatch.setattr(pymm.Process, "munmap", munmap)
+    monkeypatch.setattr(pymm.Process, "munmap", _munmap_that_unmaps_nothing)
     monkeypatch.setattr(fuzz, "OPS", (fuzz.op_access, fuzz.op_munmap, fuzz.op_mmap))
     prog, log, err = _first_failure(range(40))
     assert isinstance(err, fuzz.ModelError) and "after munmap" in str(err)
@@ -356,11 +359,7 @@ def test_a_finding_shows_the_last_system_calls_of_the_run(mode, monkeypatch):
     run's last system calls (every family's, with arguments and results), as
     does a controlled one's.  Here munmap unmaps nothing, so a load after it
     succeeds and the model says so."""
-    def munmap(self, addr, length):       # checks its input, then unmaps nothing
-        if addr % 4096 or length <= 0:
-            raise OSError(errno.EINVAL, "munmap: bad input")
-        return 0
-    monkeypatch.setattr(pymm.Process, "munmap", munmap)
+    monkeypatch.setattr(pymm.Process, "munmap", _munmap_that_unmaps_nothing)
     monkeypatch.setattr(fuzz, "OPS", (fuzz.op_access, fuzz.op_munmap, fuzz.op_mmap))
     r = (stress.run_controlled("fuzz", "default", 0, 30) if mode == "controlled" else
          stress.run_free("fuzz", "default", 0, seconds=5))
