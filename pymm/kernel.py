@@ -76,6 +76,9 @@ class Kernel:
         self._kasan_labels = {}
         self._findings = []
         self._finding_keys = set()
+        # pymm's own: a callable whose text ends every report of this kernel
+        # (the fuzz scenario's last system calls); it must take no pymm lock
+        self.report_context = None
         self._tasks = {}
         self.files = {}
         self.max_map_count = C.DEFAULT_MAX_MAP_COUNT    # sysctl vm.max_map_count

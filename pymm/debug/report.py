@@ -88,8 +88,11 @@ def report(kind, title, text, kernel=None, data=None):
     if data and data.get("pymm_only"):
         _pymm_only_titles.add(title)
     text = _with_headline(title, text)
-    f = Finding(kind, title, text, data)
     k = kernel or current_kernel()
+    context = getattr(k, "report_context", None)
+    if context is not None:
+        text = f"{text}\n{context()}"
+    f = Finding(kind, title, text, data)
     new = k.add_finding(f) if k is not None else True
     if new:
         logger.opt(lazy=True).warning("{}", lambda: text)

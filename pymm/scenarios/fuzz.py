@@ -130,10 +130,12 @@ class DataChooser:
 
 
 # The last system calls of a run (every family's, in the order they returned)
-# are kept in a ring; an exception out of an op (a ModelError, or anything
-# but an OSError escaping the kernel) gets them as a note, which the
-# report's traceback prints.  A free-mode run cannot be replayed, so this is
-# how its program is seen.  Entries are kept raw and formatted only then.
+# are kept in a ring; every report of the run's kernel ends with them
+# (Kernel.report_context), and an exception out of an op (a ModelError, or
+# anything but an OSError escaping the kernel) gets them as a note, which
+# the finding's traceback prints.  A free-mode run cannot be replayed, so
+# this is how its program is seen.  Entries are kept raw and formatted only
+# then.
 CALL_RING = 100
 
 
@@ -160,14 +162,27 @@ def format_call(entry):
     return f"{label}.{name}({shown}) = {_shown(out)}"[:200]
 
 
+def last_calls(st):
+    """The ring of last system calls as text (for a report or a note).
+    Other families may append meanwhile: a copy that saw one is retried."""
+    for _ in range(100):
+        try:
+            calls = list(st.log)[-CALL_RING:]
+            break
+        except RuntimeError:             # deque mutated during iteration
+            continue
+    else:
+        return "(the last system calls of the run could not be read)"
+    return (f"the last {len(calls)} system calls of the run, oldest first:\n" +
+            "\n".join("  " + format_call(c) for c in calls))
+
+
 def note_calls(st, e):
     """Add the ring of last system calls to ``e`` (once) as a note."""
     if st.log is None or getattr(e, "_fuzz_calls_noted", False):
         return
     e._fuzz_calls_noted = True
-    calls = list(st.log)[-CALL_RING:]
-    e.add_note(f"the last {len(calls)} system calls of the run, oldest first:\n" +
-               "\n".join("  " + format_call(c) for c in calls))
+    e.add_note(last_calls(st))
 
 
 class _Traced:
@@ -1023,6 +1038,7 @@ class FuzzScenario(Scenario):
     def setup(self, variant, seed):
         st = new_state(seed)
         st.log = collections.deque(maxlen=CALL_RING)
+        st.kernel.report_context = lambda: last_calls(st)
         st.families = [Family(st, f"fuzz{i}") for i in range(self.families)]
         st.baseline = st.kernel.meminfo()
         arm(st)

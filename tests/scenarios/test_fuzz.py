@@ -370,3 +370,25 @@ def test_a_finding_shows_the_last_system_calls_of_the_run(mode, monkeypatch):
     assert 1 <= len(calls) <= fuzz.CALL_RING
     assert any(".munmap(0x" in c and c.endswith(" = 0") for c in calls), calls
     assert ".load(0x" in calls[-1], calls[-1]        # the load that found it comes last
+
+
+def test_every_report_of_a_fuzz_run_ends_with_its_last_system_calls():
+    """Kernel-side findings (KASAN, bad page state, lockdep...) are reports,
+    not exceptions: the fuzz run's kernel ends each of them with the calls."""
+    from pymm.debug.report import report
+    scn = fuzz.FuzzScenario()
+    st = scn.setup("default", 0)
+    for site in fuzz.FAIL:
+        st.kernel.fail(site, probability=0)
+    p = st.families[1].procs[0].p
+    a = p.mmap(0, 4096, pymm.PROT_READ | pymm.PROT_WRITE, pymm.MAP_PRIVATE | pymm.MAP_ANONYMOUS)
+    with pytest.raises(OSError):
+        p.munmap(a + 1, 4096)
+    f = report("assertion", "BUG: a report of the test", "what it saw", kernel=st.kernel)
+    assert f.text.splitlines()[-3:] == [
+        "the last 2 system calls of the run, oldest first:",
+        f"  fuzz1[{p.pid}].mmap(0, 4096, 3, 34) = {a:#x}",
+        f"  fuzz1[{p.pid}].munmap({a + 1:#x}, 4096) -> OSError: [Errno 22] munmap: address "
+        f"{a + 1:#x} is not page aligned"]
+    scn.teardown(st)
+    st.kernel.clear_findings()
