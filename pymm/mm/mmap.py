@@ -40,11 +40,19 @@ def page_align(x):
 
 # -- changing a VMA's range under the rmap locks ---------------------------------
 
-def vma_set_range(vma, start, end, pgoff, under_locks=None):
+def vma_set_range(vma, start, end, pgoff, under_locks=None, insert=None):
     """Move/resize ``vma`` (vma_prepare ... vma_complete): rmap walkers read
     vm_start/vm_end/vm_pgoff under i_mmap_rwsem or anon_vma->rwsem, so the VMA
     leaves the interval trees, changes, and goes back, under both locks
     (write), and write-locked against per-VMA-lock faults (vma_prepare).
+    ``insert``: split_vma's new VMA, which takes over part of ``vma``'s
+    range: it joins the file's interval tree in the same i_mmap_rwsem hold
+    (vma_prepare's ``__vma_link_file(vp->insert)``), so that no rmap walk
+    finds the range in neither VMA.  (Linked afterwards, a migration's
+    remove_migration_ptes in between missed the migration entries of that
+    range and left them behind, pointing at a folio it then freed: the
+    fuzzer's KASAN use-after-free at exit or on the next fault.  An anon
+    VMA's ``insert`` is in the anon_vma trees already: anon_vma_clone.)
     Context: mmap_lock held for write."""
     mmap_assert_write_locked(vma.vm_mm)
     vma_start_write(vma)
@@ -52,6 +60,8 @@ def vma_set_range(vma, start, end, pgoff, under_locks=None):
     anon_vma = vma.anon_vma
     if mapping is not None:
         i_mmap_lock_write(mapping)
+        if insert is not None:
+            vma_interval_tree_insert(insert, mapping)
         if under_locks is not None:
             under_locks()               # __split_vma's hugetlb_split, between vma_prepare and the change
         vma_interval_tree_remove(vma, mapping)
@@ -91,13 +101,9 @@ def split_vma(vma, addr):
         hugetlb_vm_op_open(new, vma)
     anon_vma_clone(new, vma)            # (cannot fail: no GFP_KERNEL, see anon_vma_clone)
     hugetlb = bool(vma.vm_flags & VM_HUGETLB)
-    if hugetlb:
-        vma_set_range(vma, vma.vm_start, addr, vma.vm_pgoff,
-                      lambda: hugetlb_ops.hugetlb_split(vma, addr))
-    else:
-        vma_set_range(vma, vma.vm_start, addr, vma.vm_pgoff)
+    vma_set_range(vma, vma.vm_start, addr, vma.vm_pgoff,
+                  (lambda: hugetlb_ops.hugetlb_split(vma, addr)) if hugetlb else None, insert=new)
     mm.mm_mt.insert(new)
-    vma_link_file(new)
     if hugetlb:
         hugetlb_ops.hugetlb_check_pmd_share_coverage(vma, "split")
         hugetlb_ops.hugetlb_check_pmd_share_coverage(new, "split")

@@ -159,3 +159,43 @@ def test_hugetlb_fault_racing_a_shared_reservation_does_not_leak_it():
 
     res = explore(setup, [faulter, mapper], check, strategy="random", seed=0, max_schedules=200)
     assert res.failure is None, res.failure.message
+
+
+def test_split_links_the_new_vma_under_the_same_i_mmap_hold_as_the_shrink():
+    """Found by free-mode fuzz campaigns (KASAN use-after-free in mm_counter
+    at exit, or in folio_lock_class on a fault): split_vma shrank a file
+    VMA under i_mmap_rwsem and linked the new upper VMA in a second hold.  A
+    migration of a page there by another process could unmap it before the
+    split (try_to_migrate) and restore the mappings in between
+    (remove_migration_ptes): the walk found the range in neither VMA, the
+    migration entry stayed and the old folio was freed under it.  Linux
+    links the new VMA in vma_prepare, under the hold that shrinks the old."""
+    from pymm import MAP_SHARED, MPOL_MF_MOVE_ALL
+    from pymm.sched import explore
+    P = PAGE_SIZE
+
+    def setup():
+        k = pymm.Kernel(nodes=2, pages_per_node=64, hugepages_per_node=0)
+        f = k.create_file("shm", 2 * P)
+        a, b = k.spawn("a"), k.spawn("b")
+        pa = a.mmap(0, 2 * P, PROT_READ | PROT_WRITE, MAP_SHARED, fd=f, offset=0)
+        a.load(pa + P, 8)                          # a maps page 1 of the file
+        pb = b.mmap(0, P, PROT_READ | PROT_WRITE, MAP_SHARED, fd=f, offset=P)
+        b.load(pb, 8)
+        node = f.mapping.i_pages[1].node
+        return dict(k=k, a=a, b=b, pa=pa, pb=pb, to=1 - node)
+
+    def split(s):                                  # a's VMA splits at page 1
+        s["a"].mprotect(s["pa"], P, PROT_READ)
+
+    def migrate(s):                                # b moves page 1 to the other node
+        assert s["b"].move_pages([s["pb"]], [s["to"]], MPOL_MF_MOVE_ALL) in ([s["to"]], [-16])
+
+    def check(s):
+        s["a"].exit()
+        s["b"].exit()
+        assert [f.title for f in s["k"].findings()] == []
+
+    # about 1 schedule in 80 lands the walks on both sides of the split
+    r = explore(setup, [split, migrate], check, strategy="random", seed=0, max_schedules=1000)
+    assert r.failure is None, r.failure.message
