@@ -84,9 +84,9 @@ class Task:
     """A task without an mm (the kernel's own threads; file operations that
     come from no process run as the kernel's init task)."""
 
-    def __init__(self, kernel, name, mm=None):
+    def __init__(self, kernel, name, mm=None, pid=None):
         self.kernel = kernel
-        self.pid = kernel.alloc_pid()
+        self.pid = kernel.alloc_pid() if pid is None else pid
         self.comm = name
         self.mm = mm
         self.exited = False

@@ -2,6 +2,7 @@
 import errno
 import itertools
 import random
+import threading
 
 from loguru import logger
 
@@ -86,6 +87,8 @@ class Kernel:
         self.swap_info = SwapInfo(self, pages_per_node * nodes)   # a swap device as big as RAM
         self.kswapd = None              # per-node Kswapd list while running (start_kswapd)
         self.init_task = Task(self, "swapper")
+        self._kernel_tasks = threading.local()     # kernel_task(): one per thread
+        self._kernel_task_ids = itertools.count(0)
         _report.set_default_kernel(self)
 
     def __repr__(self):
@@ -168,10 +171,28 @@ class Kernel:
         return f
 
     def run_syscall(self, fn, *args):
-        """Run kernel code for a caller that is not a process (file operations):
-        as the calling process if there is one, else as the init task."""
-        with _KernelContext(current() or self.init_task):
+        """Run kernel code for a caller that is not a process (file operations,
+        reclaim): as the calling process if there is one, else as the calling
+        thread's kernel task."""
+        with _KernelContext(current() or self.kernel_task()):
             return fn(*args)
+
+    def kernel_task(self):
+        """The task the calling thread runs kernel code as when it is in no
+        process: the init task for the first thread that asks, a task of its
+        own (pid 0, "swapper/N", as each CPU's idle task) for every other.
+        No task runs on two CPUs at once; sharing one between threads shared
+        its state -- reclaim's batched TLB flush (``tlb_ubc``): one thread's
+        try_to_unmap_flush cleared the batch another had just added an mm's
+        CPUs to, and that one then freed its folios with no flush (the
+        fuzzer: KASAN use-after-free through a stale TLB entry) -- and the
+        fault's reason, task_work and the NUMA policy."""
+        t = getattr(self._kernel_tasks, "task", None)
+        if t is None:
+            n = next(self._kernel_task_ids)        # one step: no two threads get the same n
+            t = self._kernel_tasks.task = self.init_task if n == 0 else \
+                Task(self, f"swapper/{n}", pid=0)
+        return t
 
     # -- allocation -------------------------------------------------------------------
     def local_node(self):

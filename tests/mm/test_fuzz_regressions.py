@@ -199,3 +199,45 @@ def test_split_links_the_new_vma_under_the_same_i_mmap_hold_as_the_shrink():
     # about 1 schedule in 80 lands the walks on both sides of the split
     r = explore(setup, [split, migrate], check, strategy="random", seed=0, max_schedules=1000)
     assert r.failure is None, r.failure.message
+
+
+def test_threads_in_no_process_run_kernel_code_as_tasks_of_their_own(kernel):
+    """Found by a free-mode fuzz run (KASAN use-after-free through a stale
+    TLB entry): every thread that called ``k.reclaim`` outside a process ran
+    as the one init task, so concurrent reclaimers shared its batched TLB
+    flush (``tlb_ubc``).  One's try_to_unmap_flush cleared the batch right
+    after the other had added an mm's CPUs to it; the other then found
+    nothing to flush and freed folios that a CPU still reached.  Each
+    thread now runs as a task of its own (pid 0, as each CPU's idle task)."""
+    import threading
+    from pymm.context import current
+    from pymm.mm.rmap import _tlb_ubc, set_tlb_ubc_flush_pending, try_to_unmap_flush
+    p = kernel.spawn("a")
+    mm = p.mm
+    both_in = threading.Barrier(2)
+    flushed = threading.Event()
+    seen = {}
+
+    def reclaimer_a():                   # unmaps a page of p, its flush batched
+        seen["a"] = current()
+        set_tlb_ubc_flush_pending(mm, False)
+        both_in.wait()
+        flushed.wait()
+        seen["a_pending"] = _tlb_ubc().flush_required
+        try_to_unmap_flush()
+
+    def reclaimer_b():                   # flushes its own batch meanwhile
+        seen["b"] = current()
+        both_in.wait()
+        try_to_unmap_flush()
+        flushed.set()
+
+    threads = [threading.Thread(target=kernel.run_syscall, args=(fn,))
+               for fn in (reclaimer_a, reclaimer_b)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert seen["a"] is not seen["b"] and seen["a"].pid == seen["b"].pid == 0
+    assert seen["a_pending"], "another thread's flush emptied this one's batch"
+    p.exit()
