@@ -81,8 +81,10 @@ def task_work_add(fn):
 
 
 class Task:
-    """A task without an mm (the kernel's own threads; file operations that
-    come from no process run as the kernel's init task)."""
+    """A task without an mm (the kernel's own threads; kernel code that a
+    thread in no process runs -- file operations, reclaim -- runs as that
+    thread's kernel task, Kernel.kernel_task).  ``pid``: given for the
+    per-thread "swapper/N" tasks (pid 0), else allocated."""
 
     def __init__(self, kernel, name, mm=None, pid=None):
         self.kernel = kernel
