@@ -10,6 +10,7 @@ from .mmap_lock import mmap_write_lock, mmap_write_unlock
 from .pgtable import _PAGE_PROTNONE, _PAGE_RW, pte_index, pte_ranges
 from . import hugetlb_ops
 from .rmap import flush_tlb_batched_pending
+from .swapops import MigrationEntry
 from .tlb import flush_tlb_range
 
 
@@ -39,13 +40,21 @@ def change_protection(vma, start, end, newflags):
         pt.ptl.lock()
         flush_tlb_batched_pending(mm)
         for i in range(pte_index(addr), pte_index(nxt - 1) + 1):
-            if isinstance(pt.ptes[i], Folio):
+            e = pt.ptes[i]
+            if isinstance(e, Folio):
                 old = pt.bits[i]
                 new = old & ~_PAGE_RW
                 new = new | _PAGE_PROTNONE if none else new & ~_PAGE_PROTNONE
                 if new != old:
                     pt.bits[i] = new
                     reduced = reduced or bool(old & _PAGE_RW or none)
+            elif type(e) is MigrationEntry and e.writable:
+                # change_pte_range: "A protection check is difficult so just
+                # be safe and disable write" -- a migration in flight would
+                # otherwise map the page writable again (remove_migration_pte)
+                # in a VMA that no longer is (the fuzzer: a store to a page
+                # mprotected read-only succeeded)
+                pt.ptes[i] = MigrationEntry(e.folio, False)
         pt.ptl.unlock()
     if reduced:
         flush_tlb_range(vma, start, end)

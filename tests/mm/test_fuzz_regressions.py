@@ -1,5 +1,7 @@
 """Bugs the fuzz scenario found (pymm/scenarios/fuzz.py), each minimised by
 its shrinker, as regression tests."""
+import pytest
+
 import pymm
 from pymm import MAP_ANONYMOUS, MAP_POPULATE, MAP_PRIVATE, PAGE_SIZE, PROT_READ, PROT_WRITE
 
@@ -241,3 +243,41 @@ def test_threads_in_no_process_run_kernel_code_as_tasks_of_their_own(kernel):
     assert seen["a"] is not seen["b"] and seen["a"].pid == seen["b"].pid == 0
     assert seen["a_pending"], "another thread's flush emptied this one's batch"
     p.exit()
+
+
+def test_mprotect_makes_a_writable_migration_entry_readable():
+    """Found by a free-mode fuzz run (hugetlb weighted): a store to a tmpfs
+    page its process had mprotected read-only succeeded.  Another process was
+    migrating the page: mprotect left its writable migration entry as it
+    was, and remove_migration_pte then mapped the page writable in the
+    read-only VMA.  Linux's change_pte_range makes such an entry readable."""
+    from pymm import MAP_SHARED, MPOL_MF_MOVE_ALL
+    from pymm.errors import SegmentationFault
+    from pymm.sched import explore
+    P = PAGE_SIZE
+
+    def setup():
+        k = pymm.Kernel(nodes=2, pages_per_node=64, hugepages_per_node=0)
+        f = k.create_file("shm", P)
+        a, b = k.spawn("a"), k.spawn("b")
+        pa = a.mmap(0, P, PROT_READ | PROT_WRITE, MAP_SHARED, fd=f, offset=0)
+        a.store(pa, b"\x01")                       # a's PTE: writable and dirty
+        pb = b.mmap(0, P, PROT_READ | PROT_WRITE, MAP_SHARED, fd=f, offset=0)
+        b.load(pb, 8)
+        return dict(k=k, a=a, b=b, pa=pa, pb=pb, to=1 - f.mapping.i_pages[0].node)
+
+    def protect(s):
+        s["a"].mprotect(s["pa"], P, PROT_READ)
+
+    def migrate(s):
+        s["b"].move_pages([s["pb"]], [s["to"]], MPOL_MF_MOVE_ALL)
+
+    def check(s):
+        with pytest.raises(SegmentationFault):
+            s["a"].store(s["pa"], b"\x02")
+        s["a"].exit()
+        s["b"].exit()
+        assert [f.title for f in s["k"].findings()] == []
+
+    r = explore(setup, [protect, migrate], check, strategy="random", seed=0, max_schedules=1000)
+    assert r.failure is None, r.failure.message
