@@ -178,11 +178,9 @@ def last_calls(st):
 
 
 def note_calls(st, e):
-    """Add the ring of last system calls to ``e`` (once) as a note."""
-    if st.log is None or getattr(e, "_fuzz_calls_noted", False):
-        return
-    e._fuzz_calls_noted = True
-    e.add_note(last_calls(st))
+    """Add the ring of last system calls to ``e`` as a note."""
+    if st.log is not None:
+        e.add_note(last_calls(st))
 
 
 class _Traced:
